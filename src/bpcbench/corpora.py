@@ -1,0 +1,292 @@
+"""Named, checksummed corpora: every reported number names the exact bytes it measured.
+
+The manifest (corpora/manifest.toml) pins each file's size and sha256, so a
+silently edited or re-encoded corpus fails loudly instead of skewing a table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from .errors import BpcError
+
+KINDS = ("english", "code", "non-english", "structured", "binary", "fresh")
+FILE_KIND = "file"  # a path given on the command line, not a manifest entry
+ALL_GROUP = "all"
+ENV_VAR = "BPCBENCH_CORPORA"
+DEFAULT_MANIFEST = Path(__file__).resolve().parents[2] / "corpora" / "manifest.toml"
+
+_REQUIRED = ("name", "path", "kind", "bytes", "sha256", "source", "licence")
+_OPTIONAL = ("note", "groups")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class Corpus:
+    name: str
+    path: Path
+    kind: str
+    bytes: int
+    sha256: str
+    source: str
+    licence: str
+    groups: tuple[str, ...] = ()
+    note: str = ""
+
+    def read_bytes(self) -> bytes:
+        """Read and verify: a result is only worth reporting for the bytes the manifest names."""
+        try:
+            data = self.path.read_bytes()
+        except OSError as exc:
+            raise BpcError(
+                f"corpus {self.name}: cannot read {self.path}: {exc.strerror or exc}"
+            ) from None
+        actual_sha256 = hashlib.sha256(data).hexdigest()
+        if len(data) != self.bytes or actual_sha256 != self.sha256:
+            raise BpcError(
+                f"corpus {self.name}: checksum mismatch for {self.path}: expected "
+                f"{self.bytes} bytes sha256 {self.sha256}, found {len(data)} bytes "
+                f"sha256 {actual_sha256}"
+            )
+        return data
+
+
+def count_characters(data: bytes) -> int | None:
+    """Code points, for bits per character; None where 'character' has no meaning (not UTF-8)."""
+    try:
+        return len(bytes(data).decode("utf-8"))
+    except UnicodeDecodeError:
+        return None
+
+
+def manifest_path(path: str | os.PathLike | None = None) -> Path:
+    """The argument wins, then $BPCBENCH_CORPORA, then the repository's own manifest."""
+    if path is not None:
+        return Path(path)
+    env = os.environ.get(ENV_VAR)
+    return Path(env) if env else DEFAULT_MANIFEST
+
+
+def load_manifest(path: str | os.PathLike | None = None) -> dict[str, Corpus]:
+    """Parse and validate strictly: a typo in a field name would otherwise drop a checksum."""
+    path = manifest_path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise BpcError(f"{path}: cannot read corpus manifest: {exc.strerror or exc}") from None
+    try:
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise BpcError(f"{path}: invalid TOML: {exc}") from None
+
+    extra = sorted(set(doc) - {"corpus"})
+    if extra:
+        raise BpcError(
+            f"{path}: unknown top-level key(s) {', '.join(extra)}; expected [[corpus]] tables"
+        )
+    entries = doc.get("corpus")
+    if not isinstance(entries, list) or not entries:
+        raise BpcError(f"{path}: no [[corpus]] entries")
+
+    base = path.resolve().parent
+    corpora: dict[str, Corpus] = {}
+    for index, entry in enumerate(entries, start=1):
+        corpus = _parse_entry(path, base, index, entry)
+        if corpus.name in corpora:
+            raise BpcError(f"{path}: corpus entry {index} ({corpus.name}): duplicate name")
+        corpora[corpus.name] = corpus
+
+    groups = {g for c in corpora.values() for g in c.groups}
+    clashes = sorted(groups & set(corpora))
+    if clashes:
+        raise BpcError(f"{path}: {', '.join(clashes)} used both as a corpus name and a group name")
+    return corpora
+
+
+def _parse_entry(path: Path, base: Path, index: int, entry: object) -> Corpus:
+    label = f"corpus entry {index}"
+    if not isinstance(entry, dict):
+        raise BpcError(f"{path}: {label}: not a table")
+    if isinstance(entry.get("name"), str):
+        label = f"{label} ({entry['name']})"
+
+    def fail(message: str) -> BpcError:
+        return BpcError(f"{path}: {label}: {message}")
+
+    missing = [key for key in _REQUIRED if key not in entry]
+    if missing:
+        raise fail(f"missing field(s) {', '.join(missing)}")
+    unknown = sorted(set(entry) - set(_REQUIRED) - set(_OPTIONAL))
+    if unknown:
+        raise fail(f"unknown field(s) {', '.join(unknown)}")
+    for key in ("name", "path", "kind", "sha256", "source", "licence", "note"):
+        if key in entry and not isinstance(entry[key], str):
+            raise fail(f"{key} must be a string")
+
+    name = entry["name"]
+    if not _NAME_RE.fullmatch(name):
+        raise fail(f"name {name!r} must be letters, digits, '.', '_' or '-'")
+    if name == ALL_GROUP:
+        raise fail(f"name {ALL_GROUP!r} is reserved for the implicit group of every corpus")
+    if entry["kind"] not in KINDS:
+        raise fail(f"kind {entry['kind']!r} is not one of {', '.join(KINDS)}")
+    size = entry["bytes"]
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise fail("bytes must be a non-negative integer")
+    if not _SHA256_RE.fullmatch(entry["sha256"]):
+        raise fail("sha256 must be 64 lower-case hex digits")
+    relative = Path(entry["path"])
+    if relative.is_absolute() or ".." in relative.parts or not entry["path"]:
+        raise fail(f"path {entry['path']!r} must be relative to the manifest, without '..'")
+    groups = entry.get("groups", [])
+    if not isinstance(groups, list) or not all(isinstance(g, str) and g for g in groups):
+        raise fail("groups must be a list of non-empty strings")
+    if ALL_GROUP in groups:
+        raise fail(f"group {ALL_GROUP!r} is implicit; do not list it")
+
+    return Corpus(
+        name=name,
+        path=base / relative,
+        kind=entry["kind"],
+        bytes=size,
+        sha256=entry["sha256"],
+        source=entry["source"],
+        licence=entry["licence"],
+        groups=tuple(dict.fromkeys(groups)),
+        note=entry.get("note", ""),
+    )
+
+
+def groups_of(corpora: Mapping[str, Corpus]) -> dict[str, list[str]]:
+    """Group name -> member names in manifest order, including the implicit 'all'."""
+    groups: dict[str, list[str]] = {ALL_GROUP: list(corpora)}
+    for corpus in corpora.values():
+        for group in corpus.groups:
+            groups.setdefault(group, []).append(corpus.name)
+    return groups
+
+
+def select(
+    names_or_groups: Iterable[str], corpora: Mapping[str, Corpus] | None = None
+) -> list[Corpus]:
+    """Expand groups so a bench matrix can say 'canterbury'; keep order, drop repeats."""
+    if isinstance(names_or_groups, str):
+        names_or_groups = [names_or_groups]
+    corpora = load_manifest() if corpora is None else corpora
+    groups = groups_of(corpora)
+    chosen: dict[str, Corpus] = {}
+    for item in names_or_groups:
+        if item in corpora:
+            chosen.setdefault(item, corpora[item])
+        elif item in groups:
+            for member in groups[item]:
+                chosen.setdefault(member, corpora[member])
+        else:
+            raise BpcError(
+                f"unknown corpus or group {item!r}; corpora: {', '.join(corpora)}; "
+                f"groups: {', '.join(groups)}"
+            )
+    return list(chosen.values())
+
+
+def resolve(spec: str | os.PathLike, corpora: Mapping[str, Corpus] | None = None) -> Corpus:
+    """A manifest name, or any file, checksummed now so that an edit mid-run still shows."""
+    text = os.fspath(spec)
+    file_path = Path(text)
+    if corpora is None:
+        try:
+            corpora = load_manifest()
+        except BpcError:
+            if not file_path.is_file():
+                raise
+            corpora = {}  # a plain file needs no manifest
+    if text in corpora:
+        return corpora[text]
+    if not file_path.is_file():
+        raise BpcError(
+            f"{text!r} is neither a corpus name ({', '.join(corpora) or 'none loaded'}) nor a file"
+        )
+    try:
+        data = file_path.read_bytes()
+    except OSError as exc:
+        raise BpcError(f"{text}: cannot read: {exc.strerror or exc}") from None
+    return Corpus(
+        name=file_path.name,
+        path=file_path.resolve(),
+        kind=FILE_KIND,
+        bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        source=str(file_path.resolve()),
+        licence="unknown",
+    )
+
+
+def verify_all(corpora: Mapping[str, Corpus] | None = None) -> list[str]:
+    """Every problem at once, not just the first, so one run shows the whole damage."""
+    corpora = load_manifest() if corpora is None else corpora
+    problems = []
+    for corpus in corpora.values():
+        try:
+            corpus.read_bytes()
+        except BpcError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m bpcbench.corpora [MANIFEST]`: verify all; non-zero exit on any problem."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) > 1 or any(arg in ("-h", "--help") for arg in argv):
+        print("usage: python -m bpcbench.corpora [MANIFEST]", file=sys.stderr)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    try:
+        corpora = load_manifest(argv[0] if argv else None)
+    except BpcError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+    rows = [("name", "kind", "bytes", "chars", "sha256", "status", "groups")]
+    problems = []
+    for corpus in corpora.values():
+        chars = "-"
+        try:
+            data = corpus.read_bytes()
+        except BpcError as exc:
+            problems.append(str(exc))
+            status = "FAIL"
+        else:
+            status = "ok"
+            count = count_characters(data)
+            chars = "-" if count is None else str(count)
+        rows.append(
+            (corpus.name, corpus.kind, str(corpus.bytes), chars, corpus.sha256[:12], status,
+             ",".join(corpus.groups))
+        )
+    print(_table(rows))
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    print(f"{len(corpora) - len(problems)}/{len(corpora)} corpora ok")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
