@@ -1,0 +1,1 @@
+"""Helpers for tests: tiny synthetic models and fixtures."""
