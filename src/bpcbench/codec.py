@@ -1,0 +1,262 @@
+"""compress / decompress: bytes -> tokens -> lockstep probabilities -> range coder -> container.
+
+Both directions run the same LockstepEvaluator loop; only the step differs (the encoder
+looks its tokens up, the decoder decodes them). That shared loop is what makes decoding
+bit-exact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import version
+
+import numpy as np
+
+from . import coder, entropy_model
+from .container import Container
+from .errors import BpcError, CorruptInput, Mismatch
+from .evaluation import LockstepEvaluator, Plan, plan_chunks
+from .llamacpp import Model, build_info, default_threads
+from .models import describe
+from .tokenization import Vocabulary
+
+DEFAULT_CHUNK_TOKENS = 512
+DEFAULT_WIDTH = 32
+
+
+@dataclass
+class Settings:
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS
+    width: int = DEFAULT_WIDTH
+    threads: int = field(default_factory=default_threads)
+    n_gpu_layers: int = 0
+
+
+@dataclass
+class Stats:
+    input_bytes: int = 0
+    container_bytes: int = 0
+    coded_bytes: int = 0  # the range coder's payload alone
+    n_tokens: int = 0
+    n_chunks: int = 0
+    fallback_bytes: int = 0
+    ideal_bits: float = 0.0
+    chunk_ideal_bits: list = field(default_factory=list)
+    chunk_input_bytes: list = field(default_factory=list)
+    seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+
+    @property
+    def ideal_bits_per_byte(self) -> float:
+        return self.ideal_bits / self.input_bytes if self.input_bytes else float("nan")
+
+    @property
+    def coded_bits_per_byte(self) -> float:
+        return self.coded_bytes * 8 / self.input_bytes if self.input_bytes else float("nan")
+
+    @property
+    def container_bits_per_byte(self) -> float:
+        return self.container_bytes * 8 / self.input_bytes if self.input_bytes else float("nan")
+
+    @property
+    def overhead_percent(self) -> float:
+        ideal = self.ideal_bits / 8
+        return (self.coded_bytes / ideal - 1) * 100 if ideal else float("nan")
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.n_tokens / self.seconds if self.seconds else float("nan")
+
+    @property
+    def kb_per_second(self) -> float:
+        return self.input_bytes / 1000 / self.seconds if self.seconds else float("nan")
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("chunk_ideal_bits")
+        d.pop("chunk_input_bytes")
+        for k in ("ideal_bits_per_byte", "coded_bits_per_byte", "container_bits_per_byte",
+                  "overhead_percent", "tokens_per_second", "kb_per_second"):
+            d[k] = getattr(self, k)
+        return d
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _environment(settings: Settings) -> dict:
+    return {
+        "build": build_info(settings.n_gpu_layers).as_dict(),
+        "threads": settings.threads,
+        "n_gpu_layers": settings.n_gpu_layers,
+        "numpy": np.__version__,
+        "coder": coder.VERSION,
+    }
+
+
+class Session:
+    """A loaded model plus its vocabulary, reusable across many files (the bench does that)."""
+
+    def __init__(self, model_spec: str, n_gpu_layers: int = 0):
+        self.info = describe(model_spec)
+        self.model = Model(self.info.path, n_gpu_layers=n_gpu_layers)
+        self.vocab = Vocabulary.from_model(self.model)
+        self._evaluators: dict[tuple, LockstepEvaluator] = {}
+
+    def evaluator(self, width: int, chunk_tokens: int, threads: int) -> LockstepEvaluator:
+        key = (width, chunk_tokens, threads)
+        if key not in self._evaluators:
+            self._evaluators[key] = LockstepEvaluator(
+                self.model, width=width, chunk_tokens=chunk_tokens, threads=threads
+            )
+        return self._evaluators[key]
+
+    def close(self) -> None:
+        for ev in self._evaluators.values():
+            ev.close()
+        self._evaluators.clear()
+        self.model.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def compress(data: bytes, session: Session, settings: Settings | None = None, progress=None) -> tuple[bytes, Stats]:
+    settings = settings or Settings()
+    t0 = time.perf_counter()
+    tok = session.vocab.tokenize(data)
+    tokens = tok.tokens
+    plan = plan_chunks(len(tokens), settings.chunk_tokens, settings.width)
+    offs = plan.offsets()
+    enc = coder.Encoder()
+    n_escapes = len(session.vocab.escape_bytes)
+    chunk_bits = np.zeros(len(plan.chunk_lengths))
+
+    def step(chunk_ids: np.ndarray, t: int, logits: np.ndarray) -> np.ndarray:
+        symbols = tokens[offs[chunk_ids] + t]
+        weights = entropy_model.with_escapes(entropy_model.unnormalised_probabilities(logits), n_escapes)
+        chunk_bits[chunk_ids] += entropy_model.ideal_bits(weights, symbols)
+        enc.encode(symbols, weights)
+        return session.vocab.model_input(symbols)
+
+    if plan.chunk_lengths:
+        session.evaluator(plan.width, plan.chunk_tokens, settings.threads).run(plan, step, _on_step(progress, plan))
+    payload = enc.finish()
+    header = {
+        "model": {"name": session.info.name, "sha256": session.info.sha256, "file_bytes": session.info.file_bytes},
+        **_environment(settings),
+        "width": plan.width,
+        "chunk_tokens": plan.chunk_tokens,
+        "start_token": session.model.start_token,
+        "chunk_lengths": list(plan.chunk_lengths),
+        "fallback_bytes": tok.fallback_bytes,
+        "escape_bytes": session.vocab.escape_bytes,
+        "original_bytes": len(data),
+        "original_sha256": hashlib.sha256(data).hexdigest(),
+        "payload_words": int(len(payload)),
+        "bpcbench": version("bpcbench") if _installed() else "dev",
+    }
+    blob = Container(header, payload).to_bytes()
+    stats = Stats(
+        input_bytes=len(data),
+        container_bytes=len(blob),
+        coded_bytes=int(len(payload)) * 4,
+        n_tokens=len(tokens),
+        n_chunks=len(plan.chunk_lengths),
+        fallback_bytes=tok.fallback_bytes,
+        ideal_bits=float(chunk_bits.sum()),
+        chunk_ideal_bits=chunk_bits.tolist(),
+        chunk_input_bytes=[len(session.vocab.detokenize(tokens[offs[i] : offs[i + 1]])) for i in range(len(plan.chunk_lengths))],
+        seconds=time.perf_counter() - t0,
+        peak_rss_mb=peak_rss_mb(),
+    )
+    return blob, stats
+
+
+def _on_step(progress, plan: Plan):
+    """Adapt a tqdm-like bar (reset(total=), update(n)) to the evaluator's per-step callback."""
+    if progress is None:
+        return None
+    progress.reset(total=plan.n_tokens)
+    return progress.update
+
+
+def _installed() -> bool:
+    try:
+        version("bpcbench")
+        return True
+    except Exception:
+        return False
+
+
+def read_header(blob: bytes) -> Container:
+    return Container.from_bytes(blob)
+
+
+def check_compatible(header: dict, session_sha: str, settings: Settings, force: bool = False) -> list[str]:
+    """Refuse (or, forced, warn about) a decode whose distributions could differ from the encoder's."""
+    problems = []
+    here = _environment(settings)
+    if header["model"]["sha256"] != session_sha:
+        raise Mismatch(
+            f"model mismatch: file was compressed with {header['model']['name']} "
+            f"(sha256 {header['model']['sha256'][:12]}…), this model has sha256 {session_sha[:12]}…"
+        )
+    for key, label in (("build", "llama.cpp build or CPU features"), ("threads", "thread count"),
+                       ("n_gpu_layers", "GPU offload (n_gpu_layers)"), ("numpy", "numpy version"),
+                       ("coder", "entropy coder")):
+        if header.get(key) != here.get(key):
+            problems.append(f"{label} differs: file has {header.get(key)!r}, here {here.get(key)!r}")
+    if problems and not force:
+        raise Mismatch(problems[0] + " (decoding could produce wrong bytes; pass --force to try, the checksum still guards the output)")
+    return problems
+
+
+def decompress(blob: bytes, session: Session | None = None, model_spec: str | None = None,
+               settings: Settings | None = None, force: bool = False, progress=None) -> tuple[bytes, Stats]:
+    t0 = time.perf_counter()
+    container = Container.from_bytes(blob)
+    h = container.header
+    own = session is None
+    if own:
+        session = Session(model_spec or h["model"]["name"], n_gpu_layers=h.get("n_gpu_layers", 0))
+    try:
+        settings = settings or Settings(threads=h["threads"], n_gpu_layers=h["n_gpu_layers"])
+        check_compatible(h, session.info.sha256, settings, force)
+        plan = Plan(tuple(h["chunk_lengths"]), h["width"], h["chunk_tokens"])
+        if session.model.start_token != h["start_token"] or session.vocab.escape_bytes != h["escape_bytes"]:
+            raise Mismatch("the model's vocabulary differs from the one recorded in the file")
+        tokens = np.zeros(plan.n_tokens, dtype=np.int32)
+        offs = plan.offsets()
+        dec = coder.Decoder(container.payload)
+        n_escapes = len(session.vocab.escape_bytes)
+
+        def step(chunk_ids: np.ndarray, t: int, logits: np.ndarray) -> np.ndarray:
+            weights = entropy_model.with_escapes(entropy_model.unnormalised_probabilities(logits), n_escapes)
+            symbols = dec.decode(weights)
+            tokens[offs[chunk_ids] + t] = symbols
+            return session.vocab.model_input(symbols)
+
+        if plan.chunk_lengths:
+            session.evaluator(plan.width, plan.chunk_tokens, settings.threads).run(plan, step, _on_step(progress, plan))
+        data = session.vocab.detokenize(tokens)
+    finally:
+        if own:
+            session.close()
+    if len(data) != h["original_bytes"] or hashlib.sha256(data).hexdigest() != h["original_sha256"]:
+        raise CorruptInput(
+            "decoded data fails its checksum: the file is corrupt or was made under a different "
+            "model/build; nothing was written"
+        )
+    stats = Stats(input_bytes=len(data), container_bytes=len(blob), coded_bytes=len(container.payload) * 4,
+                  n_tokens=plan.n_tokens, n_chunks=len(plan.chunk_lengths), fallback_bytes=h["fallback_bytes"],
+                  seconds=time.perf_counter() - t0, peak_rss_mb=peak_rss_mb())
+    return data, stats
