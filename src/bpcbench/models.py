@@ -209,7 +209,7 @@ def _quant_type(reader) -> str:
     ft = _field_int(reader, "general.file_type")
     if ft is not None:
         try:
-            return LlamaFileType(ft).name.replace("MOSTLY_", "")
+            return LlamaFileType(ft).name.replace("MOSTLY_", "").replace("ALL_", "")
         except ValueError:
             pass
     counts: dict[str, int] = {}

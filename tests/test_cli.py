@@ -1,0 +1,101 @@
+"""The command line as a user meets it: round trips through files and pipes, one-line errors, no debris."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bpcbench.cli import main
+
+ARGS = ["--chunk-tokens", "16", "--width", "8", "--threads", "2", "-q"]
+
+
+def run(*argv):
+    return main([str(a) for a in argv])
+
+
+def only_one_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_compress_decompress_files(tmp_path, tiny_model_path, capsys):
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"hello \xff world\r\n" * 20)
+    assert run("compress", src, "-m", tiny_model_path, "--stats", *ARGS) == 0
+    err = capsys.readouterr().err
+    assert "bits/byte: ideal" in err and "tokens/s" in err
+    packed = tmp_path / "in.txt.bpcz"
+    assert packed.exists()
+    out = tmp_path / "out.txt"
+    assert run("decompress", packed, "-o", out, "-m", tiny_model_path, "-q") == 0
+    assert out.read_bytes() == src.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "in.txt.bpcz", "out.txt"]  # no temp files
+
+
+def test_stdin_stdout_pipe(tmp_path, tiny_model_path):
+    data = b"piped data \x00\x01 and text " * 30
+    cmd = [sys.executable, "-m", "bpcbench"]
+    packed = subprocess.run(cmd + ["compress", "-", "-m", str(tiny_model_path), *ARGS], input=data,
+                            capture_output=True, check=True).stdout
+    assert packed[:4] == b"BPCZ"
+    out = subprocess.run(cmd + ["decompress", "-", "-m", str(tiny_model_path), "-q"], input=packed,
+                         capture_output=True, check=True).stdout
+    assert out == data
+
+
+def test_refuses_to_overwrite_without_force(tmp_path, tiny_model_path, capsys):
+    src = tmp_path / "a"
+    src.write_bytes(b"abc")
+    (tmp_path / "a.bpcz").write_bytes(b"keep me")
+    assert run("compress", src, "-m", tiny_model_path, *ARGS) == 2
+    assert "output exists" in only_one_line(capsys.readouterr().err)
+    assert (tmp_path / "a.bpcz").read_bytes() == b"keep me"
+    assert run("compress", src, "-m", tiny_model_path, "-f", *ARGS) == 0
+    assert (tmp_path / "a.bpcz").read_bytes()[:4] == b"BPCZ"
+
+
+@pytest.mark.parametrize(
+    "argv, message, code",
+    [
+        (["compress", "{tmp}/missing.txt", "-m", "{model}"], "input not found", 2),
+        (["compress", "{tmp}/in.txt", "-m", "{tmp}/nope.gguf"], "model not found", 2),
+        (["compress", "{tmp}/in.txt", "-m", "{tmp}/in.txt"], "not a GGUF file", 2),
+        (["compress", "{tmp}/in.txt", "-m", "{tmp}/truncated.gguf"], "truncated or corrupt", 2),
+        (["compress", "{tmp}/in.txt", "-m", "{model}", "--chunk-tokens", "0"], "must be positive", 2),
+        (["decompress", "{tmp}/in.txt", "-o", "{tmp}/out", "-m", "{model}"], "not a bpcbench compressed file", 3),
+        (["decompress", "{tmp}/in.txt", "-m", "{model}"], "cannot derive an output name", 2),
+    ],
+)
+def test_bad_input_is_one_line_and_nonzero(tmp_path, tiny_model_path, capsys, argv, message, code):
+    (tmp_path / "in.txt").write_bytes(b"some text")
+    (tmp_path / "truncated.gguf").write_bytes(tiny_model_path.read_bytes()[:5000])
+    argv = [a.format(tmp=tmp_path, model=tiny_model_path) for a in argv]
+    assert run(*argv) == code
+    line = only_one_line(capsys.readouterr().err)
+    assert line.startswith("bpcbench: error: ") and message in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_corrupt_file_leaves_no_output(tmp_path, tiny_model_path, capsys):
+    src = tmp_path / "x"
+    src.write_bytes(b"the text to protect " * 10)
+    assert run("compress", src, "-m", tiny_model_path, *ARGS) == 0
+    blob = bytearray((tmp_path / "x.bpcz").read_bytes())
+    blob[len(blob) // 2] ^= 1
+    (tmp_path / "bad.bpcz").write_bytes(bytes(blob))
+    assert run("decompress", tmp_path / "bad.bpcz", "-m", tiny_model_path, "-q") == 3
+    assert "CRC-32" in only_one_line(capsys.readouterr().err)
+    assert not (tmp_path / "bad").exists()
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_models_lists_metadata(tiny_model_path, capsys):
+    assert run("models", tiny_model_path, "--json") == 0
+    out = capsys.readouterr().out
+    assert '"vocab_size": 512' in out and '"arch": "llama"' in out and '"quant_type": "F32"' in out
