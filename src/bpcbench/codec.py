@@ -138,13 +138,17 @@ def compress(data: bytes, session: Session, settings: Settings | None = None, pr
     offs = plan.offsets()
     enc = coder.Encoder()
     n_escapes = len(session.vocab.escape_bytes)
+    factor = entropy_model.TwoLevel.for_alphabet(session.vocab.n_symbols)
     chunk_bits = np.zeros(len(plan.chunk_lengths))
 
     def step(chunk_ids: np.ndarray, t: int, logits: np.ndarray) -> np.ndarray:
         symbols = tokens[offs[chunk_ids] + t]
         weights = entropy_model.with_escapes(entropy_model.unnormalised_probabilities(logits), n_escapes)
         chunk_bits[chunk_ids] += entropy_model.ideal_bits(weights, symbols)
-        enc.encode(symbols, weights)
+        outer, inner = factor.tables(weights)
+        blocks, within = factor.split(symbols)
+        enc.encode(blocks, outer)
+        enc.encode(within, inner(blocks))
         return session.vocab.model_input(symbols)
 
     if plan.chunk_lengths:
@@ -159,6 +163,7 @@ def compress(data: bytes, session: Session, settings: Settings | None = None, pr
         "chunk_lengths": list(plan.chunk_lengths),
         "fallback_bytes": tok.fallback_bytes,
         "escape_bytes": session.vocab.escape_bytes,
+        "block_symbols": factor.block,
         "original_bytes": len(data),
         "original_sha256": hashlib.sha256(data).hexdigest(),
         "payload_words": int(len(payload)),
@@ -238,10 +243,17 @@ def decompress(blob: bytes, session: Session | None = None, model_spec: str | No
         offs = plan.offsets()
         dec = coder.Decoder(container.payload)
         n_escapes = len(session.vocab.escape_bytes)
+        factor = entropy_model.TwoLevel.for_alphabet(session.vocab.n_symbols)
+        if h["block_symbols"] != factor.block:
+            raise Mismatch("the file's probability tables are blocked differently from this model's")
 
         def step(chunk_ids: np.ndarray, t: int, logits: np.ndarray) -> np.ndarray:
             weights = entropy_model.with_escapes(entropy_model.unnormalised_probabilities(logits), n_escapes)
-            symbols = dec.decode(weights)
+            outer, inner = factor.tables(weights)
+            blocks = dec.decode(outer)
+            symbols = factor.join(blocks, dec.decode(inner(blocks)))
+            if symbols.max() >= factor.n_symbols:
+                raise CorruptInput("decoded a symbol outside the alphabet: the file does not match this model/build")
             tokens[offs[chunk_ids] + t] = symbols
             return session.vocab.model_input(symbols)
 
