@@ -99,3 +99,15 @@ def test_models_lists_metadata(tiny_model_path, capsys):
     assert run("models", tiny_model_path, "--json") == 0
     out = capsys.readouterr().out
     assert '"vocab_size": 512' in out and '"arch": "llama"' in out and '"quant_type": "F32"' in out
+
+
+def test_outputs_get_ordinary_permissions(tmp_path, tiny_model_path):
+    src = tmp_path / "p.txt"
+    src.write_bytes(b"perm check")
+    os.chmod(src, 0o644)
+    old = os.umask(0o022)
+    try:
+        assert run("compress", src, "-m", tiny_model_path, *ARGS) == 0
+    finally:
+        os.umask(old)
+    assert (tmp_path / "p.txt.bpcz").stat().st_mode & 0o777 == 0o644
