@@ -179,8 +179,8 @@ def test_environment_mismatch_is_refused_unless_forced(tiny_session, good_blob, 
 def test_header_records_what_decoding_needs(good_blob):
     h = Container.from_bytes(good_blob).header
     for key in ("model", "build", "threads", "n_gpu_layers", "width", "chunk_tokens", "chunk_lengths",
-                "original_bytes", "original_sha256", "start_token", "escape_bytes", "coder"):
+                "original_bytes", "original_sha256", "start_token", "vocab", "coder"):
         assert key in h, key
-    assert h["model"]["sha256"] and len(h["model"]["sha256"]) == 64
+    assert len(h["model"]["sha256"]) == 16
     assert sum(h["chunk_lengths"]) > 0
     json.dumps(h)

@@ -26,6 +26,9 @@ from .tokenization import Vocabulary
 
 DEFAULT_CHUNK_TOKENS = 512
 DEFAULT_WIDTH = 32
+# Hashes in the header are cut to 64 bits: plenty to refuse a wrong model or catch a bad
+# decode, and every byte of header is paid by every file.
+HASH_HEX = 16
 
 
 @dataclass
@@ -155,17 +158,17 @@ def compress(data: bytes, session: Session, settings: Settings | None = None, pr
         session.evaluator(plan.width, plan.chunk_tokens, settings.threads).run(plan, step, _on_step(progress, plan))
     payload = enc.finish()
     header = {
-        "model": {"name": session.info.name, "sha256": session.info.sha256, "file_bytes": session.info.file_bytes},
+        "model": {"name": session.info.name, "sha256": session.info.sha256[:HASH_HEX]},
         **_environment(settings),
         "width": plan.width,
         "chunk_tokens": plan.chunk_tokens,
         "start_token": session.model.start_token,
         "chunk_lengths": list(plan.chunk_lengths),
         "fallback_bytes": tok.fallback_bytes,
-        "escape_bytes": session.vocab.escape_bytes,
+        "vocab": session.vocab.fingerprint[:HASH_HEX],
         "block_symbols": factor.block,
         "original_bytes": len(data),
-        "original_sha256": hashlib.sha256(data).hexdigest(),
+        "original_sha256": hashlib.sha256(data).hexdigest()[:HASH_HEX],
         "payload_words": int(len(payload)),
         "bpcbench": version("bpcbench") if _installed() else "dev",
     }
@@ -210,7 +213,7 @@ def check_compatible(header: dict, session_sha: str, settings: Settings, force: 
     """Refuse (or, forced, warn about) a decode whose distributions could differ from the encoder's."""
     problems = []
     here = _environment(settings)
-    if header["model"]["sha256"] != session_sha:
+    if not session_sha.startswith(header["model"]["sha256"]):
         raise Mismatch(
             f"model mismatch: file was compressed with {header['model']['name']} "
             f"(sha256 {header['model']['sha256'][:12]}…), this model has sha256 {session_sha[:12]}…"
@@ -237,7 +240,7 @@ def decompress(blob: bytes, session: Session | None = None, model_spec: str | No
         settings = settings or Settings(threads=h["threads"], n_gpu_layers=h["n_gpu_layers"])
         check_compatible(h, session.info.sha256, settings, force)
         plan = Plan(tuple(h["chunk_lengths"]), h["width"], h["chunk_tokens"])
-        if session.model.start_token != h["start_token"] or session.vocab.escape_bytes != h["escape_bytes"]:
+        if session.model.start_token != h["start_token"] or session.vocab.fingerprint[:HASH_HEX] != h["vocab"]:
             raise Mismatch("the model's vocabulary differs from the one recorded in the file")
         tokens = np.zeros(plan.n_tokens, dtype=np.int32)
         offs = plan.offsets()
@@ -263,7 +266,7 @@ def decompress(blob: bytes, session: Session | None = None, model_spec: str | No
     finally:
         if own:
             session.close()
-    if len(data) != h["original_bytes"] or hashlib.sha256(data).hexdigest() != h["original_sha256"]:
+    if len(data) != h["original_bytes"] or hashlib.sha256(data).hexdigest()[:HASH_HEX] != h["original_sha256"]:
         raise CorruptInput(
             "decoded data fails its checksum: the file is corrupt or was made under a different "
             "model/build; nothing was written"

@@ -13,7 +13,7 @@ import constriction
 import numpy as np
 
 _FAMILY = constriction.stream.model.Categorical(perfect=False)
-VERSION = f"constriction {version('constriction')} RangeEncoder Categorical(perfect=False) two-level"
+VERSION = f"constriction-{version('constriction')}/range/two-level"
 
 
 class Encoder:

@@ -9,6 +9,7 @@ SentencePiece with byte fallback has <0x00>..<0xFF>).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 
@@ -61,6 +62,14 @@ class Vocabulary:
     @classmethod
     def from_model(cls, model) -> "Vocabulary":
         return cls(model.pieces, model.tokenize, model.start_token)
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 over every symbol's bytes: equal fingerprints spell every symbol the same."""
+        h = hashlib.sha256()
+        for piece in self.pieces:
+            h.update(len(piece).to_bytes(2, "little") + piece)
+        return h.hexdigest()
 
     @property
     def n_symbols(self) -> int:
