@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__
+from . import __version__, bench_cli, ladder_cli
 from .atomic import atomic_open
 from .errors import BpcError
 
@@ -210,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("models", nargs="*", help="names or GGUF paths (default: the registry)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_models)
+    bench_cli.register(sub)
+    ladder_cli.register(sub)
     return parser
 
 

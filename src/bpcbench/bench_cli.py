@@ -1,0 +1,79 @@
+"""`bpcbench bench | report | compare`: argument parsing only; the work is in runner, report, compare."""
+
+from __future__ import annotations
+
+import sys
+
+
+def cmd_bench(args) -> int:
+    from . import matrix as matrix_mod
+    from .errors import BpcError
+    from .runner import run_matrix
+
+    if args.quick and args.matrix:
+        raise BpcError("give either a MATRIX file or --quick, not both")
+    path = matrix_mod.QUICK_MATRIX if args.quick else (args.matrix or matrix_mod.DEFAULT_MATRIX)
+    m = matrix_mod.load(path)
+    if args.threads is not None and args.threads < 1:
+        raise BpcError("--threads must be positive")
+    if args.n_gpu_layers is not None and args.n_gpu_layers < 0:
+        raise BpcError("--n-gpu-layers must be >= 0")
+    overrides = {k: getattr(args, k) for k in ("threads", "n_gpu_layers") if getattr(args, k) is not None}
+    if overrides:
+        m = matrix_mod.with_overrides(m, **overrides)
+    result = run_matrix(m, args.out, use_cache=not args.no_cache,
+                        progress=False if args.quiet else None)
+    print(f"{len(result.rows)} cells ({result.n_cached} from cache) in {result.seconds:.1f} s -> "
+          f"{result.out_dir}/summary.md", file=sys.stderr)
+    if result.failed:
+        print(f"bpcbench: {len(result.failed)} cell(s) FAILED:", file=sys.stderr)
+        for line in result.failed:
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import render
+
+    for path in render(args.run_dir):
+        print(path)
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .compare import compare_runs, format_json, format_text
+    from .errors import BpcError
+
+    if args.bpb_threshold < 0 or args.speed_threshold < 0:
+        raise BpcError("thresholds must be non-negative percentages")
+    c = compare_runs(args.run_a, args.run_b, args.bpb_threshold, args.speed_threshold)
+    print(format_json(c) if args.json else format_text(c))
+    return 0 if c.ok else 1
+
+
+def register(sub) -> None:
+    """Add the bench subcommands to the main parser's subparsers (called from cli.build_parser)."""
+    p = sub.add_parser("bench", help="run a bench matrix (models × corpora × codecs) into results/<run-id>/")
+    p.add_argument("matrix", nargs="?", help="matrix TOML (default bench/default.toml)")
+    p.add_argument("--quick", action="store_true", help="run bench/quick.toml (about 2 minutes)")
+    p.add_argument("--out", help="output directory (default results/<UTC time>-<matrix name>/)")
+    p.add_argument("--no-cache", action="store_true", help="measure every cell again (results still refresh the cache)")
+    p.add_argument("--threads", type=int, help="override the matrix's llama.cpp thread count")
+    p.add_argument("--n-gpu-layers", type=int, dest="n_gpu_layers", help="override the matrix's GPU offload")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("report", help="re-render summary.md and plots of a run from its results.csv")
+    p.add_argument("run_dir", help="a run directory (results/<run-id>/)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("compare", help="compare two runs cell by cell; exit 1 on a regression")
+    p.add_argument("run_a", help="old run directory (or its results.csv)")
+    p.add_argument("run_b", help="new run directory (or its results.csv)")
+    p.add_argument("--bpb-threshold", type=float, default=0.5,
+                   help="flag bits/byte worse by more than this many percent (default 0.5), if significant")
+    p.add_argument("--speed-threshold", type=float, default=10.0,
+                   help="flag compress/decompress speed lower by more than this many percent (default 10)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_compare)

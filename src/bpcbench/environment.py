@@ -1,0 +1,149 @@
+"""env.json: the machine and software a run measured on, so any number can be traced back.
+
+Like pyperf's metadata: CPU model and flags, cores, memory, GPU (if nvidia-smi answers),
+Python and library versions, llama.cpp's system info, and the git commit of the checkout.
+Every probe is best effort: a missing /proc or git gives an empty field, never an error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from . import __version__
+from .atomic import write_text
+
+REPO_DIR = Path(__file__).resolve().parents[2]
+LIBRARIES = ("numpy", "pandas", "matplotlib", "llama_cpp_python", "constriction", "gguf", "zstandard",
+             "brotli", "tqdm")
+# flags that decide llama.cpp's speed (and, with a different build, its logits)
+INTERESTING_FLAGS = ("sse3", "ssse3", "sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f",
+                     "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile",
+                     "neon", "asimd", "sve")
+
+
+def _run(argv: list[str], timeout: float = 10) -> str | None:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def cpu_info(path: str = "/proc/cpuinfo") -> dict:
+    model, flags = "", []
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        text = ""
+    physical = set()
+    phys_id = None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if key in ("model name", "Hardware", "cpu model") and value and not model:
+            model = value
+        elif key in ("flags", "Features") and not flags:
+            flags = value.split()
+        elif key == "physical id":
+            phys_id = value
+        elif key == "core id":
+            physical.add((phys_id, value))
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        affinity = None
+    return {
+        "model": model or platform.processor() or platform.machine(),
+        "logical_cores": os.cpu_count(),
+        "physical_cores": len(physical) or None,
+        "usable_cores": affinity,
+        "simd_flags": [f for f in INTERESTING_FLAGS if f in flags],
+        "flags": flags,
+    }
+
+
+def memory_bytes(path: str = "/proc/meminfo") -> int | None:
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def gpus() -> list[dict]:
+    out = _run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader,nounits"])
+    if not out:
+        return []
+    rows = []
+    for line in out.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 3:
+            rows.append({"name": parts[0], "memory_mib": parts[1], "driver": parts[2]})
+    return rows
+
+
+def git_info(repo: Path = REPO_DIR) -> dict:
+    commit = _run(["git", "-C", str(repo), "rev-parse", "HEAD"])
+    if not commit:
+        return {"commit": None, "dirty": None}
+    status = _run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"])
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def library_versions() -> dict:
+    out = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def llama_system_info(n_gpu_layers: int = 0) -> dict:
+    try:
+        from .llamacpp import build_info
+
+        info = build_info(n_gpu_layers)
+    except Exception as exc:  # a broken llama.cpp install must not stop baselines
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return {"llama_cpp_python": info.llama_cpp_python, "system_info": info.system_info, "backend": info.backend}
+
+
+def collect(n_gpu_layers: int = 0, argv: list[str] | None = None) -> dict:
+    from .baselines import BASELINES
+
+    return {
+        "timestamp_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "kernel": platform.release(),
+        "machine": platform.machine(),
+        "cpu": cpu_info(),
+        "memory_bytes": memory_bytes(),
+        "gpus": gpus(),
+        "python": {"version": platform.python_version(), "implementation": platform.python_implementation(),
+                   "executable": sys.executable},
+        "bpcbench": __version__,
+        "libraries": library_versions(),
+        "baselines": {name: b.library_version for name, b in BASELINES.items()},
+        "llama_cpp": llama_system_info(n_gpu_layers),
+        "git": git_info(),
+        "argv": list(sys.argv if argv is None else argv),
+        "env": {k: os.environ[k] for k in ("BPCBENCH_CACHE", "BPCBENCH_CORPORA", "OMP_NUM_THREADS",
+                                              "CUDA_VISIBLE_DEVICES") if k in os.environ},
+    }
+
+
+def write(path: str | os.PathLike, env: dict) -> None:
+    write_text(path, json.dumps(env, indent=1, sort_keys=False) + "\n")
