@@ -148,9 +148,11 @@ def test_compare_flags_a_bits_regression(tmp_path, capsys):
 
 
 def test_compare_bits_change_inside_the_bootstrap_interval_is_not_significant(tmp_path, capsys):
+    """Different input bytes (a corpus changed): a change inside the interval is sampling noise."""
     a = write_run(tmp_path / "a", run_rows())
     noisy = run_rows()
     noisy[3] = row("llm:smollm2-135m", "coded", size=3060)  # +2%, inside the ±5% interval
+    noisy[3]["input_sha256"] = "f" * 64
     b = write_run(tmp_path / "b", noisy)
     assert main(["compare", str(a), str(b)]) == 0
     assert "+2.00%  not significant" in capsys.readouterr().out
@@ -158,6 +160,16 @@ def test_compare_bits_change_inside_the_bootstrap_interval_is_not_significant(tm
     far[3] = row("llm:smollm2-135m", "coded", size=3600)  # +20%: outside both intervals
     c = write_run(tmp_path / "c", far)
     assert main(["compare", str(a), str(c)]) == 1
+
+
+def test_compare_same_input_any_bits_change_beyond_threshold_is_a_regression(tmp_path, capsys):
+    """Same bytes through a deterministic codec: the interval is not noise, the threshold decides."""
+    a = write_run(tmp_path / "a", run_rows())
+    worse = run_rows()
+    worse[3] = row("llm:smollm2-135m", "coded", size=3060)  # +2%, same input_sha256
+    b = write_run(tmp_path / "b", worse)
+    assert main(["compare", str(a), str(b)]) == 1
+    assert "bits/byte +2.00% (worse by more than 0.5%)" in capsys.readouterr().out
 
 
 def test_compare_flags_speed_failures_and_missing_cells(tmp_path, capsys):

@@ -157,8 +157,10 @@ def compare_frames(a, b, bpb_threshold: float = 0.5, speed_threshold: float = 10
             d.bpb_change_percent = (d.bpb_b / d.bpb_a - 1) * 100
             lo_a, hi_a = _v(ra["bits_per_byte_ci95_low"]), _v(ra["bits_per_byte_ci95_high"])
             lo_b, hi_b = _v(rb["bits_per_byte_ci95_low"]), _v(rb["bits_per_byte_ci95_high"])
-            if None in (lo_a, hi_a) and None in (lo_b, hi_b):
-                d.bpb_significant = d.bpb_a != d.bpb_b  # deterministic codec: any change is real
+            same_input = bool(_v(ra["input_sha256"])) and ra["input_sha256"] == rb["input_sha256"]
+            if same_input or (None in (lo_a, hi_a) and None in (lo_b, hi_b)):
+                # same bytes through a deterministic codec: any change is real, not sampling noise
+                d.bpb_significant = d.bpb_a != d.bpb_b
             else:
                 d.bpb_significant = not (_within(d.bpb_b, lo_a, hi_a) or _within(d.bpb_a, lo_b, hi_b))
             if d.bpb_significant and d.bpb_change_percent > bpb_threshold:

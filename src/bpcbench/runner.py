@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -53,6 +54,21 @@ def llama_cpp_python_version() -> str:
         return version("llama_cpp_python")
     except PackageNotFoundError:
         return "not installed"
+
+
+# The modules whose code decides a model cell's numbers: a change to any of them must not
+# be served a stale result from the cache, version bump or not.
+_MEASURING_MODULES = ("tokenization", "llamacpp", "evaluation", "entropy_model", "coder",
+                      "container", "codec", "ideal")
+
+
+@functools.lru_cache(maxsize=1)
+def measuring_code_sha256() -> str:
+    h = hashlib.sha256()
+    here = Path(__file__).resolve().parent
+    for name in _MEASURING_MODULES:
+        h.update((here / f"{name}.py").read_bytes())
+    return h.hexdigest()
 
 
 def take_prefix(data: bytes, max_bytes: int) -> bytes:
@@ -277,6 +293,7 @@ class Runner:
                 chunk_tokens=s.chunk_tokens, width=s.width, threads=s.threads, n_gpu_layers=s.n_gpu_layers,
                 llama_cpp_python=llama_cpp_python_version(), build=build_info(s.n_gpu_layers).as_dict(),
                 coder=coder.VERSION, container_format=FORMAT_VERSION, numpy=np.__version__,
+                code=measuring_code_sha256(),
             )
         return material
 
