@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import resource
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import version
@@ -18,9 +17,9 @@ import numpy as np
 
 from . import coder, entropy_model
 from .container import Container
-from .errors import BpcError, CorruptInput, Mismatch
+from .errors import CorruptInput, Mismatch
 from .evaluation import LockstepEvaluator, Plan, plan_chunks
-from .llamacpp import Model, build_info, default_threads
+from .llamacpp import Closeable, Model, build_info, default_threads
 from .models import describe
 from .tokenization import Vocabulary
 
@@ -78,6 +77,24 @@ class Stats:
     def kb_per_second(self) -> float:
         return self.input_bytes / 1000 / self.seconds if self.seconds else float("nan")
 
+    @classmethod
+    def measured(cls, data: bytes, tok, plan: Plan, chunk_bits: np.ndarray, vocab, t0: float, **sizes) -> "Stats":
+        """Statistics of one pass over `data`, with per-chunk bits and bytes for bootstrap intervals."""
+        offs = plan.offsets()
+        return cls(
+            input_bytes=len(data),
+            n_tokens=len(tok.tokens),
+            n_chunks=len(plan.chunk_lengths),
+            fallback_bytes=tok.fallback_bytes,
+            ideal_bits=float(chunk_bits.sum()),
+            chunk_ideal_bits=chunk_bits.tolist(),
+            chunk_input_bytes=[len(vocab.detokenize(tok.tokens[offs[i] : offs[i + 1]]))
+                               for i in range(len(plan.chunk_lengths))],
+            seconds=time.perf_counter() - t0,
+            peak_rss_mb=peak_rss_mb(),
+            **sizes,
+        )
+
     def as_dict(self) -> dict:
         d = asdict(self)
         d.pop("chunk_ideal_bits")
@@ -102,7 +119,7 @@ def _environment(settings: Settings) -> dict:
     }
 
 
-class Session:
+class Session(Closeable):
     """A loaded model plus its vocabulary, reusable across many files (the bench does that)."""
 
     def __init__(self, model_spec: str, n_gpu_layers: int = 0):
@@ -125,12 +142,6 @@ class Session:
         self._evaluators.clear()
         self.model.close()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
 
 def compress(data: bytes, session: Session, settings: Settings | None = None, progress=None) -> tuple[bytes, Stats]:
     settings = settings or Settings()
@@ -146,7 +157,7 @@ def compress(data: bytes, session: Session, settings: Settings | None = None, pr
 
     def step(chunk_ids: np.ndarray, t: int, logits: np.ndarray) -> np.ndarray:
         symbols = tokens[offs[chunk_ids] + t]
-        weights = entropy_model.with_escapes(entropy_model.unnormalised_probabilities(logits), n_escapes)
+        weights = entropy_model.weights(logits, n_escapes)
         chunk_bits[chunk_ids] += entropy_model.ideal_bits(weights, symbols)
         outer, inner = factor.tables(weights)
         blocks, within = factor.split(symbols)
@@ -173,19 +184,8 @@ def compress(data: bytes, session: Session, settings: Settings | None = None, pr
         "bpcbench": version("bpcbench") if _installed() else "dev",
     }
     blob = Container(header, payload).to_bytes()
-    stats = Stats(
-        input_bytes=len(data),
-        container_bytes=len(blob),
-        coded_bytes=int(len(payload)) * 4,
-        n_tokens=len(tokens),
-        n_chunks=len(plan.chunk_lengths),
-        fallback_bytes=tok.fallback_bytes,
-        ideal_bits=float(chunk_bits.sum()),
-        chunk_ideal_bits=chunk_bits.tolist(),
-        chunk_input_bytes=[len(session.vocab.detokenize(tokens[offs[i] : offs[i + 1]])) for i in range(len(plan.chunk_lengths))],
-        seconds=time.perf_counter() - t0,
-        peak_rss_mb=peak_rss_mb(),
-    )
+    stats = Stats.measured(data, tok, plan, chunk_bits, session.vocab, t0,
+                           container_bytes=len(blob), coded_bytes=int(len(payload)) * 4)
     return blob, stats
 
 
@@ -251,7 +251,7 @@ def decompress(blob: bytes, session: Session | None = None, model_spec: str | No
             raise Mismatch("the file's probability tables are blocked differently from this model's")
 
         def step(chunk_ids: np.ndarray, t: int, logits: np.ndarray) -> np.ndarray:
-            weights = entropy_model.with_escapes(entropy_model.unnormalised_probabilities(logits), n_escapes)
+            weights = entropy_model.weights(logits, n_escapes)
             outer, inner = factor.tables(weights)
             blocks = dec.decode(outer)
             symbols = factor.join(blocks, dec.decode(inner(blocks)))

@@ -42,6 +42,11 @@ def with_escapes(weights: np.ndarray, n_escapes: int) -> np.ndarray:
     return out
 
 
+def weights(logits: np.ndarray, n_escapes: int) -> np.ndarray:
+    """The coder's (unnormalised) table over the whole alphabet: tokens, then escapes."""
+    return with_escapes(unnormalised_probabilities(logits), n_escapes)
+
+
 def ideal_bits(weights: np.ndarray, symbols: np.ndarray) -> np.ndarray:
     """-log2 p(symbol) per position, from unnormalised weights."""
     rows = np.arange(len(symbols))

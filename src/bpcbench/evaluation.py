@@ -15,7 +15,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .llamacpp import Batch, Context, Model, logits_rows
+from .llamacpp import Batch, Closeable, Context, Model, logits_rows
 
 MIN_WIDTH = 8
 
@@ -60,7 +60,7 @@ def plan_chunks(n_tokens: int, chunk_tokens: int, max_width: int) -> Plan:
 StepFn = Callable[[np.ndarray, int, np.ndarray], np.ndarray]
 
 
-class LockstepEvaluator:
+class LockstepEvaluator(Closeable):
     def __init__(self, model: Model, *, width: int, chunk_tokens: int, threads: int):
         self.model = model
         self.width = width
@@ -98,19 +98,13 @@ class LockstepEvaluator:
         self.batch.close()
         self.ctx.close()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
 
 def chunk_token_table(tokens: np.ndarray, plan: Plan) -> Iterable[np.ndarray]:
     offs = plan.offsets()
     return [tokens[offs[i] : offs[i + 1]] for i in range(len(plan.chunk_lengths))]
 
 
-class PrefillEvaluator:
+class PrefillEvaluator(Closeable):
     """The fast path when only cross-entropy is wanted (no decoder has to follow).
 
     Each chunk is evaluated as one sequence in blocks of up to `block` tokens per
@@ -140,9 +134,3 @@ class PrefillEvaluator:
     def close(self) -> None:
         self.batch.close()
         self.ctx.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

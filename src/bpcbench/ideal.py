@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from . import entropy_model
-from .codec import Session, Settings, Stats, peak_rss_mb
+from .codec import Session, Settings, Stats
 from .evaluation import PrefillEvaluator, plan_chunks
 
 
@@ -32,18 +32,8 @@ def cross_entropy(data: bytes, session: Session, settings: Settings | None = Non
                 chunk = tokens[offs[i] : offs[i + 1]]
                 for first, logits in ev.blocks(session.vocab.model_input(chunk)):
                     symbols = chunk[first : first + len(logits)]
-                    weights = entropy_model.with_escapes(entropy_model.unnormalised_probabilities(logits), n_escapes)
+                    weights = entropy_model.weights(logits, n_escapes)
                     chunk_bits[i] += entropy_model.ideal_bits(weights, symbols).sum()
                     if progress is not None:
                         progress.update(len(logits))
-    return Stats(
-        input_bytes=len(data),
-        n_tokens=len(tokens),
-        n_chunks=len(plan.chunk_lengths),
-        fallback_bytes=tok.fallback_bytes,
-        ideal_bits=float(chunk_bits.sum()),
-        chunk_ideal_bits=chunk_bits.tolist(),
-        chunk_input_bytes=[len(session.vocab.detokenize(tokens[offs[i] : offs[i + 1]])) for i in range(len(plan.chunk_lengths))],
-        seconds=time.perf_counter() - t0,
-        peak_rss_mb=peak_rss_mb(),
-    )
+    return Stats.measured(data, tok, plan, chunk_bits, session.vocab, t0)

@@ -86,8 +86,27 @@ def default_threads() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-class Model:
-    """A loaded GGUF model and its vocabulary. Free with close() or a with-block."""
+class Closeable:
+    """Native llama.cpp objects must be freed in order; use close(), a with-block, or GC."""
+
+    def close(self) -> None:  # pragma: no cover - every subclass overrides it
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class Model(Closeable):
+    """A loaded GGUF model and its vocabulary."""
 
     def __init__(self, path: str | os.PathLike, n_gpu_layers: int = 0):
         lib = _require()
@@ -112,18 +131,6 @@ class Model:
         if getattr(self, "ptr", None):
             ll.llama_model_free(self.ptr)
             self.ptr = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
     # -- vocabulary -------------------------------------------------------------------
     @property
@@ -167,7 +174,7 @@ class Model:
         return out
 
 
-class Context:
+class Context(Closeable):
     """A llama.cpp context configured for reproducible multi-sequence evaluation.
 
     Flash attention and the unified KV cache are off, n_seq_max equals the batch
@@ -205,20 +212,8 @@ class Context:
             ll.llama_free(self.ptr)
             self.ptr = None
 
-    def __enter__(self):
-        return self
 
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
-
-
-class Batch:
+class Batch(Closeable):
     """A llama_batch whose token/pos/logits fields are numpy views, so a step costs no Python loop."""
 
     def __init__(self, capacity: int):
@@ -245,12 +240,6 @@ class Batch:
         if getattr(self, "raw", None) is not None:
             ll.llama_batch_free(self.raw)
             self.raw = None
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 def logits_rows(ctx: Context, n_rows: int, n_vocab: int) -> np.ndarray:

@@ -26,7 +26,6 @@ import json
 import os
 import re
 import struct
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from . import models
-from .atomic import write_text
+from .atomic import atomic_path, write_text
 from .errors import BpcError
 
 # The ladder `make ladder` walks, from nearly lossless to the smallest K-quant.
@@ -361,13 +360,10 @@ def quantize(src: str | os.PathLike, level: str, *, imatrix: str | os.PathLike |
         keep_alive = _imatrix_param(load_imatrix(imatrix))
         params.imatrix = ctypes.cast(keep_alive[0], ctypes.POINTER(ll.llama_model_imatrix_data))
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
     t0 = time.perf_counter()
-    try:
+    with atomic_path(dest) as tmp:
         with _CaptureLog() as log:
-            rc = ll.llama_model_quantize(str(info.path).encode(), tmp.encode(), ctypes.byref(params))
+            rc = ll.llama_model_quantize(str(info.path).encode(), str(tmp).encode(), ctypes.byref(params))
         seconds = time.perf_counter() - t0
         if rc != 0:
             raise BpcError(f"llama.cpp cannot quantize {Path(info.path).name} to {level}: {_error_line(log.text)}")
@@ -381,13 +377,6 @@ def quantize(src: str | os.PathLike, level: str, *, imatrix: str | os.PathLike |
         )
         meta = report.as_dict()
         write_text(meta_path, json.dumps(meta, indent=1))
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
     del keep_alive
     return report
 

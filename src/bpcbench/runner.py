@@ -8,6 +8,9 @@
 * A cell that fails is recorded with its error and the run goes on; the caller exits
   non-zero at the end (``RunResult.failed``).
 * Each model is loaded once per run and reused for all its corpora.
+* With ``shard=(k, n)`` only shard k of n runs (shard.py decides, from each cell's own
+  content); ``shard.json`` in the run directory records which cells, of which matrix
+  (sha256 of its text), under which versions, so ``bpcbench merge`` can join the shards.
 """
 
 from __future__ import annotations
@@ -20,18 +23,20 @@ import socket
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from . import __version__, environment, results
+from . import shard as shard_mod
 from .atomic import write_text
 from .corpora import Corpus, count_characters, resolve
 from .errors import BpcError
 from .matrix import BASELINE, Cell, Matrix
 
 CELLS_SUBDIR = "cells"
+SHARD_FILE = "shard.json"
 
 
 def cache_root() -> Path:
@@ -47,6 +52,15 @@ def cache_root() -> Path:
 def make_run_id(name: str, now: datetime | None = None) -> str:
     now = now or datetime.now(timezone.utc)
     return f"{now:%Y%m%dT%H%M%SZ}-{name}"
+
+
+def shard_dir_name(run_id: str, k: int, n: int) -> str:
+    return f"{run_id}-shard-{k}-of-{n}"
+
+
+def matrix_sha256(matrix: Matrix) -> str:
+    """sha256 of the matrix text as read: shards of one run must agree on it."""
+    return hashlib.sha256(matrix.text.encode("utf-8")).hexdigest()
 
 
 def llama_cpp_python_version() -> str:
@@ -185,7 +199,15 @@ class _Progress:
 class Runner:
     def __init__(self, matrix: Matrix, out_dir: str | os.PathLike, *, use_cache: bool = True,
                  cache_dir: str | os.PathLike | None = None, progress: bool | None = None,
-                 run_id: str | None = None, render: bool = True):
+                 run_id: str | None = None, render: bool = True, shard: tuple[int, int] | None = None):
+        self.full_matrix = matrix
+        self.shard = shard
+        # (index in the whole matrix, cell) of the cells this run measures, in matrix order
+        self.indexed_cells = list(enumerate(matrix.cells))
+        if shard is not None:
+            keep = {id(c) for c in shard_mod.select(matrix.cells, *shard)}
+            self.indexed_cells = [(i, c) for i, c in self.indexed_cells if id(c) in keep]
+            matrix = replace(matrix, cells=[c for _, c in self.indexed_cells])
         self.matrix = matrix
         self.out_dir = Path(out_dir)
         self.run_id = run_id or make_run_id(matrix.name)
@@ -420,10 +442,25 @@ class Runner:
         return sorted(indexed, key=lambda ic: (ic[1].measure != BASELINE,
                                                first_seen[(ic[1].model, ic[1].n_gpu_layers)], ic[0]))
 
+    def shard_record(self) -> dict:
+        """shard.json: what `bpcbench merge` checks before joining shards (rows in results.csv order)."""
+        k, n = self.shard
+        return {
+            "shard": k, "n": n, "run_id": self.run_id, "host": self.host,
+            "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "matrix_name": self.full_matrix.name, "matrix_sha256": matrix_sha256(self.full_matrix),
+            "matrix_cells": len(self.full_matrix.cells),
+            "bpcbench_version": __version__, "llama_cpp_python_version": llama_cpp_python_version(),
+            "schema_version": results.SCHEMA_VERSION,
+            "cells": [{"index": i, "key": shard_mod.cell_key(c), "label": c.label()} for i, c in self.indexed_cells],
+        }
+
     def run(self) -> RunResult:
         t0 = time.perf_counter()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         write_text(self.out_dir / "matrix.toml", self.matrix.text)
+        if self.shard is not None:
+            write_text(self.out_dir / SHARD_FILE, json.dumps(self.shard_record(), indent=1) + "\n")
         gpu_layers = max((c.n_gpu_layers or 0 for c in self.matrix.cells), default=0)
         environment.write(self.out_dir / "env.json", environment.collect(gpu_layers))
         cells = self.ordered_cells()
@@ -458,11 +495,14 @@ class Runner:
 
 def run_matrix(matrix: Matrix, out_dir: str | os.PathLike | None = None, *, results_dir: str | os.PathLike = "results",
                use_cache: bool = True, cache_dir: str | os.PathLike | None = None, progress: bool | None = None,
-               render: bool = True) -> RunResult:
-    """Run every cell of `matrix` into out_dir (default results/<run-id>/)."""
+               render: bool = True, shard: tuple[int, int] | None = None) -> RunResult:
+    """Run every cell of `matrix` (or only shard (k, n) of them) into out_dir.
+
+    out_dir defaults to results/<run-id>/, and to results/<run-id>-shard-K-of-N/ for a shard.
+    """
     run_id = make_run_id(matrix.name)
     if out_dir is None:
-        out_dir = Path(results_dir) / run_id
+        out_dir = Path(results_dir) / (run_id if shard is None else shard_dir_name(run_id, *shard))
     return Runner(matrix, out_dir, use_cache=use_cache, cache_dir=cache_dir, progress=progress,
-                  run_id=run_id, render=render).run()
+                  run_id=run_id, render=render, shard=shard).run()
 

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 import gguf
+
+from ..atomic import atomic_path
 
 __all__ = [
     "write_tiny_gguf",
@@ -192,10 +193,8 @@ def write_tiny_gguf(
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        w = gguf.GGUFWriter(tmp, arch_name)
+    with atomic_path(path) as tmp:
+        w = gguf.GGUFWriter(str(tmp), arch_name)
         w.add_name("bpcbench-tiny")
         w.add_file_type(int(ftype))
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
@@ -241,13 +240,4 @@ def write_tiny_gguf(
         w.write_kv_data_to_file()
         w.write_tensors_to_file()
         w.close()
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
     return path
