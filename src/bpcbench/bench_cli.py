@@ -1,4 +1,5 @@
-"""`bpcbench bench | report | compare`: argument parsing only; the work is in runner, report, compare."""
+"""`bpcbench bench | report | compare | merge | nightly`: argument parsing only; the work is in
+runner, report, compare, merge and nightly."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ def cmd_bench(args) -> int:
     from . import matrix as matrix_mod
     from .errors import BpcError
     from .runner import run_matrix
+    from .shard import parse as parse_shard
 
     if args.quick and args.matrix:
         raise BpcError("give either a MATRIX file or --quick, not both")
@@ -21,8 +23,9 @@ def cmd_bench(args) -> int:
     overrides = {k: getattr(args, k) for k in ("threads", "n_gpu_layers") if getattr(args, k) is not None}
     if overrides:
         m = matrix_mod.with_overrides(m, **overrides)
+    shard = parse_shard(args.shard) if args.shard else None
     result = run_matrix(m, args.out, use_cache=not args.no_cache,
-                        progress=False if args.quiet else None)
+                        progress=False if args.quiet else None, shard=shard)
     print(f"{len(result.rows)} cells ({result.n_cached} from cache) in {result.seconds:.1f} s -> "
           f"{result.out_dir}/summary.md", file=sys.stderr)
     if result.failed:
@@ -52,6 +55,37 @@ def cmd_compare(args) -> int:
     return 0 if c.ok else 1
 
 
+def cmd_merge(args) -> int:
+    from .merge import merge
+
+    r = merge(args.out_dir, args.shard_dirs, allow_incomplete=args.allow_incomplete, force=args.force)
+    for w in r.warnings:
+        print(f"bpcbench: warning: {w}", file=sys.stderr)
+    print(f"merged shard(s) {', '.join(map(str, r.shards))}: {r.n_rows} cells -> {r.out_dir}/summary.md",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_nightly(args) -> int:
+    from .errors import BpcError
+    from .nightly import run_nightly
+    from .shard import parse as parse_shard
+
+    if args.bpb_threshold < 0 or args.speed_threshold < 0:
+        raise BpcError("thresholds must be non-negative percentages")
+    r = run_nightly(args.matrix, args.results_dir, bpb_threshold=args.bpb_threshold,
+                    speed_threshold=args.speed_threshold, shard=parse_shard(args.shard) if args.shard else None,
+                    use_cache=not args.no_cache, progress=False if args.quiet else None)
+    return r.exit_code
+
+
+def _add_thresholds(p) -> None:
+    p.add_argument("--bpb-threshold", type=float, default=0.5,
+                   help="flag bits/byte worse by more than this many percent (default 0.5), if significant")
+    p.add_argument("--speed-threshold", type=float, default=10.0,
+                   help="flag compress/decompress speed lower by more than this many percent (default 10)")
+
+
 def register(sub) -> None:
     """Add the bench subcommands to the main parser's subparsers (called from cli.build_parser)."""
     p = sub.add_parser("bench", help="run a bench matrix (models × corpora × codecs) into results/<run-id>/")
@@ -61,6 +95,9 @@ def register(sub) -> None:
     p.add_argument("--no-cache", action="store_true", help="measure every cell again (results still refresh the cache)")
     p.add_argument("--threads", type=int, help="override the matrix's llama.cpp thread count")
     p.add_argument("--n-gpu-layers", type=int, dest="n_gpu_layers", help="override the matrix's GPU offload")
+    p.add_argument("--shard", metavar="K/N",
+                   help="run only shard K of N (1-based); default output results/<run-id>-shard-K-of-N/; "
+                        "join the shards with `bpcbench merge`")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_bench)
 
@@ -71,9 +108,26 @@ def register(sub) -> None:
     p = sub.add_parser("compare", help="compare two runs cell by cell; exit 1 on a regression")
     p.add_argument("run_a", help="old run directory (or its results.csv)")
     p.add_argument("run_b", help="new run directory (or its results.csv)")
-    p.add_argument("--bpb-threshold", type=float, default=0.5,
-                   help="flag bits/byte worse by more than this many percent (default 0.5), if significant")
-    p.add_argument("--speed-threshold", type=float, default=10.0,
-                   help="flag compress/decompress speed lower by more than this many percent (default 10)")
+    _add_thresholds(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("merge", help="join the shards of one run (bench --shard K/N) into one run directory")
+    p.add_argument("out_dir", help="merged run directory to write")
+    p.add_argument("shard_dirs", nargs="+", metavar="SHARD_DIR", help="shard run directories (with shard.json)")
+    p.add_argument("--allow-incomplete", action="store_true",
+                   help="merge even if some shards are missing (warns; default: refuse)")
+    p.add_argument("-f", "--force", action="store_true", help="overwrite an existing merged results.csv")
+    p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("nightly", help="run a small matrix into results/nightly/<date>/, append results/history.csv, "
+                                       "compare with the previous night; exit 1 on a regression")
+    p.add_argument("matrix", nargs="?", help="matrix TOML (default bench/nightly.toml)")
+    p.add_argument("--results-dir", default="results", help="where history.csv and nightly/ live (default results)")
+    _add_thresholds(p)
+    p.add_argument("--shard", metavar="K/N", help="run only shard K of N; compared with the same shard of earlier nights")
+    p.add_argument("--no-cache", action="store_true",
+                   help="measure every cell again (by default unchanged cells come from the cell cache, so "
+                        "speeds are only re-measured when the code or versions change)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_nightly)

@@ -128,6 +128,11 @@ class Session(Closeable):
         self.vocab = Vocabulary.from_model(self.model)
         self._evaluators: dict[tuple, LockstepEvaluator] = {}
 
+    def prepare(self, data: bytes, settings: "Settings"):
+        """Tokens and chunk plan: the same for the coder and the ideal path, so both measure one thing."""
+        tok = self.vocab.tokenize(data)
+        return tok, plan_chunks(len(tok.tokens), settings.chunk_tokens, settings.width)
+
     def evaluator(self, width: int, chunk_tokens: int, threads: int) -> LockstepEvaluator:
         key = (width, chunk_tokens, threads)
         if key not in self._evaluators:
@@ -146,10 +151,8 @@ class Session(Closeable):
 def compress(data: bytes, session: Session, settings: Settings | None = None, progress=None) -> tuple[bytes, Stats]:
     settings = settings or Settings()
     t0 = time.perf_counter()
-    tok = session.vocab.tokenize(data)
-    tokens = tok.tokens
-    plan = plan_chunks(len(tokens), settings.chunk_tokens, settings.width)
-    offs = plan.offsets()
+    tok, plan = session.prepare(data, settings)
+    tokens, offs = tok.tokens, plan.offsets()
     enc = coder.Encoder()
     n_escapes = len(session.vocab.escape_bytes)
     factor = entropy_model.TwoLevel.for_alphabet(session.vocab.n_symbols)

@@ -12,16 +12,14 @@ import numpy as np
 
 from . import entropy_model
 from .codec import Session, Settings, Stats
-from .evaluation import PrefillEvaluator, plan_chunks
+from .evaluation import PrefillEvaluator
 
 
 def cross_entropy(data: bytes, session: Session, settings: Settings | None = None, progress=None) -> Stats:
     settings = settings or Settings()
     t0 = time.perf_counter()
-    tok = session.vocab.tokenize(data)
-    tokens = tok.tokens
-    plan = plan_chunks(len(tokens), settings.chunk_tokens, settings.width)
-    offs = plan.offsets()
+    tok, plan = session.prepare(data, settings)
+    tokens, offs = tok.tokens, plan.offsets()
     n_escapes = len(session.vocab.escape_bytes)
     chunk_bits = np.zeros(len(plan.chunk_lengths))
     if progress is not None:

@@ -224,30 +224,29 @@ class Runner:
 
     # -- inputs ------------------------------------------------------------------------
 
-    def model_info(self, spec: str):
-        if spec not in self._models:
-            from .models import describe
-
+    @staticmethod
+    def _memo(table: dict, key, make):
+        """make() once per key; an error is remembered too, so every cell using it fails alike."""
+        if key not in table:
             try:
-                self._models[spec] = describe(spec)
+                table[key] = make()
             except BpcError as exc:
-                self._models[spec] = exc
-        value = self._models[spec]
-        if isinstance(value, BpcError):
-            raise value
-        return value
+                table[key] = exc
+        if isinstance(table[key], BpcError):
+            raise table[key]
+        return table[key]
+
+    def model_info(self, spec: str):
+        from .models import describe
+
+        return self._memo(self._models, spec, lambda: describe(spec))
 
     def corpus(self, spec: str) -> tuple[Corpus, bytes]:
-        if spec not in self._corpora:
-            try:
-                c = resolve(spec)
-                self._corpora[spec] = (c, c.read_bytes())
-            except BpcError as exc:
-                self._corpora[spec] = exc
-        value = self._corpora[spec]
-        if isinstance(value, BpcError):
-            raise value
-        return value
+        def load():
+            c = resolve(spec)
+            return c, c.read_bytes()
+
+        return self._memo(self._corpora, spec, load)
 
     def input_bytes(self, cell: Cell) -> bytes:
         key = (cell.corpus, cell.max_bytes)
