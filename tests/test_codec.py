@@ -178,9 +178,23 @@ def test_environment_mismatch_is_refused_unless_forced(tiny_session, good_blob, 
 
 def test_header_records_what_decoding_needs(good_blob):
     h = Container.from_bytes(good_blob).header
-    for key in ("model", "build", "threads", "n_gpu_layers", "width", "chunk_tokens", "chunk_lengths",
+    for key in ("model", "build", "threads", "n_gpu_layers", "width", "max_width", "chunk_tokens", "n_tokens",
                 "original_bytes", "original_sha256", "start_token", "vocab", "coder"):
         assert key in h, key
     assert len(h["model"]["sha256"]) == 16
-    assert sum(h["chunk_lengths"]) > 0
+    assert h["n_tokens"] > 0
     json.dumps(h)
+
+
+def test_inconsistent_chunk_plan_is_refused(tiny_session, good_blob):
+    blob = _rewrite_header(good_blob, width=Container.from_bytes(good_blob).header["width"] + 1)
+    with pytest.raises(CorruptInput, match="chunk plan is inconsistent"):
+        codec.decompress(blob, tiny_session, settings=SMALL)
+
+
+def test_header_is_small():
+    """A tiny input must not pay hundreds of bytes of metadata (the preset dictionary works)."""
+    c = Container({"model": {"name": "smollm2-135m", "sha256": "b179c9523d0e6a0f"}, "payload_words": 0,
+                   "n_tokens": 3, "original_sha256": "b94d27b9934d3e08", "vocab": "dec188369cf91376"}, np.zeros(0))
+    assert len(c.to_bytes()) < 100
+    assert Container.from_bytes(c.to_bytes()).header == c.header

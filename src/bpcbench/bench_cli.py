@@ -16,11 +16,7 @@ def cmd_bench(args) -> int:
         raise BpcError("give either a MATRIX file or --quick, not both")
     path = matrix_mod.QUICK_MATRIX if args.quick else (args.matrix or matrix_mod.DEFAULT_MATRIX)
     m = matrix_mod.load(path)
-    if args.threads is not None and args.threads < 1:
-        raise BpcError("--threads must be positive")
-    if args.n_gpu_layers is not None and args.n_gpu_layers < 0:
-        raise BpcError("--n-gpu-layers must be >= 0")
-    overrides = {k: getattr(args, k) for k in ("threads", "n_gpu_layers") if getattr(args, k) is not None}
+    overrides = _overrides(args)
     if overrides:
         m = matrix_mod.with_overrides(m, **overrides)
     shard = parse_shard(args.shard) if args.shard else None
@@ -34,6 +30,17 @@ def cmd_bench(args) -> int:
             print(f"  {line}", file=sys.stderr)
         return 1
     return 0
+
+
+def _overrides(args) -> dict:
+    """--threads / --n-gpu-layers given on the command line, checked."""
+    from .errors import BpcError
+
+    if args.threads is not None and args.threads < 1:
+        raise BpcError("--threads must be positive")
+    if args.n_gpu_layers is not None and args.n_gpu_layers < 0:
+        raise BpcError("--n-gpu-layers must be >= 0")
+    return {k: getattr(args, k) for k in ("threads", "n_gpu_layers") if getattr(args, k) is not None}
 
 
 def cmd_report(args) -> int:
@@ -73,9 +80,10 @@ def cmd_nightly(args) -> int:
 
     if args.bpb_threshold < 0 or args.speed_threshold < 0:
         raise BpcError("thresholds must be non-negative percentages")
+    overrides = _overrides(args)
     r = run_nightly(args.matrix, args.results_dir, bpb_threshold=args.bpb_threshold,
                     speed_threshold=args.speed_threshold, shard=parse_shard(args.shard) if args.shard else None,
-                    use_cache=not args.no_cache, progress=False if args.quiet else None)
+                    use_cache=not args.no_cache, progress=False if args.quiet else None, overrides=overrides)
     return r.exit_code
 
 
@@ -126,6 +134,8 @@ def register(sub) -> None:
     p.add_argument("--results-dir", default="results", help="where history.csv and nightly/ live (default results)")
     _add_thresholds(p)
     p.add_argument("--shard", metavar="K/N", help="run only shard K of N; compared with the same shard of earlier nights")
+    p.add_argument("--threads", type=int, help="override the matrix's llama.cpp thread count")
+    p.add_argument("--n-gpu-layers", type=int, dest="n_gpu_layers", help="override the matrix's GPU offload")
     p.add_argument("--no-cache", action="store_true",
                    help="measure every cell again (by default unchanged cells come from the cell cache, so "
                         "speeds are only re-measured when the code or versions change)")

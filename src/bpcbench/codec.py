@@ -177,7 +177,8 @@ def compress(data: bytes, session: Session, settings: Settings | None = None, pr
         "width": plan.width,
         "chunk_tokens": plan.chunk_tokens,
         "start_token": session.model.start_token,
-        "chunk_lengths": list(plan.chunk_lengths),
+        "n_tokens": plan.n_tokens,  # with chunk_tokens and max_width, re-derives every chunk length
+        "max_width": settings.width,
         "fallback_bytes": tok.fallback_bytes,
         "vocab": session.vocab.fingerprint[:HASH_HEX],
         "block_symbols": factor.block,
@@ -242,7 +243,9 @@ def decompress(blob: bytes, session: Session | None = None, model_spec: str | No
     try:
         settings = settings or Settings(threads=h["threads"], n_gpu_layers=h["n_gpu_layers"])
         check_compatible(h, session.info.sha256, settings, force)
-        plan = Plan(tuple(h["chunk_lengths"]), h["width"], h["chunk_tokens"])
+        plan = plan_chunks(h["n_tokens"], h["chunk_tokens"], h["max_width"])
+        if plan.width != h["width"]:
+            raise CorruptInput("compressed file's chunk plan is inconsistent (width)")
         if session.model.start_token != h["start_token"] or session.vocab.fingerprint[:HASH_HEX] != h["vocab"]:
             raise Mismatch("the model's vocabulary differs from the one recorded in the file")
         tokens = np.zeros(plan.n_tokens, dtype=np.int32)

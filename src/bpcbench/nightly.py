@@ -195,8 +195,15 @@ class NightlyResult:
 def run_nightly(matrix_path: str | os.PathLike | None = None, results_dir: str | os.PathLike = "results", *,
                 bpb_threshold: float = 0.5, speed_threshold: float = 10.0, shard: tuple[int, int] | None = None,
                 use_cache: bool = True, cache_dir: str | os.PathLike | None = None, progress: bool | None = None,
-                now: datetime | None = None, out=sys.stdout) -> NightlyResult:
+                overrides: dict | None = None, now: datetime | None = None, out=None) -> NightlyResult:
+    """Run, record, compare; the comparison (or the first-run line) goes to `out` (stdout).
+
+    `overrides` (threads, n_gpu_layers) replace the matrix's model settings, as `bench --threads` does.
+    """
+    out = out or sys.stdout
     m = matrix_mod.load(matrix_path or DEFAULT_MATRIX)
+    if overrides:
+        m = matrix_mod.with_overrides(m, **overrides)
     now = now or datetime.now(timezone.utc)
     results_dir = Path(results_dir)
     nightly_dir = results_dir / NIGHTLY_SUBDIR
