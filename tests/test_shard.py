@@ -59,3 +59,9 @@ def test_bad_spec_is_a_clear_error(spec):
 def test_good_spec():
     assert shard.parse("2/8") == (2, 8)
     assert shard.parse(" 1 / 1 ") == (1, 1)
+
+
+def test_split_does_not_depend_on_the_checkout_path():
+    a = Cell("coded", "llm:tiny", "/home/alice/bpcbench/corpora/x.txt", model="/home/alice/m/tiny.gguf")
+    b = Cell("coded", "llm:tiny", "/scratch/job42/bpcbench/corpora/x.txt", model="/scratch/job42/m/tiny.gguf")
+    assert [shard.shard_of(a, n) for n in range(1, 20)] == [shard.shard_of(b, n) for n in range(1, 20)]

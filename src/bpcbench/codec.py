@@ -228,7 +228,7 @@ def check_compatible(header: dict, session_sha: str, settings: Settings, force: 
         if header.get(key) != here.get(key):
             problems.append(f"{label} differs: file has {header.get(key)!r}, here {here.get(key)!r}")
     if problems and not force:
-        raise Mismatch(problems[0] + " (decoding could produce wrong bytes; pass --force to try, the checksum still guards the output)")
+        raise Mismatch(problems[0] + " (decoding could produce wrong bytes; --allow-mismatch tries anyway, the checksum still guards the output)")
     return problems
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import asdict
 
@@ -34,9 +35,17 @@ def cell_key(cell) -> str:
     return hashlib.sha256(json.dumps(asdict(cell), sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _portable(cell) -> str:
+    """The cell's fields with file paths cut to their names: machines with different
+    checkout paths must still agree on the split."""
+    fields = {k: (os.path.basename(v) if isinstance(v, str) and os.sep in v else v)
+              for k, v in asdict(cell).items()}
+    return json.dumps(fields, sort_keys=True, default=str)
+
+
 def shard_of(cell, n: int) -> int:
     """The 1-based shard a cell belongs to among n."""
-    return int(cell_key(cell)[:15], 16) % n + 1
+    return int(hashlib.sha256(_portable(cell).encode()).hexdigest()[:15], 16) % n + 1
 
 
 def select(cells: list, k: int, n: int) -> list:
