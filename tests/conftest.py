@@ -36,3 +36,18 @@ def smollm2_session():
         pytest.skip(f"SmolLM2 not installed ({e}); run `make models`")
     with session:
         yield session
+
+
+@pytest.fixture(scope="session")
+def make_bench_dir(tmp_path_factory, tiny_model_path):
+    """A folder holding tiny.gguf, text.txt and matrix files: where the bench tests run."""
+
+    def make(name: str, text: bytes, **matrices: str):
+        d = tmp_path_factory.mktemp(name)
+        (d / "tiny.gguf").symlink_to(tiny_model_path)
+        (d / "text.txt").write_bytes(text)
+        for stem, toml in matrices.items():
+            (d / f"{stem}.toml").write_text(toml)
+        return d
+
+    return make

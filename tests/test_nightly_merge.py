@@ -15,44 +15,18 @@ from bpcbench.cli import main
 from bpcbench.corpora import load_manifest
 from bpcbench.merge import merge
 from bpcbench.matrix import loads
+from bpcbench.testing.matrices import tiny_matrix
 
-MATRIX = """
-[run]
-name = "tinyshard"
-models = ["tiny.gguf"]
-corpora = ["text.txt", "random-org-10k"]
-baselines = ["gzip-9", "zstd-22-long"]
-measure = "ideal"
-chunk_tokens = [64]
-width = 8
-threads = 1
-max_bytes = 1200
-"""
+MATRIX = tiny_matrix("tinyshard", ["text.txt", "random-org-10k"], 1200)
 N_CELLS = 6  # 2 corpora x (2 baselines + 1 ideal)
 N = 3
 
-NIGHTLY = """
-[run]
-name = "tinynightly"
-models = ["tiny.gguf"]
-corpora = ["text.txt"]
-baselines = ["gzip-9", "zstd-22-long"]
-measure = "ideal"
-chunk_tokens = [64]
-width = 8
-threads = 1
-max_bytes = 1000
-"""
+NIGHTLY = tiny_matrix("tinynightly", ["text.txt"], 1000)
 
 
 @pytest.fixture(scope="module")
-def bench_dir(tmp_path_factory, tiny_model_path):
-    d = tmp_path_factory.mktemp("shards")
-    (d / "tiny.gguf").symlink_to(tiny_model_path)
-    (d / "text.txt").write_bytes(load_manifest()["alice29"].read_bytes()[:3000])
-    (d / "m.toml").write_text(MATRIX)
-    (d / "nightly.toml").write_text(NIGHTLY)
-    return d
+def bench_dir(make_bench_dir):
+    return make_bench_dir("shards", load_manifest()["alice29"].read_bytes()[:3000], m=MATRIX, nightly=NIGHTLY)
 
 
 @pytest.fixture(scope="module")

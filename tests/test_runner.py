@@ -14,35 +14,21 @@ from bpcbench import codec, ideal, matrix, results, runner
 from bpcbench.cli import main
 from bpcbench.codec import Settings
 from bpcbench.corpora import load_manifest
+from bpcbench.testing.matrices import tiny_matrix
 
 TEXT_PREFIX = 2000
-MATRIX = """
-[run]
-name = "tiny"
-models = ["tiny.gguf"]
-corpora = ["text.txt", "random-org-10k"]
-baselines = ["gzip-9", "zstd-22-long"]
-measure = "ideal"
-chunk_tokens = [64]
-width = 8
-threads = 1
-max_bytes = 1500
-
+MATRIX = tiny_matrix("tiny", ["text.txt", "random-org-10k"], 1500, f"""
 [[llm]]
 corpora = ["text.txt"]
 measure = "coded"
-max_bytes = {prefix}
-""".format(prefix=TEXT_PREFIX)
+max_bytes = {TEXT_PREFIX}
+""")
 
 
 @pytest.fixture(scope="module")
-def bench_dir(tmp_path_factory, tiny_model_path):
-    d = tmp_path_factory.mktemp("bench")
-    (d / "tiny.gguf").symlink_to(tiny_model_path)
+def bench_dir(make_bench_dir):
     alice = load_manifest()["alice29"].read_bytes()
-    (d / "text.txt").write_bytes(alice[:4000] + "— naïve café\n".encode())
-    (d / "m.toml").write_text(MATRIX)
-    return d
+    return make_bench_dir("bench", alice[:4000] + "— naïve café\n".encode(), m=MATRIX)
 
 
 @pytest.fixture(scope="module")

@@ -94,19 +94,24 @@ def _add_thresholds(p) -> None:
                    help="flag compress/decompress speed lower by more than this many percent (default 10)")
 
 
+def _add_run_options(p, *, no_cache: str, shard: str) -> None:
+    """Options every matrix-running command shares."""
+    p.add_argument("--no-cache", action="store_true", help=no_cache)
+    p.add_argument("--threads", type=int, help="override the matrix's llama.cpp thread count")
+    p.add_argument("--n-gpu-layers", type=int, dest="n_gpu_layers", help="override the matrix's GPU offload")
+    p.add_argument("--shard", metavar="K/N", help=shard)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
 def register(sub) -> None:
     """Add the bench subcommands to the main parser's subparsers (called from cli.build_parser)."""
     p = sub.add_parser("bench", help="run a bench matrix (models × corpora × codecs) into results/<run-id>/")
     p.add_argument("matrix", nargs="?", help="matrix TOML (default bench/default.toml)")
     p.add_argument("--quick", action="store_true", help="run bench/quick.toml (about 2 minutes)")
     p.add_argument("--out", help="output directory (default results/<UTC time>-<matrix name>/)")
-    p.add_argument("--no-cache", action="store_true", help="measure every cell again (results still refresh the cache)")
-    p.add_argument("--threads", type=int, help="override the matrix's llama.cpp thread count")
-    p.add_argument("--n-gpu-layers", type=int, dest="n_gpu_layers", help="override the matrix's GPU offload")
-    p.add_argument("--shard", metavar="K/N",
-                   help="run only shard K of N (1-based); default output results/<run-id>-shard-K-of-N/; "
-                        "join the shards with `bpcbench merge`")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _add_run_options(p, no_cache="measure every cell again (results still refresh the cache)",
+                     shard="run only shard K of N (1-based); default output results/<run-id>-shard-K-of-N/; "
+                           "join the shards with `bpcbench merge`")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("report", help="re-render summary.md and plots of a run from its results.csv")
@@ -133,11 +138,7 @@ def register(sub) -> None:
     p.add_argument("matrix", nargs="?", help="matrix TOML (default bench/nightly.toml)")
     p.add_argument("--results-dir", default="results", help="where history.csv and nightly/ live (default results)")
     _add_thresholds(p)
-    p.add_argument("--shard", metavar="K/N", help="run only shard K of N; compared with the same shard of earlier nights")
-    p.add_argument("--threads", type=int, help="override the matrix's llama.cpp thread count")
-    p.add_argument("--n-gpu-layers", type=int, dest="n_gpu_layers", help="override the matrix's GPU offload")
-    p.add_argument("--no-cache", action="store_true",
-                   help="measure every cell again (by default unchanged cells come from the cell cache, so "
-                        "speeds are only re-measured when the code or versions change)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _add_run_options(p, no_cache="measure every cell again (by default unchanged cells come from the cell cache, "
+                                 "so speeds are only re-measured when the code or versions change)",
+                     shard="run only shard K of N; compared with the same shard of earlier nights")
     p.set_defaults(func=cmd_nightly)
