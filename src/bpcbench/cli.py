@@ -164,11 +164,11 @@ def cmd_models(args) -> int:
     return 0
 
 
-def _add_eval_options(p: argparse.ArgumentParser, defaults: bool) -> None:
+def _add_eval_options(p: argparse.ArgumentParser) -> None:
     from .codec import DEFAULT_CHUNK_TOKENS, DEFAULT_WIDTH
 
     p.add_argument("--chunk-tokens", type=int, dest="chunk_tokens",
-                   help=f"maximum tokens per independent chunk (default {DEFAULT_CHUNK_TOKENS})" if defaults else "")
+                   help=f"maximum tokens per independent chunk (default {DEFAULT_CHUNK_TOKENS})")
     p.add_argument("--width", type=int, help=f"sequences evaluated in lockstep per llama_decode call (default {DEFAULT_WIDTH})")
     p.add_argument("--threads", type=int, help="CPU threads for llama.cpp (decode: defaults to the encoder's)")
     p.add_argument("--n-gpu-layers", type=int, dest="n_gpu_layers", help="layers to offload to a GPU build (default 0)")
@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stats", action="store_true", help="print sizes, bits per byte and speed to stderr")
     p.add_argument("--json", action="store_true", help="print the statistics as JSON to stderr")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    _add_eval_options(p, True)
+    _add_eval_options(p)
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("decompress", help="restore a .bpcz file byte for byte")
