@@ -70,19 +70,19 @@ test: install
 	$(PY) -m pytest -q
 
 bench: install
-	$(BPC) bench bench/default.toml
+	$(BPC) bench
 
 bench-quick: install
-	$(BPC) bench bench/quick.toml
+	$(BPC) bench --quick
 
 bench-micro: install
-	$(PY) -m pytest bench/ -q --benchmark-columns=min,mean,max,ops
+	$(PY) -m pytest benchmarks/ -q --benchmark-columns=min,mean,max,ops
 
 ladder: install
-	$(BPC) ladder --config bench/ladder.toml
+	$(BPC) ladder
 
 nightly: install
-	$(BPC) nightly bench/nightly.toml
+	$(BPC) nightly
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .benchmarks

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from bpcbench.testing.tiny_gguf import write_tiny_gguf
+from tiny_gguf import write_tiny_gguf
 
 
 @pytest.fixture(scope="session")
@@ -19,7 +18,7 @@ def other_tiny_model_path(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_session(tiny_model_path):
-    from bpcbench.codec import Session
+    from bpcbench.codec.compress import Session
 
     with Session(str(tiny_model_path)) as session:
         yield session
@@ -27,7 +26,7 @@ def tiny_session(tiny_model_path):
 
 @pytest.fixture(scope="session")
 def smollm2_session():
-    from bpcbench.codec import Session
+    from bpcbench.codec.compress import Session
     from bpcbench.errors import BpcError
 
     try:

@@ -7,6 +7,8 @@ for output that does not round-trip.
 
 from __future__ import annotations
 
+import _bz2
+import _lzma
 import bz2
 import ctypes
 import gzip
@@ -22,7 +24,7 @@ import brotli
 import numpy as np
 import zstandard
 
-from .errors import BpcError
+from bpcbench.errors import BpcError
 
 # `zstd --long` means a 128 MiB window; the decoder must be allowed that much.
 ZSTD_LONG_WINDOW_LOG = 27
@@ -64,9 +66,6 @@ def _c_library_version(module: object, symbol: str) -> str:
 
 
 def _versions() -> dict[str, str]:
-    import _bz2
-    import _lzma
-
     python = f"Python {platform.python_version()}"
     libzstd = ".".join(map(str, zstandard.ZSTD_VERSION))
     zstd = f"zstandard {zstandard.__version__} / libzstd {libzstd}"

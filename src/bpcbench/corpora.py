@@ -10,22 +10,18 @@ import hashlib
 import os
 import re
 import sys
+import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
-
-from .errors import BpcError
+from bpcbench.errors import BpcError
 
 KINDS = ("english", "code", "non-english", "structured", "binary", "fresh")
 FILE_KIND = "file"  # a path given on the command line, not a manifest entry
 ALL_GROUP = "all"
 ENV_VAR = "BPCBENCH_CORPORA"
-DEFAULT_MANIFEST = Path(__file__).resolve().parents[2] / "corpora" / "manifest.toml"
+DEFAULT_MANIFEST = Path(__file__).resolve().parent / "data" / "corpora" / "manifest.toml"
 
 _REQUIRED = ("name", "path", "kind", "bytes", "sha256", "source", "licence")
 _OPTIONAL = ("note", "groups")
@@ -199,6 +195,49 @@ def select(
                 f"groups: {', '.join(groups)}"
             )
     return list(chosen.values())
+
+
+def _existing_file(item: str, base_dir: Path | None) -> Path | None:
+    """`item` as a file: relative to `base_dir` first (a matrix's folder), then the cwd."""
+    candidate = Path(item).expanduser()
+    tries = [candidate] if candidate.is_absolute() or base_dir is None else [base_dir / candidate, candidate]
+    return next((p.resolve() for p in tries if p.is_file()), None)
+
+
+def expand(items: Iterable[str], corpora: Mapping[str, Corpus] | None = None,
+           base_dir: Path | None = None) -> list[str]:
+    """The one resolver of corpus specs: names and groups expand to manifest names, anything
+    else must be a file (an absolute path comes back); order kept, repeats dropped."""
+    corpora = load_manifest() if corpora is None else corpora
+    groups = groups_of(corpora)
+    out: list[str] = []
+    for item in items:
+        if item in corpora or item in groups:
+            out += [c.name for c in select([item], corpora)]
+            continue
+        found = _existing_file(item, base_dir)
+        if found is None:
+            raise BpcError(f"unknown corpus or group {item!r} (corpora: {', '.join(corpora)}; "
+                           f"groups: {', '.join(groups)}; or a file path)")
+        out.append(str(found))
+    return list(dict.fromkeys(out))
+
+
+def take_prefix(data: bytes, max_bytes: int) -> bytes:
+    """The first max_bytes bytes; for UTF-8 text cut back to a character boundary (≤ 3 bytes).
+
+    >>> take_prefix("héllo".encode(), 2)
+    b'h'
+    >>> take_prefix(b"abc", 0)
+    b'abc'
+    """
+    if not max_bytes or len(data) <= max_bytes:
+        return data
+    if count_characters(data) is not None:
+        for cut in range(max_bytes, max(max_bytes - 4, 0), -1):
+            if count_characters(data[:cut]) is not None:
+                return data[:cut]
+    return data[:max_bytes]
 
 
 def resolve(spec: str | os.PathLike, corpora: Mapping[str, Corpus] | None = None) -> Corpus:

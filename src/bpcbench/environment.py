@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import socket
 import subprocess
 import sys
@@ -17,10 +18,12 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from . import __version__
-from .atomic import write_text
+from bpcbench import __version__
+from bpcbench.atomic import write_text
+from bpcbench.baselines import BASELINES
 
-REPO_DIR = Path(__file__).resolve().parents[2]
+# git walks up from here: the checkout of an editable install; nothing for a wheel in site-packages
+SOURCE_DIR = Path(__file__).resolve().parent
 LIBRARIES = ("numpy", "pandas", "matplotlib", "llama_cpp_python", "constriction", "gguf", "zstandard",
              "brotli", "tqdm")
 # flags that decide llama.cpp's speed (and, with a different build, its logits)
@@ -92,7 +95,7 @@ def gpus() -> list[dict]:
     return rows
 
 
-def git_info(repo: Path = REPO_DIR) -> dict:
+def git_info(repo: Path = SOURCE_DIR) -> dict:
     commit = _run(["git", "-C", str(repo), "rev-parse", "HEAD"])
     if not commit:
         return {"commit": None, "dirty": None}
@@ -112,7 +115,9 @@ def library_versions() -> dict:
 
 def llama_system_info(n_gpu_layers: int = 0) -> dict:
     try:
-        from .llamacpp import build_info
+        from bpcbench.llama.binding import (
+            build_info,  # here: a broken llama.cpp install must not stop baselines
+        )
 
         info = build_info(n_gpu_layers)
     except Exception as exc:  # a broken llama.cpp install must not stop baselines
@@ -121,8 +126,6 @@ def llama_system_info(n_gpu_layers: int = 0) -> dict:
 
 
 def collect(n_gpu_layers: int = 0, argv: list[str] | None = None) -> dict:
-    from .baselines import BASELINES
-
     return {
         "timestamp_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "host": socket.gethostname(),
@@ -147,3 +150,36 @@ def collect(n_gpu_layers: int = 0, argv: list[str] | None = None) -> dict:
 
 def write(path: str | os.PathLike, env: dict) -> None:
     write_text(path, json.dumps(env, indent=1, sort_keys=False) + "\n")
+
+
+class PeakMemory:
+    """Peak RSS of this process during a block: the one memory probe every report uses.
+
+    Linux: VmHWM, reset at the start by writing 5 to /proc/self/clear_refs, so each block
+    gets its own peak. Elsewhere (or where the reset is refused) the lifetime maximum
+    (ru_maxrss), which `reset` False says.
+    """
+
+    def __enter__(self):
+        try:
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")
+            self.reset = True
+        except OSError:
+            self.reset = False
+        self.mb = None
+        return self
+
+    def __exit__(self, *exc):
+        self.mb = self.read()
+
+    @staticmethod
+    def read() -> float | None:
+        try:
+            with open("/proc/self/status") as fh:
+                for line in fh:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024
+        except (OSError, ValueError):
+            pass
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

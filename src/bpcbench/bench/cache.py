@@ -1,0 +1,117 @@
+"""The cell cache: a finished row stored under the sha256 of everything it depends on.
+
+The key covers the cell's settings, the input bytes, the model file, library versions and
+the code itself: every file under codec/ and llama/, and baselines.py, is hashed, so a
+change to how a number is computed never serves a stale row, version bump or not. Rows are
+JSON files under ``<cache>/cells/<key>.json``; a rerun with nothing changed is served from
+here in seconds, and an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+
+from bpcbench import __version__
+from bpcbench.atomic import write_text
+from bpcbench.baselines import BASELINES
+from bpcbench.bench import results
+from bpcbench.codec import container, range_coder
+from bpcbench.models import CACHE_DIR
+
+CELLS_SUBDIR = "cells"
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+# What decides a cell's numbers: the whole codec core and llama.cpp layer, and the baselines.
+MEASURING_CODE = ("codec", "llama", "baselines.py")
+
+
+def cache_root() -> Path:
+    """$BPCBENCH_CACHE, read now (not at import), else the models' cache directory."""
+    env = os.environ.get("BPCBENCH_CACHE")
+    return Path(env) if env else CACHE_DIR
+
+
+def llama_cpp_python_version() -> str:
+    try:
+        return version("llama_cpp_python")
+    except PackageNotFoundError:
+        return "not installed"
+
+
+@functools.lru_cache(maxsize=1)
+def code_sha256() -> str:
+    """sha256 over every .py file of MEASURING_CODE, by relative path and content."""
+    h = hashlib.sha256()
+    for entry in MEASURING_CODE:
+        root = PACKAGE_DIR / entry
+        files = sorted(root.rglob("*.py")) if root.is_dir() else [root]
+        for f in files:
+            h.update(f.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
+def key_of(material: dict) -> str:
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def common_material(cell, corpus_sha256: str, data: bytes) -> dict:
+    """What every cell's key holds, baseline or model."""
+    return {
+        "schema_version": results.SCHEMA_VERSION,
+        "bpcbench": __version__,
+        "code": code_sha256(),
+        "codec": cell.codec,
+        "measure": cell.measure,
+        "corpus_sha256": corpus_sha256,
+        "input_sha256": hashlib.sha256(data).hexdigest(),
+        "max_bytes": cell.max_bytes,
+    }
+
+
+def baseline_material(cell) -> dict:
+    return {"library": BASELINES[cell.codec].library_version, "repeats": cell.repeats}
+
+
+def model_material(settings, model_sha256: str, build: dict) -> dict:
+    return {
+        "model_sha256": model_sha256, "chunk_tokens": settings.chunk_tokens, "width": settings.width,
+        "threads": settings.threads, "n_gpu_layers": settings.n_gpu_layers,
+        "llama_cpp_python": llama_cpp_python_version(), "build": build,
+        "coder": range_coder.VERSION, "container_format": container.FORMAT_VERSION, "numpy": np.__version__,
+    }
+
+
+class CellCache:
+    """Finished rows as JSON files; `read=False` (--no-cache) recomputes but still stores."""
+
+    def __init__(self, root: Path | None, read: bool = True):
+        self.dir = Path(root) / CELLS_SUBDIR if root is not None else None
+        self.read = read
+
+    def get(self, key: str) -> dict | None:
+        if self.dir is None or not self.read:
+            return None
+        try:
+            doc = json.loads((self.dir / f"{key}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        row = doc.get("row") if isinstance(doc, dict) else None
+        if not isinstance(row, dict) or row.get("schema_version") != results.SCHEMA_VERSION:
+            return None
+        return row
+
+    def put(self, key: str, material: dict, row: dict) -> None:
+        if self.dir is None:
+            return
+        stored = {k: v for k, v in row.items() if k not in ("run_id", "cached")}
+        try:
+            write_text(self.dir / f"{key}.json", json.dumps({"key": material, "row": stored}, indent=1) + "\n")
+        except OSError as exc:
+            print(f"bpcbench: warning: cannot write cell cache {self.dir}: {exc.strerror or exc}", file=sys.stderr)

@@ -1,0 +1,209 @@
+"""Compare two runs cell by cell, pyperf style, and gate on regressions.
+
+Cells are matched on (corpus, measured bytes, codec, measure, chunk_tokens). For each:
+
+* bits/byte change in percent; "not significant" unless the change lies outside the 95%
+  interval of the difference (stats.significant: the two runs' bootstrap half-widths added
+  in quadrature). The same bytes through a deterministic codec have no sampling noise, so
+  there any change is real.
+* speed as "1.23x faster" / "1.23x slower" (encode and decode); cells that ran in under
+  MIN_TIMED_SECONDS are too short to time and are not judged.
+
+A regression is: bits/byte worse by more than the threshold and significant; a speed lower
+by more than the threshold; any failed round trip or error in the new run; a cell of the
+old run missing from the new one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from bpcbench import stats
+from bpcbench.bench.results import read_csv, row_failed
+from bpcbench.report.labels import cell_label
+
+MIN_TIMED_SECONDS = 0.1
+KEY = ("corpus_name", "corpus_bytes", "codec", "measure", "chunk_tokens")
+
+
+def _v(x):
+    """pandas scalar -> plain Python (None for NA)."""
+    try:
+        if pd.isna(x):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return x.item() if hasattr(x, "item") else x
+
+
+def speed_change(a_kb_s, b_kb_s) -> str:
+    """pyperf's wording: '1.23x faster' / '1.23x slower' (b against a)."""
+    if not a_kb_s or not b_kb_s:
+        return ""
+    if b_kb_s >= a_kb_s:
+        return f"{b_kb_s / a_kb_s:.2f}x faster"
+    return f"{a_kb_s / b_kb_s:.2f}x slower"
+
+
+@dataclass
+class CellDelta:
+    corpus: str
+    corpus_bytes: int | None
+    codec: str
+    measure: str
+    chunk_tokens: int | None
+    bpb_a: float | None = None
+    bpb_b: float | None = None
+    bpb_change_percent: float | None = None
+    bpb_significant: bool | None = None
+    encode_kB_per_s_a: float | None = None
+    encode_kB_per_s_b: float | None = None
+    decode_kB_per_s_a: float | None = None
+    decode_kB_per_s_b: float | None = None
+    encode_change: str = ""
+    decode_change: str = ""
+    problems: list[str] = field(default_factory=list)  # regressions found in this cell
+    notes: list[str] = field(default_factory=list)
+    label: str = ""  # labels.cell_label of the cell
+
+    def bits_text(self) -> str:
+        if self.bpb_a is None or self.bpb_b is None:
+            return ""
+        text = f"{self.bpb_a:.4f} -> {self.bpb_b:.4f}"
+        if self.bpb_change_percent is None:
+            return text
+        if self.bpb_a == self.bpb_b:
+            return text + "  same"
+        verdict = "" if self.bpb_significant else "  not significant"
+        return f"{text}  {self.bpb_change_percent:+.2f}%{verdict}"
+
+
+@dataclass
+class Comparison:
+    run_a: str
+    run_b: str
+    bpb_threshold_percent: float
+    speed_threshold_percent: float
+    cells: list[CellDelta] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # in A, not in B
+    added: list[str] = field(default_factory=list)  # in B only
+
+    @property
+    def regressions(self) -> list[str]:
+        out = [f"{c.label}: {p}" for c in self.cells for p in c.problems]
+        out += [f"{m}: missing from the new run" for m in self.missing]
+        return out
+
+    @property
+    def ok(self) -> bool:
+        return not self.regressions
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        for cell, cd in zip(self.cells, d["cells"]):
+            cd["label"] = cell.label
+        d["regressions"] = self.regressions
+        d["ok"] = self.ok
+        return d
+
+
+def _failed(row) -> str | None:
+    """Why the row failed (results.row_failed), or None."""
+    if not row_failed(row):
+        return None
+    return str(row["error"]) if _v(row["error"]) else "round trip failed"
+
+
+def _index(frame) -> dict[tuple, object]:
+    out = {}
+    for _, row in frame.iterrows():
+        out[tuple(_v(row[k]) for k in KEY)] = row
+    return out
+
+
+def compare_frames(a, b, bpb_threshold: float = 0.5, speed_threshold: float = 10.0,
+                   name_a: str = "A", name_b: str = "B") -> Comparison:
+    result = Comparison(name_a, name_b, bpb_threshold, speed_threshold)
+    ia, ib = _index(a), _index(b)
+    for key, ra in ia.items():
+        d = CellDelta(*key, label=cell_label(ra))
+        if key not in ib:
+            result.missing.append(d.label)
+            continue
+        rb = ib[key]
+        result.cells.append(d)
+        if _v(ra["input_sha256"]) and _v(rb["input_sha256"]) and ra["input_sha256"] != rb["input_sha256"]:
+            d.notes.append("input bytes differ between the runs")
+        fail_b = _failed(rb)
+        if fail_b:
+            d.problems.append(f"FAILED in the new run: {fail_b}")
+            continue
+        if _failed(ra):
+            d.notes.append(f"failed in the old run: {_failed(ra)}")
+            continue
+        d.bpb_a, d.bpb_b = _v(ra["bits_per_byte"]), _v(rb["bits_per_byte"])
+        if d.bpb_a and d.bpb_b is not None:
+            d.bpb_change_percent = (d.bpb_b / d.bpb_a - 1) * 100
+            same_input = bool(_v(ra["input_sha256"])) and ra["input_sha256"] == rb["input_sha256"]
+            # same bytes through a deterministic codec: no sampling noise, any change is real
+            noise = [] if same_input else [
+                w for w in (stats.half_width(_v(r["bits_per_byte_ci95_low"]), _v(r["bits_per_byte_ci95_high"]))
+                            for r in (ra, rb)) if w is not None]
+            d.bpb_significant = stats.significant(d.bpb_b - d.bpb_a, *noise)
+            if d.bpb_significant and d.bpb_change_percent > bpb_threshold:
+                d.problems.append(f"bits/byte {d.bpb_change_percent:+.2f}% (worse by more than {bpb_threshold}%)")
+        for phase in ("encode", "decode"):
+            sa, sb = _v(ra[f"{phase}_kB_per_s"]), _v(rb[f"{phase}_kB_per_s"])
+            setattr(d, f"{phase}_kB_per_s_a", sa)
+            setattr(d, f"{phase}_kB_per_s_b", sb)
+            ta, tb = _v(ra[f"{phase}_seconds"]), _v(rb[f"{phase}_seconds"])
+            if not sa or not sb:
+                continue
+            setattr(d, f"{phase}_change", speed_change(sa, sb))
+            if (ta or 0) < MIN_TIMED_SECONDS and (tb or 0) < MIN_TIMED_SECONDS:
+                setattr(d, f"{phase}_change", getattr(d, f"{phase}_change") + " (too short to judge)")
+                continue
+            if sb < sa * (1 - speed_threshold / 100):
+                d.problems.append(f"{phase} speed {speed_change(sa, sb)} (lower by more than {speed_threshold}%)")
+    for key in ib:
+        if key not in ia:
+            result.added.append(cell_label(ib[key]))
+    return result
+
+
+def compare_runs(run_a: str | Path, run_b: str | Path, bpb_threshold: float = 0.5,
+                 speed_threshold: float = 10.0) -> Comparison:
+    """RUN_A and RUN_B are run directories or results.csv files."""
+    return compare_frames(read_csv(run_a), read_csv(run_b), bpb_threshold, speed_threshold, str(run_a), str(run_b))
+
+
+def format_text(c: Comparison) -> str:
+    rows = [("cell", "bits/byte (old -> new)", "compress", "decompress")]
+    for d in c.cells:
+        status = "FAILED" if any(p.startswith("FAILED") for p in d.problems) else ""
+        rows.append((d.label, status or d.bits_text(), d.encode_change, d.decode_change))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = [f"old: {c.run_a}", f"new: {c.run_b}", ""]
+    lines += ["  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip() for r in rows]
+    for d in c.cells:
+        for n in d.notes:
+            lines.append(f"note: {d.label}: {n}")
+    for a in c.added:
+        lines.append(f"new cell (not compared): {a}")
+    lines.append("")
+    if c.regressions:
+        lines += [f"REGRESSION {r}" for r in c.regressions]
+        lines.append(f"{len(c.regressions)} regression(s) (thresholds: bits/byte {c.bpb_threshold_percent}%, "
+                     f"speed {c.speed_threshold_percent}%)")
+    else:
+        lines.append(f"no regression ({len(c.cells)} cells compared; thresholds: bits/byte "
+                     f"{c.bpb_threshold_percent}%, speed {c.speed_threshold_percent}%)")
+    return "\n".join(lines)
+
+
+def format_json(c: Comparison) -> str:
+    return json.dumps(c.as_dict(), indent=1)

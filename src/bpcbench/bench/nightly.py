@@ -1,0 +1,200 @@
+"""`bpcbench nightly`: a small matrix every night into a dated directory, a history, a regression gate.
+
+    results/
+      history.csv            every nightly row, oldest first: nightly_dir, nightly_utc, then results.csv's columns
+      nightly/
+        2026-11-27/          one ordinary run directory per night (+ compare.txt, compare.json, nightly.json)
+        2026-11-27.2/        a second run on the same (UTC) day
+        2026-11-28-shard-1-of-4/   with --shard K/N (compared against the same shard of earlier nights)
+        latest               a text file naming the latest run directory
+        history.png          bits/byte and tokens/s over time per (codec, corpus)
+
+Each run is compared with the previous finished one (the latest earlier directory that has
+nightly.json) by compare.compare_runs; a regression makes the exit status 1. The first run
+has nothing to compare with and exits 0 unless a cell failed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from bpcbench.atomic import atomic_open, write_text
+from bpcbench.bench import compare
+from bpcbench.bench import matrix as matrix_mod
+from bpcbench.bench.runner import RunResult, run_matrix
+from bpcbench.report import plots
+
+DEFAULT_MATRIX = matrix_mod.NIGHTLY_MATRIX
+NIGHTLY_SUBDIR = "nightly"
+HISTORY_FILE = "history.csv"
+HISTORY_PLOT = "history.png"
+LATEST_FILE = "latest"
+DONE_FILE = "nightly.json"
+LEAD_COLUMNS = ("nightly_dir", "nightly_utc")
+
+# <YYYY-MM-DD>[-shard-K-of-N][.<n>]
+_NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})((?:-shard-\d+-of-\d+)?)(?:\.(\d+))?$")
+
+
+def shard_tag(shard: tuple[int, int] | None) -> str:
+    return f"-shard-{shard[0]}-of-{shard[1]}" if shard else ""
+
+
+def parse_name(name: str) -> tuple[str, str, int] | None:
+    """'2026-11-27.3' -> ('2026-11-27', '', 3); None for anything that is not a nightly directory."""
+    m = _NAME.match(name)
+    if not m:
+        return None
+    return m.group(1), m.group(2), int(m.group(3) or 1)
+
+
+def run_dirs(nightly_dir: Path, tag: str = "") -> list[Path]:
+    """Nightly run directories with this shard tag, oldest first (by date, then same-day number)."""
+    found = []
+    if nightly_dir.is_dir():
+        for p in nightly_dir.iterdir():
+            parsed = parse_name(p.name)
+            if parsed and parsed[1] == tag and p.is_dir():
+                found.append(((parsed[0], parsed[2]), p))
+    return [p for _, p in sorted(found)]
+
+
+def new_run_dir(nightly_dir: Path, day: str, tag: str = "") -> Path:
+    """Create <day><tag>, or <day><tag>.2, .3, … if that day already has runs (mkdir is the lock)."""
+    nightly_dir.mkdir(parents=True, exist_ok=True)
+    seq = 1
+    while True:
+        path = nightly_dir / (f"{day}{tag}" if seq == 1 else f"{day}{tag}.{seq}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            seq += 1
+
+
+def previous_run(nightly_dir: Path, current: Path, tag: str = "") -> Path | None:
+    """The latest finished run (it has nightly.json) before `current`."""
+    earlier = []
+    for p in run_dirs(nightly_dir, tag):
+        if p.name == current.name:
+            break
+        earlier.append(p)
+    for p in reversed(earlier):
+        if (p / DONE_FILE).is_file() and (p / "results.csv").is_file():
+            return p
+    return None
+
+
+@contextmanager
+def _locked(path: Path):
+    """An exclusive lock on `path` (a lock file beside history.csv) while the block runs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            yield
+            return
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def append_history(history: Path, run_dir: Path, nightly_utc: str) -> int:
+    """Append a run's results.csv rows to history.csv: read + concatenate + write a temp file + rename.
+
+    Values are kept as the text results.csv wrote them. Columns are the union, old ones first,
+    so history written under an older schema stays readable (its schema_version says which).
+    """
+    def read(path: Path):
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+    new = read(run_dir / "results.csv")
+    new.insert(0, LEAD_COLUMNS[1], nightly_utc)
+    new.insert(0, LEAD_COLUMNS[0], run_dir.name)
+    with _locked(history.with_name(f".{history.name}.lock")):
+        frame = pd.concat([read(history), new], ignore_index=True, sort=False).fillna("") if history.exists() else new
+        with atomic_open(history, "w") as fh:
+            frame.to_csv(fh, index=False, lineterminator="\n")
+    return len(new)
+
+
+@dataclass
+class NightlyResult:
+    run_dir: Path
+    run: RunResult
+    previous: Path | None
+    comparison: compare.Comparison | None
+    history_rows: int
+
+    @property
+    def exit_code(self) -> int:
+        if self.comparison is not None:
+            return 0 if self.comparison.ok and self.run.ok else 1
+        return 0 if self.run.ok else 1
+
+
+def run_nightly(matrix_path: str | os.PathLike | None = None, results_dir: str | os.PathLike = "results", *,
+                bpb_threshold: float = 0.5, speed_threshold: float = 10.0, shard: tuple[int, int] | None = None,
+                use_cache: bool = True, cache_dir: str | os.PathLike | None = None, progress: bool | None = None,
+                overrides: dict | None = None, now: datetime | None = None, out=None) -> NightlyResult:
+    """Run, record, compare; the comparison (or the first-run line) goes to `out` (stdout).
+
+    `overrides` (threads, n_gpu_layers) replace the matrix's model settings, as `bench --threads` does.
+    """
+    out = out or sys.stdout
+    m = matrix_mod.load(matrix_path or DEFAULT_MATRIX)
+    if overrides:
+        m = matrix_mod.with_overrides(m, **overrides)
+    now = now or datetime.now(timezone.utc)
+    results_dir = Path(results_dir)
+    nightly_dir = results_dir / NIGHTLY_SUBDIR
+    tag = shard_tag(shard)
+    run_dir = new_run_dir(nightly_dir, f"{now:%Y-%m-%d}", tag)
+    previous = previous_run(nightly_dir, run_dir, tag)
+    print(f"bpcbench nightly: {run_dir}" + (f" (previous: {previous.name})" if previous else ""), file=sys.stderr)
+
+    run = run_matrix(m, run_dir, use_cache=use_cache, cache_dir=cache_dir, progress=progress, shard=shard)
+    nightly_utc = now.isoformat(timespec="seconds")
+    history = results_dir / HISTORY_FILE
+    n_hist = append_history(history, run_dir, nightly_utc)
+    write_text(nightly_dir / LATEST_FILE, run_dir.name + "\n")
+    plots.plot_history(history, nightly_dir / HISTORY_PLOT)
+    print(f"{len(run.rows)} cells ({run.n_cached} from cache) in {run.seconds:.1f} s; "
+          f"{n_hist} rows appended to {history}", file=sys.stderr)
+    for line in run.failed:
+        print(f"bpcbench: {line}", file=sys.stderr)
+
+    comparison = None
+    if previous is None:
+        print("first nightly run, nothing to compare", file=out)
+    else:
+        comparison = compare.compare_runs(previous, run_dir, bpb_threshold, speed_threshold)
+        text = compare.format_text(comparison)
+        write_text(run_dir / "compare.txt", text + "\n")
+        write_text(run_dir / "compare.json", compare.format_json(comparison) + "\n")
+        try:
+            if (previous / "matrix.toml").read_text() != m.text:
+                text += "\nnote: the matrix changed since the previous run"
+        except OSError:
+            pass
+        print(text, file=out)
+    result = NightlyResult(run_dir, run, previous, comparison, n_hist)
+    write_text(run_dir / DONE_FILE, json.dumps({
+        "nightly_utc": nightly_utc, "run_id": run.run_id, "shard": list(shard) if shard else None,
+        "previous": previous.name if previous else None, "cells": len(run.rows), "cached": run.n_cached,
+        "failed": run.failed, "regressions": comparison.regressions if comparison else [],
+        "exit_code": result.exit_code,
+    }, indent=1) + "\n")
+    return result

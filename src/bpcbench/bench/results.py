@@ -1,0 +1,286 @@
+"""results.csv: one row per (model, corpus, codec, chunk_tokens), every column defined once here.
+
+The column list below is the schema: name, type, unit and meaning. docs/results-schema.md
+is generated from it (`python -m bpcbench.bench.results > docs/results-schema.md`) and a test
+checks the two agree. The headline number of a row is ``bits_per_byte``: bits of output
+per byte of the input the row measured (``corpus_bytes``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bpcbench import stats
+from bpcbench.atomic import atomic_open
+from bpcbench.errors import BpcError
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    dtype: str  # str | int | float | bool (all nullable)
+    unit: str
+    doc: str
+
+
+C = Column
+COLUMNS: list[Column] = [
+    # the run
+    C("schema_version", "int", "-", "Version of this column list; changes whenever a column is added, removed or redefined."),
+    C("run_id", "str", "-", "`<UTC date-time>-<matrix name>`; also the run directory's name unless `--out` gives another."),
+    C("timestamp_utc", "str", "ISO 8601", "When the cell's measurement started (for a cached row: when it was first measured)."),
+    C("host", "str", "-", "Host name of the machine that measured the cell."),
+    C("cached", "bool", "-", "True if the row was loaded from the cell cache instead of measured in this run."),
+    C("cell_key", "str", "hex", "sha256 of everything the result depends on (the cell-cache key); equal keys, equal results."),
+    # the model
+    C("model_name", "str", "-", "Registry name (e.g. `smollm2-135m`) or the GGUF file's stem; empty for baselines."),
+    C("model_path", "str", "-", "GGUF file the model was loaded from."),
+    C("model_sha256", "str", "hex", "sha256 of the GGUF file."),
+    C("model_arch", "str", "-", "`general.architecture` from the GGUF metadata."),
+    C("model_quant_type", "str", "-", "Quantization type (`general.file_type`, e.g. `Q4_1`, `Q4_K_M`)."),
+    C("model_file_bytes", "int", "bytes", "Size of the GGUF file; the model's cost in the all-in size."),
+    C("model_n_params", "int", "parameters", "Number of weights (sum of tensor elements)."),
+    C("model_vocab_size", "int", "tokens", "Vocabulary size."),
+    # the input
+    C("corpus_name", "str", "-", "Manifest name of the corpus, or the file name for a corpus given as a path."),
+    C("corpus_kind", "str", "-", "Manifest kind: english, code, non-english, structured, binary, fresh (or `file`)."),
+    C("corpus_sha256", "str", "hex", "sha256 of the whole corpus file (as in the manifest)."),
+    C("corpus_file_bytes", "int", "bytes", "Size of the whole corpus file."),
+    C("corpus_bytes", "int", "bytes", "Bytes actually measured: the whole file, or the prefix that `max_bytes` kept. Every per-byte number divides by this."),
+    C("corpus_characters", "int", "characters", "Unicode code points in the measured bytes if they are valid UTF-8; empty otherwise."),
+    C("input_sha256", "str", "hex", "sha256 of the measured bytes (equals corpus_sha256 unless a prefix was taken)."),
+    C("max_bytes", "int", "bytes", "The matrix's prefix limit for this cell; 0 = whole file. A prefix is cut back to a UTF-8 character boundary for UTF-8 text."),
+    C("note", "str", "-", "Free text, e.g. `prefix: first 20000 of 152089 bytes`."),
+    # the codec
+    C("codec", "str", "-", "`llm:<model_name>` or a baseline: gzip-9, bzip2-9, xz-9e, zstd-19, zstd-22-long, brotli-11."),
+    C("measure", "str", "-", "`coded`: real arithmetic coding, compressed and decompressed and compared; `ideal`: cross-entropy only, no file; `baseline`: a classical compressor, round trip checked."),
+    C("chunk_tokens", "int", "tokens", "Context length: maximum tokens per independently coded chunk (each chunk starts from the start token). Empty for baselines."),
+    C("width", "int", "sequences", "Chunks evaluated in lockstep per llama_decode call. Empty for baselines."),
+    C("n_tokens", "int", "tokens", "Tokens the input was split into (model rows)."),
+    C("n_chunks", "int", "chunks", "Independent chunks (model rows); the bootstrap resamples these."),
+    C("fallback_bytes", "int", "bytes", "Input bytes coded as single-byte escape tokens because the tokenizer cannot represent them losslessly."),
+    # sizes and the headline
+    C("ideal_bits", "float", "bits", "Sum over tokens of −log2 p(token): the size an ideal entropy coder would reach with these probabilities. Empty for baselines."),
+    C("coded_bytes", "int", "bytes", "Compressed payload: the range coder's output (coded) or the compressor's whole output stream (baseline). Empty for ideal rows and failed round trips."),
+    C("container_bytes", "int", "bytes", "The complete file that decompresses to the input: .bpcz container with header (coded), the compressor's output (baseline). Empty for ideal rows and failed round trips."),
+    C("bits_per_byte", "float", "bits/byte", "HEADLINE. coded and baseline: 8 × container_bytes / corpus_bytes, the size of the file that restores the input; ideal: ideal_bits / corpus_bytes, a bound that no file backs. Empty for failed round trips."),
+    C("bits_per_byte_ci95_low", "float", "bits/byte", "Lower end of the 95% bootstrap interval of bits_per_byte: chunks resampled with replacement (1000 resamples, fixed seed), ratio Σ ideal bits / Σ chunk bytes, shifted by bits_per_byte − ideal_bits_per_byte. Says how much the number depends on which text was sampled. Empty for baselines."),
+    C("bits_per_byte_ci95_high", "float", "bits/byte", "Upper end of the same interval."),
+    C("ideal_bits_per_byte", "float", "bits/byte", "ideal_bits / corpus_bytes (model rows)."),
+    C("coded_bits_per_byte", "float", "bits/byte", "8 × coded_bytes / corpus_bytes: the payload alone, without container header."),
+    C("bits_per_character", "float", "bits/character", "bits_per_byte × corpus_bytes / corpus_characters; empty unless the input is valid UTF-8."),
+    C("compression_ratio", "float", "-", "corpus_bytes / container_bytes (ideal rows: corpus_bytes / (ideal_bits / 8))."),
+    C("overhead_percent", "float", "%", "Coded rows: how much larger the payload is than the ideal size, 100 × (8 × coded_bytes / ideal_bits − 1)."),
+    C("roundtrip_ok", "bool", "-", "True if decompressing gave back exactly the input bytes; False if not (its sizes are then empty); empty for ideal rows, which write no file."),
+    # time and memory
+    C("encode_seconds", "float", "s", "Wall time to compress (baselines: best of `baseline_repeats`); for ideal rows, the cross-entropy evaluation."),
+    C("decode_seconds", "float", "s", "Wall time to decompress; empty for ideal rows."),
+    C("encode_kB_per_s", "float", "kB/s", "corpus_bytes / 1000 / encode_seconds (kB = 1000 bytes of input)."),
+    C("decode_kB_per_s", "float", "kB/s", "corpus_bytes / 1000 / decode_seconds."),
+    C("tokens_per_s", "float", "tokens/s", "n_tokens / encode_seconds (model rows)."),
+    C("peak_rss_mb", "float", "MiB", "Peak resident memory of the bench process while the cell ran (Linux VmHWM, reset before the cell; includes the mapped model file). 1 MiB = 2^20 bytes."),
+    # the environment of the cell
+    C("threads", "int", "threads", "CPU threads given to llama.cpp. Empty for baselines (single-threaded)."),
+    C("n_gpu_layers", "int", "layers", "Layers offloaded to a GPU (0 = CPU only)."),
+    C("backend", "str", "-", "`cpu` or `gpu` (where the model ran)."),
+    C("llama_cpp_python_version", "str", "-", "llama-cpp-python version (model rows)."),
+    C("codec_library_version", "str", "-", "The compression library and version (baselines)."),
+    C("bpcbench_version", "str", "-", "bpcbench version that measured the row."),
+    C("error", "str", "-", "Why the cell failed (one line); empty when it succeeded."),
+]
+del C
+
+COLUMN_NAMES = [c.name for c in COLUMNS]
+SIZE_COLUMNS = ("coded_bytes", "container_bytes", "bits_per_byte", "bits_per_byte_ci95_low",
+                "bits_per_byte_ci95_high", "coded_bits_per_byte", "bits_per_character",
+                "compression_ratio", "overhead_percent")
+
+
+# --- the failed-row rule ------------------------------------------------------------------
+
+
+def row_failed(error, roundtrip_ok=None) -> bool:
+    """THE rule: a row failed if it carries an error or its round trip did not give the input back.
+
+    Takes a row (dict or pandas Series) or its two fields. A failed row is never shown as
+    a result, never cached, and makes `bench`, `compare` and `nightly` exit non-zero.
+
+    >>> row_failed({"error": None, "roundtrip_ok": True}), row_failed({"error": None, "roundtrip_ok": False})
+    (False, True)
+    """
+    if roundtrip_ok is None and hasattr(error, "get"):
+        error, roundtrip_ok = error.get("error"), error.get("roundtrip_ok")
+    return bool(_clean(error)) or _clean(roundtrip_ok) is False
+
+
+def failed_mask(frame):
+    """row_failed for every row of a results frame, as a boolean Series."""
+    return pd.Series([row_failed(e, r) for e, r in zip(frame["error"], frame["roundtrip_ok"])],
+                     index=frame.index, dtype=bool)
+
+
+def _bpb(bits, n_bytes):
+    return None if bits is None else _clean(stats.bits_per_byte(bits, n_bytes))
+
+
+def _div(a, b):
+    if a is None or b is None or b == 0 or (isinstance(a, float) and math.isnan(a)):
+        return None
+    return a / b
+
+
+def finish_row(row: dict) -> dict:
+    """Derive every ratio column from the measured ones, so they are defined in one place."""
+    n = row.get("corpus_bytes")
+    measure = row.get("measure")
+    failed = row_failed(row)
+    if failed:
+        for k in SIZE_COLUMNS:
+            row[k] = None
+    ideal = row.get("ideal_bits")
+    row["ideal_bits_per_byte"] = _bpb(ideal, n)
+    if not failed:
+        coded = row.get("coded_bytes")
+        row["coded_bits_per_byte"] = _bpb(None if coded is None else coded * 8, n)
+        if measure == "ideal":
+            headline = row["ideal_bits_per_byte"]
+            row["compression_ratio"] = _div(n, ideal / 8) if ideal else None
+        else:
+            cont = row.get("container_bytes")
+            headline = _bpb(None if cont is None else cont * 8, n)
+            row["compression_ratio"] = _div(n, cont)
+        row["bits_per_byte"] = headline
+        chars = row.get("corpus_characters")
+        row["bits_per_character"] = _div(headline * n, chars) if headline is not None and chars else None
+        if measure == "coded" and ideal:
+            row["overhead_percent"] = (8 * coded / ideal - 1) * 100
+        ci = row.pop("_ci_ideal", None)
+        if ci is not None and headline is not None and row["ideal_bits_per_byte"] is not None:
+            shift = headline - row["ideal_bits_per_byte"]
+            row["bits_per_byte_ci95_low"] = ci[0] + shift
+            row["bits_per_byte_ci95_high"] = ci[1] + shift
+    row.pop("_ci_ideal", None)
+    row["encode_kB_per_s"] = _div(n / 1000 if n is not None else None, row.get("encode_seconds"))
+    row["decode_kB_per_s"] = _div(n / 1000 if n is not None else None, row.get("decode_seconds"))
+    if measure != "baseline":
+        row["tokens_per_s"] = _div(row.get("n_tokens"), row.get("encode_seconds"))
+    row.setdefault("schema_version", SCHEMA_VERSION)
+    unknown = set(row) - set(COLUMN_NAMES)
+    if unknown:
+        raise ValueError(f"row has columns outside the schema: {sorted(unknown)}")
+    return {name: _clean(row.get(name)) for name in COLUMN_NAMES}
+
+
+def _clean(value):
+    """NaN, pandas' NA and numpy scalars -> None or the plain Python value."""
+    if value is None or (not isinstance(value, (list, tuple, dict)) and pd.isna(value)):
+        return None
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+# --- CSV ---------------------------------------------------------------------------------
+
+
+def _pandas_dtype(dtype: str) -> str:
+    return {"str": "string", "int": "Int64", "float": "Float64", "bool": "boolean"}[dtype]
+
+
+def to_frame(rows: list[dict]):
+    frame = pd.DataFrame([{k: r.get(k) for k in COLUMN_NAMES} for r in rows], columns=COLUMN_NAMES)
+    return frame.astype({c.name: _pandas_dtype(c.dtype) for c in COLUMNS})
+
+
+def write_csv(path: str | os.PathLike, rows_or_frame) -> None:
+    """Atomic: a reader (or a crash) sees the previous file or this whole one."""
+    frame = rows_or_frame if isinstance(rows_or_frame, pd.DataFrame) else to_frame(rows_or_frame)
+    with atomic_open(path, "w") as fh:
+        frame.to_csv(fh, index=False, float_format="%.12g", lineterminator="\n")
+
+
+def read_csv(path: str | os.PathLike):
+    """Read a results.csv (a run directory works too), typed by the schema."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.csv"
+    try:
+        frame = pd.read_csv(path, dtype={c.name: "string" for c in COLUMNS if c.dtype == "str"},
+                            keep_default_na=False, na_values=[""])
+    except FileNotFoundError:
+        raise BpcError(f"no results found: {path}") from None
+    except (OSError, ValueError) as exc:
+        raise BpcError(f"{path}: cannot read results: {exc}") from None
+    missing = [c for c in COLUMN_NAMES if c not in frame.columns]
+    if missing:
+        raise BpcError(f"{path}: not a bpcbench results.csv (missing column(s) {', '.join(missing[:5])})")
+    versions = set(frame["schema_version"].dropna().astype(int)) if len(frame) else {SCHEMA_VERSION}
+    if versions != {SCHEMA_VERSION}:
+        raise BpcError(f"{path}: schema_version {sorted(versions)} but this bpcbench reads {SCHEMA_VERSION}")
+    for c in COLUMNS:
+        if c.dtype == "bool":
+            frame[c.name] = frame[c.name].map(_parse_bool, na_action="ignore")
+    return frame[COLUMN_NAMES].astype({c.name: _pandas_dtype(c.dtype) for c in COLUMNS})
+
+
+def _parse_bool(value):
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    return {"true": True, "false": False}[str(value).strip().lower()]
+
+
+# --- the schema as Markdown --------------------------------------------------------------
+
+
+def schema_markdown() -> str:
+    lines = [
+        "# results.csv schema",
+        "",
+        "<!-- generated by `python -m bpcbench.bench.results > docs/results-schema.md`; edit src/bpcbench/bench/results.py -->",
+        "",
+        f"Schema version {SCHEMA_VERSION}. One row per (model, corpus, codec, chunk_tokens) cell of a bench",
+        "matrix; `bpcbench bench` writes it to `results/<run-id>/results.csv` (UTF-8, comma-separated,",
+        "header row, empty field = no value).",
+        "",
+        "**Headline:** `bits_per_byte` — bits of output per byte of the input the row measured. For a",
+        "`coded` or `baseline` row it is 8 × the size of the complete file that decompresses to the",
+        "input, divided by `corpus_bytes`; for an `ideal` row it is the cross-entropy of the model on",
+        "the input (a bound, no file). Lower is better; 8 means no compression.",
+        "",
+        "A cell whose round trip failed has `roundtrip_ok` = False and empty size columns; a cell",
+        "that raised has its message in `error`. Neither is ever shown as a result.",
+        "",
+        "Units: bytes are 8-bit bytes; kB = 1000 bytes; MiB = 2^20 bytes; s = wall-clock seconds.",
+        "",
+        "| column | type | unit | meaning |",
+        "|---|---|---|---|",
+    ]
+    for c in COLUMNS:
+        lines.append(f"| `{c.name}` | {c.dtype} | {c.unit} | {c.doc} |")
+    lines += [
+        "",
+        "## Derived numbers in summary.md",
+        "",
+        "* **all-in size** = `container_bytes` + `model_file_bytes` (the Large Text Compression",
+        "  Benchmark rule: the decompressor's size counts). For ideal rows, `ideal_bits` / 8 is used.",
+        "* **break-even input size** against zstd-22-long = 8 × `model_file_bytes` /",
+        "  (bits_per_byte of zstd-22-long − bits_per_byte of the model): the input size above which",
+        "  the model's all-in size is smaller; `never` if the model is not better per byte.",
+        "* **Pareto-best**: no other real codec (coded or baseline) on the same input is both",
+        "  smaller and faster to compress.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(schema_markdown())

@@ -1,0 +1,207 @@
+"""Run a bench matrix: every cell measured once, cached on disk, written as it finishes.
+
+* Cells run baselines first, then model by model, so each model is loaded once per run.
+* results.csv is rewritten (atomically) after every cell, so a crash loses one cell at most.
+* A cell that fails is recorded with its error and the run goes on; the caller exits
+  non-zero at the end (``RunResult.failed``).
+* With ``shard=(k, n)`` only shard k of n runs (shard.py decides, from each cell's own
+  content); ``shard.json`` in the run directory records which cells, of which matrix
+  (sha256 of its text), under which versions, so ``bpcbench merge`` can join the shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from tqdm import tqdm
+
+from bpcbench import __version__, environment
+from bpcbench.atomic import write_text
+from bpcbench.bench import cache, results
+from bpcbench.bench import shard as shard_mod
+from bpcbench.bench.matrix import BASELINE, Cell, Matrix
+from bpcbench.bench.measure import Inputs, describe_row, key_material, measure
+from bpcbench.errors import BpcError
+from bpcbench.report.render import render as render_run
+
+SHARD_FILE = "shard.json"
+
+
+def make_run_id(name: str, now: datetime | None = None) -> str:
+    now = now or datetime.now(timezone.utc)
+    return f"{now:%Y%m%dT%H%M%SZ}-{name}"
+
+
+def shard_dir_name(run_id: str, k: int, n: int) -> str:
+    return f"{run_id}-shard-{k}-of-{n}"
+
+
+def matrix_sha256(matrix: Matrix) -> str:
+    """sha256 of the matrix text as read: shards of one run must agree on it."""
+    return hashlib.sha256(matrix.text.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    run_id: str
+    rows: list[dict]
+    n_cached: int = 0
+    seconds: float = 0.0
+    failed: list[str] = field(default_factory=list)  # one line per failed cell
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+class _Progress:
+    """An overall cells bar plus one token bar per cell phase; silent when not on a TTY."""
+
+    def __init__(self, total: int, enabled: bool | None):
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.cells = tqdm(total=total, desc="cells", unit="cell", position=0, disable=not self.enabled,
+                          file=sys.stderr, dynamic_ncols=True)
+
+    def phase(self, desc: str):
+        if not self.enabled:
+            return nullcontext(None)
+        return tqdm(total=0, desc=desc, unit="tok", position=1, leave=False, file=sys.stderr, dynamic_ncols=True)
+
+    def write(self, line: str) -> None:
+        if self.enabled:
+            tqdm.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr)
+
+    def close(self):
+        self.cells.close()
+
+
+class Runner:
+    def __init__(self, matrix: Matrix, out_dir: str | os.PathLike, *, use_cache: bool = True,
+                 cache_dir: str | os.PathLike | None = None, progress: bool | None = None,
+                 run_id: str | None = None, render: bool = True, shard: tuple[int, int] | None = None):
+        self.full_matrix = matrix
+        self.shard = shard
+        # (index in the whole matrix, cell) of the cells this run measures, in matrix order
+        self.indexed_cells = list(enumerate(matrix.cells))
+        if shard is not None:
+            keep = {id(c) for c in shard_mod.select(matrix.cells, *shard)}
+            self.indexed_cells = [(i, c) for i, c in self.indexed_cells if id(c) in keep]
+            matrix = replace(matrix, cells=[c for _, c in self.indexed_cells])
+        self.matrix = matrix
+        self.out_dir = Path(out_dir)
+        self.run_id = run_id or make_run_id(matrix.name)
+        self.cache = cache.CellCache(Path(cache_dir) if cache_dir is not None else cache.cache_root(), read=use_cache)
+        self.progress_enabled = progress
+        self.render = render
+        self.host = socket.gethostname()
+        self.inputs = Inputs()
+
+    def run_cell(self, cell: Cell, progress: _Progress) -> tuple[dict, bool]:
+        """-> (finished row, served from cache). Never raises for a cell's own failure."""
+        row = describe_row(cell, self.inputs, self.run_id, self.host)
+        try:
+            material = key_material(cell, self.inputs)
+        except BpcError as exc:
+            row["error"] = str(exc)
+            return results.finish_row(row), False
+        key = row["cell_key"] = cache.key_of(material)
+        hit = self.cache.get(key)
+        if hit is not None:
+            hit.update(run_id=self.run_id, cached=True)
+            return results.finish_row({k: v for k, v in hit.items() if k in results.COLUMN_NAMES}), True
+        try:
+            row.update(measure(cell, self.inputs, progress.phase))
+        except BpcError as exc:
+            row["error"] = str(exc)
+        except Exception as exc:  # one broken cell must not end the run; it is reported as FAILED
+            row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        row = results.finish_row(row)
+        if not results.row_failed(row):
+            self.cache.put(key, material, row)
+        return row, False
+
+    def ordered_cells(self) -> list[tuple[int, Cell]]:
+        """Baselines first (before any model inflates the process), then model by model."""
+        first_seen: dict = {}
+        for i, c in enumerate(self.matrix.cells):
+            first_seen.setdefault((c.model, c.n_gpu_layers), i)
+        indexed = list(enumerate(self.matrix.cells))
+        return sorted(indexed, key=lambda ic: (ic[1].measure != BASELINE,
+                                               first_seen[(ic[1].model, ic[1].n_gpu_layers)], ic[0]))
+
+    def shard_record(self) -> dict:
+        """shard.json: what `bpcbench merge` checks before joining shards (rows in results.csv order)."""
+        k, n = self.shard
+        return {
+            "shard": k, "n": n, "run_id": self.run_id, "host": self.host,
+            "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "matrix_name": self.full_matrix.name, "matrix_sha256": matrix_sha256(self.full_matrix),
+            "matrix_cells": len(self.full_matrix.cells),
+            "bpcbench_version": __version__, "llama_cpp_python_version": cache.llama_cpp_python_version(),
+            "schema_version": results.SCHEMA_VERSION,
+            "cells": [{"index": i, "key": shard_mod.cell_id(c), "label": c.label()} for i, c in self.indexed_cells],
+        }
+
+    def _start(self) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        write_text(self.out_dir / "matrix.toml", self.matrix.text)
+        if self.shard is not None:
+            write_text(self.out_dir / SHARD_FILE, json.dumps(self.shard_record(), indent=1) + "\n")
+        gpu_layers = max((c.n_gpu_layers or 0 for c in self.matrix.cells), default=0)
+        environment.write(self.out_dir / "env.json", environment.collect(gpu_layers))
+
+    def run(self) -> RunResult:
+        t0 = time.perf_counter()
+        self._start()
+        done: dict[int, dict] = {}
+        result = RunResult(self.out_dir, self.run_id, [])
+        cells = self.ordered_cells()
+        progress = _Progress(len(cells), self.progress_enabled)
+        try:
+            for index, cell in cells:
+                progress.cells.set_postfix_str(cell.label(), refresh=True)
+                row, cached = self.run_cell(cell, progress)
+                done[index] = row
+                result.n_cached += cached
+                if results.row_failed(row):
+                    line = f"FAILED {cell.label()}: {row['error'] or 'round trip failed'}"
+                    result.failed.append(line)
+                    progress.write(f"bpcbench: {line}")
+                results.write_csv(self.out_dir / "results.csv", [done[i] for i in sorted(done)])
+                progress.cells.update(1)
+        finally:
+            progress.close()
+            self.inputs.close()
+        result.rows = [done[i] for i in sorted(done)]
+        if not result.rows:
+            results.write_csv(self.out_dir / "results.csv", [])
+        if self.render:
+            render_run(self.out_dir)
+        result.seconds = time.perf_counter() - t0
+        return result
+
+
+def run_matrix(matrix: Matrix, out_dir: str | os.PathLike | None = None, *, results_dir: str | os.PathLike = "results",
+               use_cache: bool = True, cache_dir: str | os.PathLike | None = None, progress: bool | None = None,
+               render: bool = True, shard: tuple[int, int] | None = None) -> RunResult:
+    """Run every cell of `matrix` (or only shard (k, n) of them) into out_dir.
+
+    out_dir defaults to results/<run-id>/, and to results/<run-id>-shard-K-of-N/ for a shard.
+    """
+    run_id = make_run_id(matrix.name)
+    if out_dir is None:
+        out_dir = Path(results_dir) / (run_id if shard is None else shard_dir_name(run_id, *shard))
+    return Runner(matrix, out_dir, use_cache=use_cache, cache_dir=cache_dir, progress=progress,
+                  run_id=run_id, render=render, shard=shard).run()

@@ -1,0 +1,52 @@
+"""Command line: parses arguments and calls library functions; no logic of its own.
+
+Every BpcError becomes one line on stderr and a non-zero exit; nothing half-written is
+left behind because every output goes through atomic_open.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from bpcbench import __version__
+from bpcbench.cli import bench, codec, ladder
+from bpcbench.errors import BpcError
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line too ('bpcbench: error: ...', exit 2), like every other bad input."""
+
+    def error(self, message: str):
+        raise BpcError(f"{self.prog.removeprefix('bpcbench ')}: {message} (see {self.prog} -h)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="bpcbench",
+        description="How many bits per byte a (quantized) language model needs to store real text, proven "
+                    "with an arithmetic coder, against gzip, bzip2, xz, zstd and brotli on the same bytes.")
+    parser.add_argument("--version", action="version", version=f"bpcbench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    codec.register(sub)
+    bench.register(sub)
+    ladder.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args) or 0
+    except BpcError as e:
+        print(f"bpcbench: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("bpcbench: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""`bpcbench bench | report | compare | merge | nightly`: argument parsing only; the work is in bench/ and report/."""
+
+from __future__ import annotations
+
+import sys
+
+from bpcbench.bench import matrix as matrix_mod
+from bpcbench.bench.compare import compare_runs, format_json, format_text
+from bpcbench.bench.merge import merge
+from bpcbench.bench.nightly import run_nightly
+from bpcbench.bench.runner import run_matrix
+from bpcbench.bench.shard import parse as parse_shard
+from bpcbench.cli import options
+from bpcbench.errors import BpcError
+from bpcbench.report.render import render
+
+
+def cmd_bench(args) -> int:
+    if args.quick and args.matrix:
+        raise BpcError("give either a MATRIX file or --quick, not both")
+    m = matrix_mod.load(matrix_mod.QUICK_MATRIX if args.quick else (args.matrix or matrix_mod.DEFAULT_MATRIX))
+    overrides = options.model_overrides(args)
+    if overrides:
+        m = matrix_mod.with_overrides(m, **overrides)
+    shard = parse_shard(args.shard) if args.shard else None
+    result = run_matrix(m, args.out, use_cache=not args.no_cache,
+                        progress=False if args.quiet else None, shard=shard)
+    print(f"{len(result.rows)} cells ({result.n_cached} from cache) in {result.seconds:.1f} s -> "
+          f"{result.out_dir}/summary.md", file=sys.stderr)
+    if result.failed:
+        print(f"bpcbench: {len(result.failed)} cell(s) FAILED:", file=sys.stderr)
+        for line in result.failed:
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_report(args) -> int:
+    for path in render(args.run_dir):
+        print(path)
+    return 0
+
+
+def cmd_compare(args) -> int:
+    c = compare_runs(args.run_a, args.run_b, args.bpb_threshold, args.speed_threshold)
+    print(format_json(c) if args.json else format_text(c))
+    return 0 if c.ok else 1
+
+
+def cmd_merge(args) -> int:
+    r = merge(args.out_dir, args.shard_dirs, allow_incomplete=args.allow_incomplete, force=args.force)
+    for w in r.warnings:
+        print(f"bpcbench: warning: {w}", file=sys.stderr)
+    print(f"merged shard(s) {', '.join(map(str, r.shards))}: {r.n_rows} cells -> {r.out_dir}/summary.md",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_nightly(args) -> int:
+    r = run_nightly(args.matrix, args.results_dir, bpb_threshold=args.bpb_threshold,
+                    speed_threshold=args.speed_threshold, shard=parse_shard(args.shard) if args.shard else None,
+                    use_cache=not args.no_cache, progress=False if args.quiet else None,
+                    overrides=options.model_overrides(args))
+    return r.exit_code
+
+
+def _add_run_options(p, *, no_cache: str, shard: str) -> None:
+    """Options every matrix-running command shares."""
+    p.add_argument("--no-cache", action="store_true", help=no_cache)
+    options.add_threads(p, help="override the matrix's llama.cpp thread count")
+    options.add_gpu_layers(p, help="override the matrix's GPU offload")
+    p.add_argument("--shard", metavar="K/N", help=shard)
+    options.add_quiet(p)
+
+
+def register(sub) -> None:
+    """Add the bench subcommands to the main parser's subparsers."""
+    p = sub.add_parser("bench", help="run a bench matrix (models × corpora × codecs) into results/<run-id>/")
+    p.add_argument("matrix", nargs="?",
+                   help="matrix TOML, or the name of a shipped one: default, quick, nightly (default: default)")
+    p.add_argument("--quick", action="store_true", help="run the shipped quick matrix (about 2 minutes)")
+    p.add_argument("--out", help="output directory (default results/<UTC time>-<matrix name>/)")
+    _add_run_options(p, no_cache="measure every cell again (results still refresh the cache)",
+                     shard="run only shard K of N (1-based); default output results/<run-id>-shard-K-of-N/; "
+                           "join the shards with `bpcbench merge`")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("report", help="re-render summary.md and plots of a run from its results.csv")
+    p.add_argument("run_dir", help="a run directory (results/<run-id>/)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("compare", help="compare two runs cell by cell; exit 1 on a regression")
+    p.add_argument("run_a", help="old run directory (or its results.csv)")
+    p.add_argument("run_b", help="new run directory (or its results.csv)")
+    options.add_thresholds(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("merge", help="join the shards of one run (bench --shard K/N) into one run directory")
+    p.add_argument("out_dir", help="merged run directory to write")
+    p.add_argument("shard_dirs", nargs="+", metavar="SHARD_DIR", help="shard run directories (with shard.json)")
+    p.add_argument("--allow-incomplete", action="store_true",
+                   help="merge even if some shards are missing (warns; default: refuse)")
+    options.add_force(p, "an existing merged results.csv")
+    p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("nightly", help="run a small matrix into results/nightly/<date>/, append results/history.csv, "
+                                       "compare with the previous night; exit 1 on a regression")
+    p.add_argument("matrix", nargs="?", help="matrix TOML or shipped name (default: nightly)")
+    p.add_argument("--results-dir", default="results", help="where history.csv and nightly/ live (default results)")
+    options.add_thresholds(p)
+    _add_run_options(p, no_cache="measure every cell again (by default unchanged cells come from the cell cache, "
+                                 "so speeds are only re-measured when the code or versions change)",
+                     shard="run only shard K of N; compared with the same shard of earlier nights")
+    p.set_defaults(func=cmd_nightly)

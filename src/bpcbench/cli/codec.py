@@ -1,0 +1,190 @@
+"""`bpcbench compress | decompress | models`: argument parsing and file I/O; the work is in codec/."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from bpcbench.atomic import atomic_open
+from bpcbench.cli import options
+from bpcbench.codec.compress import compress, decompress
+from bpcbench.codec.session import Session, Settings
+from bpcbench.environment import PeakMemory
+from bpcbench.errors import BpcError
+from bpcbench.models import DEFAULT_MODEL, KNOWN_MODELS, describe
+
+
+def read_input(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise BpcError(f"input not found: {path}") from None
+    except IsADirectoryError:
+        raise BpcError(f"input is a directory: {path}") from None
+    except OSError as e:
+        raise BpcError(f"cannot read {path}: {e.strerror}") from None
+
+
+def _refuse_existing(path: str, force: bool) -> None:
+    if path != "-" and os.path.exists(path) and not force:
+        raise BpcError(f"output exists: {path} (use -f to overwrite)")
+
+
+def write_output(path: str, data: bytes, force: bool) -> None:
+    if path == "-":
+        if sys.stdout.isatty():
+            raise BpcError("refusing to write binary data to a terminal; use -o FILE or a pipe")
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    _refuse_existing(path, force)
+    try:
+        with atomic_open(path, "wb") as fh:
+            fh.write(data)
+    except OSError as e:
+        raise BpcError(f"cannot write {path}: {e.strerror}") from None
+
+
+def _progress(desc: str, enabled: bool):
+    """A token progress bar on stderr, shown only on a terminal."""
+    return tqdm(total=0, desc=desc, unit="tok", disable=not enabled or not sys.stderr.isatty(),
+                leave=False, file=sys.stderr, dynamic_ncols=True)
+
+
+def _settings(args) -> Settings:
+    given = {k: getattr(args, k) for k in ("chunk_tokens", "width", "threads", "n_gpu_layers")
+             if getattr(args, k, None) is not None}
+    return Settings(**given)
+
+
+def _print_stats(direction: str, stats, args) -> None:
+    d = stats.as_dict()
+    if args.json:
+        print(json.dumps({"direction": direction, **d}, indent=1), file=sys.stderr)
+        return
+    lines = [
+        f"{direction}: {d['input_bytes']:,} bytes <-> {d['container_bytes']:,} bytes "
+        f"(coded payload {d['coded_bytes']:,} bytes), {d['n_tokens']:,} tokens in {d['n_chunks']} chunks",
+    ]
+    if direction == "compress":
+        lines.append(
+            f"  bits/byte: ideal {d['ideal_bits_per_byte']:.4f}  coded {d['coded_bits_per_byte']:.4f}  "
+            f"file {d['container_bits_per_byte']:.4f}  overhead {d['overhead_percent']:+.3f}%"
+        )
+        if d["fallback_bytes"]:
+            lines.append(f"  {d['fallback_bytes']:,} bytes coded as single-byte tokens (not tokenizable losslessly)")
+    lines.append(
+        f"  {d['seconds']:.2f} s, {d['tokens_per_second']:.1f} tokens/s, {d['kb_per_second']:.2f} kB/s, "
+        f"peak RSS {d['peak_rss_mb']:.0f} MiB"
+    )
+    print("\n".join(lines), file=sys.stderr)
+
+
+def _code(direction: str, out: str, args, work) -> int:
+    """Run `work(progress bar)` -> (bytes, stats) measuring peak memory; write `out`; report."""
+    _refuse_existing(out, args.force)
+    with PeakMemory() as mem, _progress(direction, not args.quiet) as bar:
+        data, stats = work(bar)
+    stats.peak_rss_mb = mem.mb
+    write_output(out, data, args.force)
+    if args.stats or args.json:
+        _print_stats(direction, stats, args)
+    return 0
+
+
+def cmd_compress(args) -> int:
+    data = read_input(args.input)
+    out = args.output or ("-" if args.input == "-" else args.input + ".bpcz")
+    settings = _settings(args)
+
+    def work(bar):
+        with Session(args.model, n_gpu_layers=settings.n_gpu_layers) as session:
+            return compress(data, session, settings, progress=bar)
+
+    return _code("compress", out, args, work)
+
+
+def _decompressed_name(args) -> str:
+    if args.output:
+        return args.output
+    if args.input == "-":
+        return "-"
+    if args.input.endswith(".bpcz"):
+        return args.input[: -len(".bpcz")]
+    raise BpcError(f"cannot derive an output name from {args.input}: use -o FILE")
+
+
+def cmd_decompress(args) -> int:
+    blob = read_input(args.input)
+    return _code("decompress", _decompressed_name(args), args,
+                 lambda bar: decompress(blob, model_spec=args.model, force=args.allow_mismatch, progress=bar,
+                                        threads=args.threads, n_gpu_layers=args.n_gpu_layers))
+
+
+def cmd_models(args) -> int:
+    specs = args.models or list(KNOWN_MODELS)
+    rows = []
+    for spec in specs:
+        try:
+            rows.append(describe(spec).as_dict())
+        except BpcError as e:
+            if args.models:
+                raise
+            rows.append({"name": spec, "path": f"(not installed: {e})"})
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    for r in rows:
+        if "sha256" not in r:
+            print(f"{r['name']:<16} {r['path']}")
+            continue
+        print(
+            f"{r['name']:<16} {r['file_bytes'] / 1e6:7.1f} MB  {r['arch']:<8} vocab {r['vocab_size']:>7,}  "
+            f"{r['quant_type']:<8} {r['n_params'] / 1e6:6.1f}M params  sha256 {r['sha256'][:16]}…\n"
+            f"{'':<16} {r['path']}"
+        )
+    return 0
+
+
+def _add_report_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stats", action="store_true", help="print sizes, bits per byte, speed and peak memory to stderr")
+    p.add_argument("--json", action="store_true", help="print the same statistics as JSON to stderr")
+    options.add_quiet(p)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("compress", help="compress a file with a language model and an arithmetic coder")
+    p.add_argument("input", help="file to compress, or - for stdin")
+    p.add_argument("-o", "--output", help="output file (default INPUT.bpcz; stdout for stdin)")
+    p.add_argument("-m", "--model", default=DEFAULT_MODEL, help=f"model name or GGUF path (default {DEFAULT_MODEL})")
+    options.add_force(p)
+    _add_report_flags(p)
+    options.add_context(p)
+    options.add_width(p)
+    options.add_threads(p)
+    options.add_gpu_layers(p)
+    p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("decompress", help="restore a .bpcz file byte for byte")
+    p.add_argument("input", help=".bpcz file, or - for stdin")
+    p.add_argument("-o", "--output", help="output file (default INPUT without .bpcz; stdout for stdin)")
+    p.add_argument("-m", "--model", help="model name or GGUF path (default: the one recorded in the file)")
+    options.add_force(p)
+    p.add_argument("--allow-mismatch", action="store_true",
+                   help="decode even if the llama.cpp build, threads or offload differ (the checksum still guards)")
+    _add_report_flags(p)
+    options.add_threads(p, help="CPU threads for llama.cpp (default: the encoder's, as the file records)")
+    options.add_gpu_layers(p, help="layers to offload to a GPU build (default: the encoder's, as the file records)")
+    p.set_defaults(func=cmd_decompress)
+
+    p = sub.add_parser("models", help="list known models: file, size, architecture, vocabulary, quantization, sha256")
+    p.add_argument("models", nargs="*", help="names or GGUF paths (default: the registry)")
+    p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    p.set_defaults(func=cmd_models)

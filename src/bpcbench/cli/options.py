@@ -1,0 +1,83 @@
+"""Flags that several commands share, each defined and validated once.
+
+Values are checked by argparse itself (the `type=` functions below), so a bad value is one
+usage line and exit 2 before any command runs, and commands never re-check them.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from bpcbench.codec.session import DEFAULT_CHUNK_TOKENS, DEFAULT_WIDTH
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be positive (an integer >= 1), got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be zero or a positive integer, got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0 (rejects nan and inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+
+
+def add_threads(p: argparse.ArgumentParser, help: str = "CPU threads for llama.cpp") -> None:
+    p.add_argument("-t", "--threads", type=positive_int, help=help)
+
+
+def add_gpu_layers(p: argparse.ArgumentParser, help: str = "layers to offload to a GPU build (default 0)") -> None:
+    p.add_argument("-ngl", "--n-gpu-layers", type=non_negative_int, dest="n_gpu_layers", help=help)
+
+
+def add_context(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--chunk-tokens", type=positive_int, dest="chunk_tokens",
+                   help=f"maximum tokens per independent chunk (default {DEFAULT_CHUNK_TOKENS})")
+
+
+def add_width(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--width", type=positive_int,
+                   help=f"sequences evaluated in lockstep per llama_decode call (default {DEFAULT_WIDTH})")
+
+
+def add_quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def add_force(p: argparse.ArgumentParser, what: str = "an existing output") -> None:
+    p.add_argument("-f", "--force", action="store_true", help=f"overwrite {what}")
+
+
+def add_thresholds(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bpb-threshold", type=non_negative_float, default=0.5,
+                   help="flag bits/byte worse by more than this many percent (default 0.5), if significant")
+    p.add_argument("--speed-threshold", type=non_negative_float, default=10.0,
+                   help="flag compress/decompress speed lower by more than this many percent (default 10)")
+
+
+def model_overrides(args: argparse.Namespace) -> dict:
+    """--threads / --n-gpu-layers that were given, as matrix or ladder overrides."""
+    return {k: getattr(args, k) for k in ("threads", "n_gpu_layers") if getattr(args, k, None) is not None}

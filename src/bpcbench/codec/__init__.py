@@ -1,0 +1,10 @@
+"""The codec core: bytes -> tokens -> probabilities -> range coder -> container, and back.
+
+tokenization   lossless tokenization with byte escapes
+entropy_model  logits -> coder tables and ideal bits
+range_coder    constriction's range coder over blocks of positions
+container      the .bpcz file format
+session        a loaded model, the settings and their defaults
+compress       compress / decompress
+cross_entropy  the ideal (no file) measurement on the fast path
+"""

@@ -1,0 +1,136 @@
+"""What a ladder runs: LadderConfig, the [ladder] table of a TOML file, and options over it.
+
+The order of precedence is one rule, `merged`: command-line values that were given win over
+the TOML table, which wins over the defaults below. With neither a base nor a config file the
+shipped config (bench/matrices/ladder.toml, what `make ladder` runs) is read. Chunk length and
+the other evaluation settings default to the codec's own (bpcbench.codec.session).
+
+>>> cfg, out = merged(None, {"base": "base-f16.gguf", "levels": "q8_0", "corpora": ["alice29,lcet10"],
+...                          "max_bytes": 4000, "out": "results/demo"})
+>>> cfg.levels, cfg.corpora, cfg.max_bytes, cfg.chunk_tokens == DEFAULT_CHUNK_TOKENS, str(out)
+(['Q8_0'], ['alice29', 'lcet10'], 4000, True, 'results/demo')
+>>> shipped, _ = merged(None, {})
+>>> shipped.base, shipped.reexpand, len(shipped.levels)
+('smollm2-135m', True, 10)
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bpcbench.bench.matrix import LADDER_CONFIG, shipped
+from bpcbench.codec.session import DEFAULT_CHUNK_TOKENS, Settings
+from bpcbench.errors import BpcError
+from bpcbench.ladder import quantize
+from bpcbench.llama.binding import default_threads
+
+DEFAULT_CORPORA = ("alice29",)
+RESULTS_ROOT = "results"
+
+# key -> (type, description): what a [ladder] table may hold; "out" is the run directory
+CONFIG_KEYS = {
+    "base": (str, "a model name or GGUF path"),
+    "levels": ((list, str), "a list of quantization levels"),
+    "corpora": ((list, str), "a list of corpus names, groups or files"),
+    "max_bytes": (int, "a non-negative integer (0 = the whole file)"),
+    "chunk_tokens": (int, "a positive integer"),
+    "threads": (int, "a positive integer"),
+    "reexpand": (bool, "true or false"),
+    "imatrix": (str, "an importance matrix file"),
+    "coded_bytes": (int, "a non-negative integer (0 = no coded check)"),
+    "include_source": (bool, "true or false"),
+    "out": (str, "a run directory"),
+}
+
+
+def _half_the_cores() -> int:
+    """Per model: base and level decode at the same time, one core each on a 2-core machine."""
+    return max(1, default_threads() // 2)
+
+
+@dataclass
+class LadderConfig:
+    base: str = ""
+    levels: list[str] = field(default_factory=lambda: list(quantize.DEFAULT_LEVELS))
+    corpora: list[str] = field(default_factory=lambda: list(DEFAULT_CORPORA))
+    max_bytes: int = 0  # measure a prefix of each corpus (take_prefix); 0 = the whole file
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS
+    threads: int = field(default_factory=_half_the_cores)  # per model; two run at once
+    reexpand: bool = False  # widen a quantized base to F16 first
+    imatrix: str | None = None
+    coded_bytes: int = 0  # real compress + decompress round trip on this prefix, per level
+    include_source: bool = True  # with reexpand: also measure the file the base came from
+    cache_dir: str | None = None
+
+    def check(self) -> "LadderConfig":
+        if not self.base:
+            raise BpcError("no base model: give BASE.gguf (or a registry name), or --config FILE")
+        self.levels = quantize.parse_levels(self.levels)
+        self.corpora = _names(self.corpora)
+        if not self.corpora:
+            raise BpcError("no corpora given")
+        for name, least in (("chunk_tokens", 1), ("threads", 1), ("max_bytes", 0), ("coded_bytes", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                what = "positive" if least else "zero or positive"
+                raise BpcError(f"{name.replace('_', '-')} must be {what}, got {value!r}")
+        if self.imatrix and not Path(self.imatrix).is_file():
+            raise BpcError(f"importance matrix not found: {self.imatrix}")
+        return self
+
+    def settings(self) -> Settings:
+        """The codec settings every evaluation of this ladder runs under (tokens, plan, coded check)."""
+        return Settings(chunk_tokens=self.chunk_tokens, threads=self.threads)
+
+
+def _names(values) -> list[str]:
+    """'a,b' or ['a', 'b,c'] -> ['a', 'b', 'c']."""
+    items = values if isinstance(values, (list, tuple)) else [values]
+    return [s.strip() for v in items for s in str(v).split(",") if s.strip()]
+
+
+def load_table(path: str | os.PathLike) -> dict:
+    """The [ladder] table of a TOML file (or of a shipped one, by name), keys and types checked."""
+    path = Path(path)
+    if not path.exists() and shipped(str(path)):
+        path = shipped(str(path))
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BpcError(f"config not found: {path}") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise BpcError(f"{path}: cannot read config: {e}") from None
+    table = doc.get("ladder")
+    if not isinstance(table, dict):
+        raise BpcError(f"{path}: no [ladder] table")
+    unknown = sorted(set(table) - set(CONFIG_KEYS))
+    if unknown:
+        raise BpcError(f"{path}: unknown key(s) {', '.join(unknown)}; expected {', '.join(CONFIG_KEYS)}")
+    for key, value in table.items():
+        types, what = CONFIG_KEYS[key]
+        if not isinstance(value, types) or (types is int and isinstance(value, bool)):
+            raise BpcError(f"{path}: {key} must be {what}, got {value!r}")
+    return dict(table)
+
+
+def merged(config: str | os.PathLike | None, options: Mapping) -> tuple[LadderConfig, Path]:
+    """The checked LadderConfig and the run directory: `options` that are not None over the
+    [ladder] table of `config` (the shipped ladder.toml when there is neither config nor base)."""
+    given = {k: v for k, v in options.items() if v is not None}
+    unknown = sorted(set(given) - set(CONFIG_KEYS) - {f.name for f in fields(LadderConfig)})
+    if unknown:
+        raise TypeError(f"not ladder settings: {', '.join(unknown)}")
+    if config is None and not given.get("base"):
+        config = LADDER_CONFIG
+    settings = {**(load_table(config) if config is not None else {}), **given}
+    out = settings.pop("out", None)
+    return LadderConfig(**settings).check(), Path(out) if out else default_out_dir()
+
+
+def default_out_dir(root: str | os.PathLike = RESULTS_ROOT) -> Path:
+    return Path(root) / f"ladder-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"

@@ -1,0 +1,267 @@
+"""The ladder: quantize every level (cached), evaluate each beside the base, summarise.
+
+Each level is loaded next to the base and both are fed the same texts: each corpus cut with
+`corpora.take_prefix` (a UTF-8 boundary), tokenized and planned by the codec's own
+`Session.prepare` under `LadderConfig.settings()`, so the base's bits are exactly what
+`cross_entropy` reports for the same bytes. Scoring is in `scoring`, statistics in `stats`,
+peak memory from `environment.PeakMemory`, files from `results`.
+
+Threads: `threads` is per model, and base and level decode at the same time in two Python
+threads (llama_decode releases the GIL). The default, half the cores, gives each model one
+core on a 2-core machine. One model with 2 OpenMP threads would be faster on an idle
+machine, but its threads spin at every barrier when another process takes a core: on a
+shared 2-core machine that was measured 10x slower (30 s instead of 2-3 s per 512 tokens).
+
+In a program (the `bpcbench ladder` command does the same)::
+
+    cfg = LadderConfig(base="base-f16.gguf", levels=["Q8_0", "Q4_K_M"], corpora=["alice29"], max_bytes=4000)
+    result = run_ladder(cfg.check())
+    results.write_outputs(result, "results/ladder-demo")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from bpcbench import __version__, corpora, models, stats
+from bpcbench.codec.compress import compress, decompress
+from bpcbench.codec.session import Session, Settings
+from bpcbench.codec.tokenization import Vocabulary
+from bpcbench.environment import PeakMemory
+from bpcbench.errors import BpcError
+from bpcbench.ladder import quantize
+from bpcbench.ladder.config import LadderConfig
+from bpcbench.ladder.scoring import POOLED, Scores, Text, score_side_by_side, summarise
+from bpcbench.llama.binding import Model, build_info
+from bpcbench.llama.evaluation import PrefillEvaluator
+
+BASE_LEVEL = "base"
+_HIGH_PRECISION = {"ALL_F32": "F32", "F32": "F32", "F16": "F16", "BF16": "BF16"}
+
+
+# -- the base -----------------------------------------------------------------------------
+
+
+@dataclass
+class Base:
+    path: str
+    label: str  # e.g. "F16" or "F16 re-expanded from Q4_1"
+    name: str
+    report: quantize.QuantReport
+    source: quantize.QuantReport | None = None  # the quantized file a re-expanded base came from
+    source_type: str | None = None
+
+    @property
+    def reexpanded(self) -> bool:
+        return self.source is not None
+
+
+def prepare_base(spec: str, reexpand: bool = False, cache_dir=None, threads: int | None = None) -> Base:
+    """Check the base is high precision, or (with reexpand) widen a quantized one to F16."""
+    info = models.describe(spec)
+    precision = _HIGH_PRECISION.get(info.quant_type.upper().replace("MOSTLY_", ""))
+    if precision:
+        return Base(info.path, precision, info.name, quantize.report_for_file(info.path, precision))
+    if not reexpand:
+        raise BpcError(
+            f"base {spec} is {info.quant_type}, not F16/BF16/F32: quantizing it again measures "
+            f"requantization damage; pass --reexpand to widen it to F16 first"
+        )
+    report = quantize.reexpand(info.path, nthread=threads, cache_dir=cache_dir)
+    source = quantize.report_for_file(info.path, info.quant_type)
+    return Base(report.path, f"F16 re-expanded from {info.quant_type}", info.name, report, source, info.quant_type)
+
+
+# -- one level ----------------------------------------------------------------------------
+
+
+@dataclass
+class LevelResult:
+    level: str
+    kind: str  # "base", "source" or "level"
+    report: quantize.QuantReport | None
+    scores: list = field(default_factory=list)  # Scores per text (arrays dropped after summarising)
+    summary: dict = field(default_factory=dict)  # text name (and POOLED) -> statistics
+    peak_rss_mb: float = float("nan")
+    seconds: float = 0.0  # wall time of the level's evaluation
+    coded_check: str = ""  # "ok", "FAIL" or "" (not run)
+    coded_bits_per_byte: float = float("nan")
+    error: str = ""
+
+    def summarise(self, texts: list[Text]) -> None:
+        """Statistics per text and pooled; the per-token arrays are dropped."""
+        self.summary = {t.name: summarise([s]) for t, s in zip(texts, self.scores)}
+        self.summary[POOLED] = summarise(self.scores)
+        self.scores = []
+
+
+def coded_check(path: str, data: bytes, settings: Settings) -> tuple[str, float, str]:
+    """A real lockstep compress + decompress of `data`; ('ok'|'FAIL', coded bits/byte, message)."""
+    try:
+        with Session(path) as session:
+            blob, result = compress(data, session, settings)
+            out, _ = decompress(blob, session, settings=settings)
+    except BpcError as e:
+        return "FAIL", float("nan"), f"coded check: {e}"
+    if out != data:
+        return "FAIL", result.coded_bits_per_byte, "coded check: decompressed bytes differ from the input"
+    return "ok", result.coded_bits_per_byte, ""
+
+
+def _evaluate(res: LevelResult, base_ev: PrefillEvaluator, texts: list[Text], vocab: Vocabulary,
+              cfg: LadderConfig, progress) -> None:
+    """Score the level of `res` beside the base on every text; its peak memory and wall time."""
+    t0 = time.perf_counter()
+    with PeakMemory() as peak, Model(res.report.path) as model:
+        if model.n_vocab != base_ev.model.n_vocab:
+            raise BpcError(f"{Path(res.report.path).name}: vocabulary of {model.n_vocab} tokens, "
+                           f"the base has {base_ev.model.n_vocab}")
+        with PrefillEvaluator(model, chunk_tokens=cfg.chunk_tokens, threads=cfg.threads) as ev, \
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="ladder-level") as pool:
+            res.scores = [score_side_by_side(base_ev, ev, t, vocab, progress, pool) for t in texts]
+    res.peak_rss_mb = peak.mb
+    res.seconds = time.perf_counter() - t0
+
+
+def _log_level(log, res: LevelResult) -> None:
+    a = res.summary[POOLED]
+    log(f"{res.level}: {a['bits_per_byte']:.4f} bits/byte ({a['delta_bits_per_byte']:+.4f}), "
+        f"KLD {a['kld_mean']:.5f}, same top {a['top1_agreement_percent']:.2f}%, "
+        f"{a['tokens_per_second']:.0f} tok/s, {res.seconds:.1f} s")
+
+
+# -- the run ------------------------------------------------------------------------------
+
+
+@dataclass
+class LadderResult:
+    config: LadderConfig
+    base: Base
+    texts: list  # of dicts: name, sha256, input_sha256, bytes, tokens, chunks, fallback_bytes
+    levels: list  # of LevelResult, base first
+    meta: dict
+
+
+def _quantize_levels(base: Base, cfg: LadderConfig, log) -> list[LevelResult]:
+    """The rows to evaluate: the source of a re-expanded base, then each level (an error row
+    where llama.cpp cannot make it)."""
+    out = []
+    if base.source is not None and cfg.include_source:
+        out.append(LevelResult(f"{base.source_type} (source)", "source", base.source))
+    for level in cfg.levels:
+        try:
+            rep = quantize.quantize(base.path, level, imatrix=cfg.imatrix, nthread=cfg.threads,
+                                    cache_dir=cfg.cache_dir)
+        except BpcError as e:
+            log(f"{level}: {e}")
+            out.append(LevelResult(level, "level", None, error=str(e)))
+            continue
+        note = "cached" if rep.cached else f"quantized in {rep.seconds:.1f} s"
+        log(f"{level}: {rep.file_mb:.1f} MB, {rep.bits_per_weight:.2f} bits/weight, {note}")
+        out.append(LevelResult(level, "level", rep))
+    return out
+
+
+def _prepare_texts(session: Session, cfg: LadderConfig) -> list[Text]:
+    manifest = corpora.load_manifest()
+    texts = []
+    for name in corpora.expand(cfg.corpora, manifest):
+        corpus = corpora.resolve(name, manifest)
+        data = corpora.take_prefix(corpus.read_bytes(), cfg.max_bytes)
+        tok, plan = session.prepare(data, cfg.settings())
+        texts.append(Text(corpus.name, corpus.sha256, data, tok, plan))
+    return texts
+
+
+def _run_levels(levels: list[LevelResult], base_ev: PrefillEvaluator, texts: list[Text], vocab: Vocabulary,
+                cfg: LadderConfig, log, progress) -> list[Scores]:
+    """Evaluate and summarise every level in place; return the base's own scores."""
+    base_scores, base_seconds = None, []
+    for res in levels:
+        if res.report is None:
+            continue
+        try:
+            _evaluate(res, base_ev, texts, vocab, cfg, progress)
+        except BpcError as e:
+            log(f"{res.level}: {e}")
+            res.error = str(e)
+            continue
+        if cfg.coded_bytes and texts:
+            res.coded_check, res.coded_bits_per_byte, res.error = coded_check(
+                res.report.path, corpora.take_prefix(texts[0].data, cfg.coded_bytes), cfg.settings())
+            if res.error:
+                log(f"{res.level}: {res.error}")
+        if base_scores is None:
+            base_scores = [s.base_alone() for s in res.scores]
+        base_seconds.append([s.seconds_base for s in res.scores])
+        res.summarise(texts)
+        _log_level(log, res)
+    if base_scores is None:  # no level ran: measure the base alone
+        base_scores = [score_side_by_side(base_ev, None, t, vocab, progress) for t in texts]
+        base_seconds.append([s.seconds_base for s in base_scores])
+    # the base ran alongside every level: its speed is the mean over those passes
+    for s, seconds in zip(base_scores, np.mean(base_seconds, axis=0).tolist()):
+        s.seconds = s.seconds_base = seconds
+    return base_scores
+
+
+def _mark_pareto(levels: list[LevelResult]) -> None:
+    """The Pareto front of file size against bits/byte, in each level's pooled summary."""
+    pts = [r for r in levels if r.summary and r.report is not None]
+    front = stats.pareto_front([(r.report.file_bytes, r.summary[POOLED]["bits_per_byte"]) for r in pts])
+    for r, on_front in zip(pts, front):
+        r.summary[POOLED]["pareto"] = on_front
+
+
+def run_ladder(cfg: LadderConfig, log: Callable[[str], None] | None = None, progress=None) -> LadderResult:
+    """Quantize every level (cached), evaluate each against the base, return the statistics."""
+    log = log or (lambda msg: None)
+    cfg.check()
+    t_start = time.perf_counter()
+    base = prepare_base(cfg.base, cfg.reexpand, cfg.cache_dir, cfg.threads)
+    log(f"base: {base.label} ({base.report.file_mb:.1f} MB, {base.report.bits_per_weight:.2f} bits/weight)")
+    levels = _quantize_levels(base, cfg, log)
+    with Session(base.path) as session:
+        texts = _prepare_texts(session, cfg)
+        with PrefillEvaluator(session.model, chunk_tokens=cfg.chunk_tokens, threads=cfg.threads) as base_ev:
+            base_scores = _run_levels(levels, base_ev, texts, session.vocab, cfg, log, progress)
+    base_res = LevelResult(BASE_LEVEL, "base", base.report, base_scores)
+    base_res.summarise(texts)
+    levels.insert(0, base_res)
+    _mark_pareto(levels)
+    text_meta = [{"name": t.name, "sha256": t.sha256, "input_sha256": hashlib.sha256(t.data).hexdigest(),
+                  "bytes": len(t.data), "tokens": int(len(t.tokens)), "chunks": len(t.plan.chunk_lengths),
+                  "fallback_bytes": t.tokenized.fallback_bytes} for t in texts]
+    return LadderResult(cfg, base, text_meta, levels, _meta(cfg, base, text_meta, time.perf_counter() - t_start))
+
+
+def _meta(cfg: LadderConfig, base: Base, text_meta: list[dict], wall_seconds: float) -> dict:
+    bi = build_info()
+    return {
+        "bpcbench": __version__,
+        "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "wall_seconds": wall_seconds,
+        "base": {"spec": cfg.base, "label": base.label, "name": base.name, "path": base.path,
+                 "sha256": base.report.source_sha256 if not base.reexpanded else None,
+                 "source_type": base.source_type,
+                 "source": base.source.as_dict() if base.source else None, "report": base.report.as_dict()},
+        "config": asdict(cfg),
+        "settings": asdict(cfg.settings()),
+        "texts": text_meta,
+        "llama_cpp_python": bi.llama_cpp_python,
+        "build": bi.as_dict(),
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+    }

@@ -1,0 +1,213 @@
+"""Base and level side by side: bits under both, KL divergence and top-token agreement, per token.
+
+Both models are fed the same chunks (the codec's tokenization and chunk plan, evaluated on
+the prefill path as in `cross_entropy`). Their logits are scored block by block as they come
+out of llama.cpp, so no store of base logits is needed: memory does not grow with corpus ×
+vocabulary, only by a few numbers per token for the median and percentiles.
+
+The bits are the coder's: `entropy_model.weights` (tokens, then escapes) and
+`entropy_model.ideal_bits`, exactly what `cross_entropy` sums. The other statistics use the
+names and definitions of llama.cpp's `perplexity --kl-divergence`:
+
+* KLD per token: Σ_i p_base(i) · (ln p_base(i) − ln p_level(i)), in nats, over the whole
+  vocabulary. (llama.cpp stores base log-probabilities in 16 bits and skips terms with
+  p_base < e^-16; we have both distributions in float64 and skip nothing.)
+* KLD mean ± uncertainty (`stats.mean_and_uncertainty`); median (the mean of the two middle
+  values for an even count); p99 by linear interpolation at 0.99·(n − 1).
+* "Same top p": the share of tokens where both models' most likely token is the same.
+* Δp RMS: root mean square of p_level(token) − p_base(token) for the actual next token.
+
+Unlike llama-perplexity, which scores only the second half of each context window, every
+token is scored, exactly as the bits-per-byte figure counts them.
+
+>>> logits = np.array([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=np.float32)
+>>> bits_b, bits_q, kld, same = block_scores(logits, logits.copy(), np.array([0, 1]), n_escapes=0)
+>>> bits_b.round(3).tolist(), bool(np.all(bits_q == bits_b)), kld.tolist(), same.tolist()
+([0.346, 0.796], True, [0.0, 0.0], [True, True])
+>>> s = summarise([Scores(2, bits_b, bits_b + 1, np.array([0.0, 0.2]), np.array([True, False]))])
+>>> s["delta_bits_per_byte"], s["kld_median"], s["top1_agreement_percent"], s["delta_significant"]
+(1.0, 0.1, 50.0, True)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from bpcbench import corpora, stats
+from bpcbench.codec import entropy_model
+from bpcbench.codec.tokenization import Tokenized, Vocabulary
+from bpcbench.llama.evaluation import Plan, PrefillEvaluator
+
+# the name of all texts pooled, beside each text's own: the corpora's implicit group of every corpus
+POOLED = corpora.ALL_GROUP
+# float64 elements per temporary while scoring a block (~16 MB): bounds memory for any vocabulary
+BLOCK_ELEMENTS = 1 << 21
+
+
+@dataclass
+class Text:
+    """One corpus (prefix) as both models see it: the codec's tokens and chunk plan."""
+
+    name: str
+    sha256: str
+    data: bytes
+    tokenized: Tokenized
+    plan: Plan
+
+    @property
+    def tokens(self) -> np.ndarray:
+        return self.tokenized.tokens
+
+
+@dataclass
+class Scores:
+    """Per token: ideal bits under both models, KLD(base || level) in nats, same top token."""
+
+    input_bytes: int
+    bits_base: np.ndarray
+    bits: np.ndarray
+    kld: np.ndarray
+    same_top: np.ndarray
+    seconds_base: float = 0.0  # llama_decode time of each model
+    seconds: float = 0.0
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.bits_base)
+
+    def base_alone(self) -> "Scores":
+        """The base scored against itself: its own bits, no divergence."""
+        return Scores(self.input_bytes, self.bits_base, self.bits_base, np.zeros_like(self.kld),
+                      np.ones_like(self.same_top), self.seconds_base, self.seconds_base)
+
+
+def _kld(lb: np.ndarray, lq: np.ndarray, wb: np.ndarray, wq: np.ndarray) -> np.ndarray:
+    """KL(base || level) per row from logits and their unnormalised weights exp(l − max l).
+
+    ln p_b − ln p_q = (l_b − l_q) + (m_q − m_b) + (ln Z_q − ln Z_b), weighted by p_b = w_b / Z_b;
+    identical logits give exactly 0.
+    """
+    zb, zq = wb.sum(axis=1), wq.sum(axis=1)
+    mb, mq = lb.max(axis=1).astype(np.float64), lq.max(axis=1).astype(np.float64)
+    d = np.subtract(lb, lq, dtype=np.float64)
+    return np.einsum("ij,ij->i", wb, d) / zb + ((mq - mb) + (np.log(zq) - np.log(zb)))
+
+
+def block_scores(lb: np.ndarray, lq: np.ndarray | None, symbols: np.ndarray, n_escapes: int):
+    """Bits (base, level), KLD and same-top for one block of logit rows, in bounded memory.
+
+    Without a level (lq None) the level's numbers are the base's: its bits, no divergence.
+    """
+    rows, n_vocab = lb.shape
+    bits_b, bits_q = np.empty(rows), np.empty(rows)
+    kld, same = np.zeros(rows), np.ones(rows, dtype=bool)
+    step = max(1, BLOCK_ELEMENTS // (n_vocab + n_escapes))
+    for a in range(0, rows, step):
+        part, s = slice(a, min(rows, a + step)), symbols[a : a + step]
+        wb = entropy_model.weights(lb[part], n_escapes)
+        bits_b[part] = entropy_model.ideal_bits(wb, s)
+        if lq is None:
+            continue
+        wq = entropy_model.weights(lq[part], n_escapes)
+        bits_q[part] = entropy_model.ideal_bits(wq, s)
+        kld[part] = _kld(lb[part], lq[part], wb[:, :n_vocab], wq[:, :n_vocab])
+        same[part] = lb[part].argmax(axis=1) == lq[part].argmax(axis=1)
+    if lq is None:
+        bits_q[:] = bits_b
+    return bits_b, bits_q, kld, same
+
+
+def _timed_next(gen):
+    t0 = time.perf_counter()
+    item = next(gen, None)
+    return item, time.perf_counter() - t0
+
+
+def _paired_blocks(base_ev: PrefillEvaluator, level_ev: PrefillEvaluator | None, inputs: np.ndarray,
+                   pool: ThreadPoolExecutor | None, out: Scores):
+    """Yield (first position, base logits, level logits or None) for one chunk, timing each model."""
+    gen_b = base_ev.blocks(inputs)
+    gen_q = level_ev.blocks(inputs) if level_ev is not None else None
+    while True:
+        fut = pool.submit(_timed_next, gen_q) if (pool is not None and gen_q is not None) else None
+        item, dt = _timed_next(gen_b)
+        out.seconds_base += dt
+        lq = None
+        if gen_q is not None:
+            item_q, dt_q = fut.result() if fut is not None else _timed_next(gen_q)
+            out.seconds += dt_q
+            lq = item_q[1] if item_q is not None else None
+        if item is None:
+            return
+        if gen_q is not None and lq is None:
+            raise RuntimeError("base and level produced different numbers of blocks")
+        yield item[0], item[1], lq
+
+
+def score_side_by_side(base_ev: PrefillEvaluator, level_ev: PrefillEvaluator | None, text: Text,
+                       vocab: Vocabulary, progress=None, pool: ThreadPoolExecutor | None = None) -> Scores:
+    """Run both models over the text's chunks side by side and score every token.
+
+    With a pool, the level decodes in a worker thread while the base decodes in this one
+    (llama_decode releases the GIL), so two single-threaded models use two cores without
+    OpenMP barriers between them; each decode is timed on its own. Without a level, the
+    base is scored alone.
+    """
+    n = text.plan.n_tokens
+    out = Scores(len(text.data), np.empty(n), np.empty(n), np.zeros(n), np.ones(n, dtype=bool))
+    offs = text.plan.offsets()
+    n_escapes = len(vocab.escape_bytes)
+    for i in range(len(text.plan.chunk_lengths)):
+        chunk = text.tokens[offs[i] : offs[i + 1]]
+        for first, lb, lq in _paired_blocks(base_ev, level_ev, vocab.model_input(chunk), pool, out):
+            sl = slice(offs[i] + first, offs[i] + first + len(lb))
+            out.bits_base[sl], out.bits[sl], out.kld[sl], out.same_top[sl] = block_scores(
+                lb, lq, chunk[first : first + len(lb)], n_escapes)
+            if progress is not None:
+                progress(len(lb))
+    return out
+
+
+def _rate(count: int, seconds: float) -> float:
+    return count / seconds if seconds else math.nan
+
+
+def summarise(parts: list[Scores]) -> dict:
+    """Pooled statistics over several texts (or one)."""
+    nbytes = sum(p.input_bytes for p in parts)
+    bits_b = np.concatenate([p.bits_base for p in parts])
+    bits = np.concatenate([p.bits for p in parts])
+    kld = np.concatenate([p.kld for p in parts])
+    same = np.concatenate([p.same_top for p in parts])
+    n = len(bits)
+    delta = stats.bits_per_byte(bits.sum() - bits_b.sum(), nbytes)
+    _, d_unc = stats.mean_and_uncertainty(bits - bits_b)
+    delta_unc = stats.bits_per_byte(d_unc * n, nbytes)  # per token -> per byte of the same text
+    kld_mean, kld_unc = stats.mean_and_uncertainty(kld)
+    top = float(same.mean()) if n else math.nan
+    dp = np.exp2(-bits) - np.exp2(-bits_b)
+    return {
+        "input_bytes": nbytes,
+        "n_tokens": n,
+        "bits_per_byte": stats.bits_per_byte(bits.sum(), nbytes),
+        "base_bits_per_byte": stats.bits_per_byte(bits_b.sum(), nbytes),
+        "delta_bits_per_byte": delta,
+        "delta_bits_per_byte_uncertainty": delta_unc,
+        # tokens treated as independent, as llama-perplexity does, so the interval is optimistic
+        "delta_significant": stats.significant(delta, stats.Z_95 * delta_unc),
+        "kld_mean": kld_mean,
+        "kld_mean_uncertainty": kld_unc,
+        "kld_median": float(np.median(kld)) if n else math.nan,
+        "kld_p99": float(np.percentile(kld, 99)) if n else math.nan,
+        "kld_max": float(kld.max()) if n else math.nan,
+        "top1_agreement_percent": 100 * top,
+        "top1_agreement_uncertainty_percent": 100 * math.sqrt(top * (1 - top) / (n - 1)) if n > 1 else 0.0,
+        "delta_p_rms_percent": 100 * math.sqrt(float((dp * dp).mean())) if n else math.nan,
+        "tokens_per_second": _rate(n, sum(p.seconds for p in parts)),
+        "base_tokens_per_second": _rate(n, sum(p.seconds_base for p in parts)),
+    }

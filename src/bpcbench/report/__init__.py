@@ -1,0 +1,1 @@
+"""What people read: labels, Markdown tables, prose findings and plots, from results files alone."""

@@ -1,0 +1,182 @@
+"""summary.md from a run's results.csv: lzbench / TurboBench style tables.
+
+A row that failed (results.row_failed) is never shown as a result; it is listed as FAILED.
+"""
+
+from __future__ import annotations
+
+import math
+
+from bpcbench.bench.results import failed_mask
+from bpcbench.report.labels import (
+    REFERENCE_CODEC,
+    codec_label,
+    input_label,
+    is_missing,
+    view_rows,
+    view_title,
+    views,
+)
+from bpcbench.stats import pareto_front
+
+
+def _num(v, fmt: str, empty: str = "") -> str:
+    return empty if is_missing(v) else format(v, fmt)
+
+
+def human_bytes(n: float) -> str:
+    """1234567 -> '1.23 MB' (powers of 1000, as compressors' sizes are usually quoted)."""
+    if is_missing(n):
+        return ""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n:.0f} B"
+
+
+def speed(kb_per_s, is_llm: bool) -> str:
+    if is_missing(kb_per_s):
+        return ""
+    if is_llm:
+        return f"{kb_per_s:.3g} kB/s"
+    return f"{kb_per_s / 1000:.4g} MB/s"
+
+
+def pareto_best(ok) -> set:
+    """Indices of real codecs (coded or baseline) that no other is both smaller and faster than."""
+    real = ok[(ok["measure"] != "ideal") & ok["bits_per_byte"].notna() & ok["encode_kB_per_s"].notna()]
+    front = pareto_front([(r["bits_per_byte"], -r["encode_kB_per_s"]) for _, r in real.iterrows()])
+    return {i for i, best in zip(real.index, front) if best}
+
+
+def break_even_bytes(model_file_bytes, model_bpb, reference_bpb) -> float | None:
+    """Input size above which the model's all-in size beats the reference codec; inf = never."""
+    if is_missing(model_file_bytes) or is_missing(model_bpb) or is_missing(reference_bpb):
+        return None
+    gain = reference_bpb - model_bpb  # bits saved per input byte
+    if gain <= 0:
+        return math.inf
+    return float(model_file_bytes) * 8 / gain
+
+
+def corpus_table(fv) -> list[str]:
+    failed = failed_mask(fv)
+    ok = fv[~failed].sort_values("bits_per_byte", kind="stable", na_position="last")
+    best = pareto_best(ok)
+    ref = ok[(ok["codec"] == REFERENCE_CODEC)]
+    ref_bpb = ref["bits_per_byte"].iloc[0] if len(ref) else None
+    lines = [
+        "| | codec | size (bytes) | bits/byte | 95% CI | bits/char | ratio | compress | decompress "
+        "| peak RSS (MiB) | all-in size (bytes) | break-even vs " + REFERENCE_CODEC + " |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for i, r in ok.iterrows():
+        llm = r["measure"] != "baseline"
+        ideal = r["measure"] == "ideal"
+        size = f"≈{r['ideal_bits'] / 8:,.0f}" if ideal else _num(r["container_bytes"], ",")
+        ci = ""
+        if not is_missing(r["bits_per_byte_ci95_low"]):
+            ci = f"{r['bits_per_byte_ci95_low']:.3f}–{r['bits_per_byte_ci95_high']:.3f}"
+        size_bytes = r["ideal_bits"] / 8 if ideal else r["container_bytes"]
+        all_in = ""
+        if llm and not is_missing(r["model_file_bytes"]) and not is_missing(size_bytes):
+            all_in = f"{math.ceil(size_bytes + r['model_file_bytes']):,}"
+        elif not llm:
+            all_in = _num(r["container_bytes"], ",")
+        be = ""
+        if llm:
+            b = break_even_bytes(r["model_file_bytes"], r["bits_per_byte"], ref_bpb)
+            be = "n/a" if b is None else ("never" if math.isinf(b) else human_bytes(b))
+        lines.append(
+            f"| {'*' if i in best else ''} | {codec_label(r)} | {size} | {r['bits_per_byte']:.4f} | {ci} "
+            f"| {_num(r['bits_per_character'], '.4f')} | {_num(r['compression_ratio'], '.3f')} "
+            f"| {speed(r['encode_kB_per_s'], llm)} | {speed(r['decode_kB_per_s'], llm)} "
+            f"| {_num(r['peak_rss_mb'], '.0f')} | {all_in} | {be} |"
+        )
+    for _, r in fv[failed].iterrows():
+        reason = r["error"] if not is_missing(r["error"]) else "round trip failed"
+        lines.append(f"| | **FAILED** {codec_label(r)} | | | | | | | | | | {_md_cell(reason)} |")
+    return lines
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def overview(frame) -> list[str]:
+    """Corpus × codec bits/byte at a glance (failed cells: FAILED)."""
+    cols: dict[str, None] = {}
+    for _, r in frame.iterrows():
+        cols.setdefault(codec_label(r), None)
+    head = "| corpus | " + " | ".join(cols) + " |"
+    lines = [head, "|---|" + "--:|" * len(cols)]
+    failed = failed_mask(frame)
+    for v in views(frame):
+        fv = view_rows(frame, v)
+        cells = {}
+        for i, r in fv.iterrows():
+            cells[codec_label(r)] = "FAILED" if failed[i] else _num(r["bits_per_byte"], ".3f")
+        lines.append(f"| {input_label(fv.iloc[0])} | " + " | ".join(cells.get(c, "") for c in cols) + " |")
+    return lines
+
+
+def _env_lines(env: dict) -> list[str]:
+    if not env:
+        return []
+    cpu = env.get("cpu", {})
+    mem = env.get("memory_bytes")
+    gpus = ", ".join(g["name"] for g in env.get("gpus", [])) or "none"
+    libs = env.get("libraries", {})
+    git = env.get("git", {})
+    commit = (git.get("commit") or "unknown")[:12] + (" (dirty)" if git.get("dirty") else "")
+    return [
+        f"- machine: {cpu.get('model', '?')}, {cpu.get('usable_cores') or cpu.get('logical_cores')} usable cores"
+        f" (SIMD: {' '.join(cpu.get('simd_flags', [])) or '?'}), "
+        f"{human_bytes(mem) if mem else '?'} RAM, GPU: {gpus}",
+        f"- software: bpcbench {env.get('bpcbench')}, Python {env.get('python', {}).get('version')}, "
+        f"llama-cpp-python {libs.get('llama_cpp_python')}, git {commit}",
+    ]
+
+
+def summary_markdown(frame, env: dict | None = None, matrix_text: str | None = None) -> str:
+    env = env or {}
+    failed = failed_mask(frame)
+    run_ids = sorted(set(frame["run_id"].dropna())) or ["?"]
+    hosts = sorted(set(frame["host"].dropna())) or [env.get("host", "?")]
+    lines = [f"# bpcbench results: {run_ids[-1]}", ""]
+    lines.append(f"- run: {', '.join(run_ids)} on {', '.join(hosts)}; "
+                 f"{len(frame)} cells ({int(frame['cached'].fillna(False).sum())} from cache), "
+                 f"{int(failed.sum())} FAILED")
+    models = frame[frame["model_name"].notna()].drop_duplicates("model_name")
+    for _, m in models.iterrows():
+        size = human_bytes(m["model_file_bytes"]) if not is_missing(m["model_file_bytes"]) else "?"
+        params = f"{m['model_n_params'] / 1e6:.0f}M params" if not is_missing(m["model_n_params"]) else "?"
+        sha = m["model_sha256"][:12] if not is_missing(m["model_sha256"]) else "?"
+        lines.append(f"- model {m['model_name']}: {m['model_quant_type']}, {size} file, {params}, sha256 {sha}…")
+    lines += _env_lines(env)
+    lines += [
+        "",
+        "bits/byte = 8 × size of the file that restores the input / input bytes (lower is better). "
+        "`ideal` rows are the model's cross-entropy: no file backs them. "
+        "`coded` rows were compressed, decompressed and compared byte for byte. "
+        "95% CI: bootstrap over chunks. all-in size = compressed size + model file (the Large Text "
+        "Compression Benchmark rule; baselines count their output only). break-even: input size above "
+        f"which the model's all-in size beats {REFERENCE_CODEC}. * = Pareto-best (no other real codec "
+        "on this input is both smaller and faster to compress). Speeds: kB/s = 1000 bytes of input per second.",
+        "",
+    ]
+    if len(frame):
+        lines += ["## Overview (bits/byte)", ""] + overview(frame) + [""]
+    for v in views(frame):
+        fv = view_rows(frame, v)
+        lines += [f"## {view_title(fv)}", ""] + corpus_table(fv) + [""]
+    if failed.any():
+        lines += ["## FAILED cells", ""]
+        for _, r in frame[failed].iterrows():
+            reason = r["error"] if not is_missing(r["error"]) else "round trip failed"
+            lines.append(f"- FAILED {codec_label(r)} on {r['corpus_name']}: {reason}")
+        lines.append("")
+    if matrix_text:
+        lines += ["## Matrix", "", "<details><summary>matrix.toml</summary>", "", "```toml",
+                  matrix_text.rstrip("\n"), "```", "", "</details>", ""]
+    return "\n".join(lines)

@@ -1,0 +1,37 @@
+"""Re-render a run directory: summary.md and plots from results.csv, env.json and matrix.toml alone,
+so `bpcbench report RUN_DIR` shows an old run with today's formatting."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from bpcbench.atomic import write_text
+from bpcbench.bench.results import read_csv
+from bpcbench.errors import BpcError
+from bpcbench.report import plots
+from bpcbench.report.markdown import summary_markdown
+
+
+def render(run_dir: str | os.PathLike) -> list[Path]:
+    """(Re)write summary.md and the plots of a run directory from its results.csv."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise BpcError(f"not a run directory: {run_dir}")
+    frame = read_csv(run_dir / "results.csv")
+    env = {}
+    try:
+        env = json.loads((run_dir / "env.json").read_text())
+    except (OSError, ValueError):
+        pass
+    try:
+        matrix_text = (run_dir / "matrix.toml").read_text()
+    except OSError:
+        matrix_text = None
+    written = [run_dir / "summary.md"]
+    write_text(written[0], summary_markdown(frame, env, matrix_text))
+    plots.plot_bpb_vs_model_size(frame, run_dir / plots.BENCH_PLOTS[0])
+    plots.plot_bpb_by_codec(frame, run_dir / plots.BENCH_PLOTS[1])
+    written += [run_dir / p for p in plots.BENCH_PLOTS]
+    return written

@@ -1,1 +1,0 @@
-"""Helpers for tests: tiny synthetic models and fixtures."""

@@ -1,0 +1,157 @@
+"""Bench matrices: what a TOML file expands to, and one-line errors that name the file and entry."""
+
+from __future__ import annotations
+
+import pytest
+
+from bpcbench.baselines import BASELINES
+from bpcbench.bench import matrix
+from bpcbench.corpora import load_manifest, select
+from bpcbench.errors import BpcError
+
+BASE = """
+[run]
+name = "t"
+models = ["smollm2-135m"]
+corpora = ["alice29"]
+"""
+
+
+def load(text: str, tmp_path, name: str = "m.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return matrix.load(path)
+
+
+def error(text: str, tmp_path) -> str:
+    with pytest.raises(BpcError) as info:
+        load(text, tmp_path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert str(tmp_path / "m.toml") in message  # names the file
+    return message
+
+
+def test_minimal_matrix_defaults(tmp_path):
+    m = load(BASE, tmp_path)
+    assert m.name == "t"
+    llm = [c for c in m.cells if c.is_llm]
+    base = [c for c in m.cells if not c.is_llm]
+    assert [(c.measure, c.codec, c.corpus, c.chunk_tokens, c.max_bytes) for c in llm] == [
+        ("ideal", "llm:smollm2-135m", "alice29", 512, 0)
+    ]
+    assert sorted(c.codec for c in base) == sorted(BASELINES)
+    assert all(c.corpus == "alice29" and c.max_bytes == 0 for c in base)
+
+
+def test_groups_sweeps_and_overrides(tmp_path):
+    m = load(
+        """
+[run]
+name = "sweep"
+models = ["smollm2-135m", "gemma3-270m"]
+corpora = ["canterbury", "iso3166-1"]
+baselines = ["gzip-9"]
+chunk_tokens = [128, 512]
+max_bytes = 1000
+
+[[llm]]
+models = ["smollm2-135m"]
+corpora = ["alice29"]
+measure = "coded"
+chunk_tokens = 256
+max_bytes = 2000
+
+[[llm]]
+models = ["gemma3-270m"]
+corpora = ["iso3166-1"]
+measure = "none"
+""",
+        tmp_path,
+    )
+    canterbury = [c.name for c in select(["canterbury"])]
+    assert len(canterbury) == 4
+    llm = {(c.codec, c.corpus, c.chunk_tokens): c for c in m.cells if c.is_llm}
+    # 2 models x 5 corpora x 2 contexts, minus smollm2/alice29 (one coded cell instead of
+    # two ideal ones) and gemma/iso3166-1 (none)
+    assert len(llm) == 20 - 2 + 1 - 2
+    coded = llm[("llm:smollm2-135m", "alice29", 256)]
+    assert (coded.measure, coded.max_bytes) == ("coded", 2000)
+    assert ("llm:gemma3-270m", "iso3166-1", 512) not in llm
+    assert llm[("llm:gemma3-270m", "alice29", 128)].measure == "ideal"
+    # a baseline on every (corpus, prefix) a model measures, so tables compare equal bytes
+    views = {(c.corpus, c.max_bytes) for c in m.cells if c.measure == "baseline"}
+    assert views == {(c, 1000) for c in canterbury + ["iso3166-1"]} | {("alice29", 2000)}
+
+
+def test_model_and_corpus_paths_relative_to_the_matrix(tmp_path):
+    (tmp_path / "my.gguf").write_bytes(b"GGUF")
+    (tmp_path / "text.txt").write_text("hello")
+    m = load('[run]\nname = "p"\nmodels = ["my.gguf"]\ncorpora = ["text.txt"]\nbaselines = []\n', tmp_path)
+    (cell,) = m.cells
+    assert cell.model == str((tmp_path / "my.gguf").resolve())
+    assert cell.corpus == str((tmp_path / "text.txt").resolve())
+    assert cell.codec == "llm:my"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (BASE.replace("models", "modles"), "[run]: unknown key 'modles'"),
+        (BASE + "[[llm]]\nmeasure = 'coded'\n[[llm]]\ncontext = 5\n", "[[llm]] 2: unknown key 'context'"),
+        (BASE.replace('"smollm2-135m"', '"no-such-model"'), "[run] models: model not found: no-such-model"),
+        (BASE.replace('"alice29"', '"alice30"'), "[run] corpora: unknown corpus or group 'alice30'"),
+        (BASE + "[[llm]]\ncorpora = ['nope']\n", "[[llm]] 1 corpora: unknown corpus or group 'nope'"),
+        (BASE + "chunk_tokens = '512'\n", "chunk_tokens must be a positive integer or a list of them"),
+        (BASE + "chunk_tokens = [512, 0]\n", "chunk_tokens entries must be positive integers, got 0"),
+        (BASE + "max_bytes = -1\n", "max_bytes must be >= 0"),
+        (BASE + "width = true\n", "width must be a positive integer, got True"),
+        (BASE + "measure = 'exact'\n", "measure must be \"coded\", \"ideal\" or \"none\""),
+        (BASE + "baselines = ['gzip-9', 'lz4']\n", "unknown baseline 'lz4'"),
+        (BASE + "baselines = 'some'\n", 'baselines must be "all" or a list'),
+        (BASE.replace('corpora = ["alice29"]', "corpora = []"), "corpora must not be empty"),
+        (BASE.replace('name = "t"', 'name = "a b"'), "name 'a b' must be letters"),
+        (BASE.replace('name = "t"\n', ""), "[run]: missing key 'name'"),
+        ('[runn]\nname = "x"\n', "top level: unknown key 'runn'"),
+        ("name = 'x'\n", "top level: unknown key 'name'"),
+        (BASE + "[llm]\nmeasure = 'coded'\n", "[llm]: must be written [[llm]]"),
+        (BASE.replace("models = [\"smollm2-135m\"]", "models = []") + "baselines = []\n", "the matrix has no cells"),
+        (BASE + "[[llm]]\nmeasure = 'coded'\nwidth = 0\n", "[[llm]] 1: width must be >= 1"),
+    ],
+)
+def test_validation_errors_name_the_file_and_entry(tmp_path, text, expected):
+    assert expected in error(text, tmp_path)
+
+
+def test_invalid_toml_and_missing_file(tmp_path):
+    assert "invalid TOML" in error("[run\n", tmp_path)
+    with pytest.raises(BpcError, match="bench matrix not found"):
+        matrix.load(tmp_path / "absent.toml")
+
+
+def test_two_gguf_files_with_one_name_are_refused(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "m.gguf").write_bytes(b"GGUF")
+    (tmp_path / "b" / "m.gguf").write_bytes(b"GGUF")
+    message = error('[run]\nname = "x"\nmodels = ["a/m.gguf", "b/m.gguf"]\ncorpora = ["alice29"]\n', tmp_path)
+    assert "both be reported as llm:m" in message
+
+
+def test_with_overrides_changes_model_cells_only(tmp_path):
+    m = matrix.with_overrides(load(BASE, tmp_path), threads=3)
+    assert {c.threads for c in m.cells if c.is_llm} == {3}
+    assert {c.threads for c in m.cells if not c.is_llm} == {None}
+
+
+@pytest.mark.parametrize("path", [matrix.DEFAULT_MATRIX, matrix.QUICK_MATRIX], ids=["default", "quick"])
+def test_shipped_matrices_are_valid(path):
+    m = matrix.load(path)
+    assert m.name == path.stem
+    coded = [c for c in m.cells if c.measure == "coded"]
+    assert coded and all(c.model == "smollm2-135m" for c in coded)
+    # every model cell has baselines on exactly its bytes
+    views = {(c.corpus, c.max_bytes) for c in m.cells if c.measure == "baseline"}
+    assert {(c.corpus, c.max_bytes) for c in m.cells if c.is_llm} <= views
+    manifest = load_manifest()
+    assert all(c.corpus in manifest for c in m.cells)

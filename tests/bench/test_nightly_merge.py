@@ -1,0 +1,244 @@
+"""--shard and merge (shards of one matrix join into the unsharded run), and the nightly loop
+(dated directories, history.csv, comparison with the previous run, the regression exit)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from datetime import datetime, timezone
+
+import pytest
+from tiny_matrices import tiny_matrix
+
+from bpcbench.bench import cache, nightly, results, runner
+from bpcbench.bench.matrix import loads
+from bpcbench.bench.merge import merge
+from bpcbench.cli import main
+from bpcbench.corpora import load_manifest
+
+MATRIX = tiny_matrix("tinyshard", ["text.txt", "random-org-10k"], 1200)
+N_CELLS = 6  # 2 corpora x (2 baselines + 1 ideal)
+N = 3
+
+NIGHTLY = tiny_matrix("tinynightly", ["text.txt"], 1000)
+
+
+@pytest.fixture(scope="module")
+def bench_dir(make_bench_dir):
+    return make_bench_dir("shards", load_manifest()["alice29"].read_bytes()[:3000], m=MATRIX, nightly=NIGHTLY)
+
+
+@pytest.fixture(scope="module")
+def runs(bench_dir):
+    """N shards through the CLI (each measures its own cells), then the unsharded run (from the cache)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("BPCBENCH_CACHE", str(bench_dir / "cache"))
+    try:
+        codes = [main(["bench", str(bench_dir / "m.toml"), "--shard", f"{k}/{N}", "--out",
+                       str(bench_dir / f"s{k}"), "-q"]) for k in range(1, N + 1)]
+        codes.append(main(["bench", str(bench_dir / "m.toml"), "--out", str(bench_dir / "full"), "-q"]))
+    finally:
+        mp.undo()
+    assert codes == [0] * (N + 1)
+    return bench_dir, [bench_dir / f"s{k}" for k in range(1, N + 1)], bench_dir / "full"
+
+
+def shard_doc(d):
+    return json.loads((d / "shard.json").read_text())
+
+
+def test_shards_record_what_merge_checks(runs):
+    bench_dir, shards, _ = runs
+    docs = [shard_doc(d) for d in shards]
+    sha = hashlib.sha256(MATRIX.encode()).hexdigest()
+    for k, doc in enumerate(docs, start=1):
+        assert doc["shard"] == k and doc["n"] == N and doc["matrix_sha256"] == sha
+        assert doc["matrix_cells"] == N_CELLS and doc["schema_version"] == results.SCHEMA_VERSION
+        assert doc["bpcbench_version"] and doc["llama_cpp_python_version"] == cache.llama_cpp_python_version()
+        frame = results.read_csv(shards[k - 1])
+        assert len(frame) == len(doc["cells"])
+    indices = sorted(c["index"] for doc in docs for c in doc["cells"])
+    assert indices == list(range(N_CELLS))  # every cell in exactly one shard
+
+
+def test_merged_shards_equal_the_unsharded_run(runs, capsys):
+    bench_dir, shards, full = runs
+    out = bench_dir / "merged"
+    assert main(["merge", str(out), *map(str, reversed(shards))]) == 0
+    assert f"{N_CELLS} cells" in capsys.readouterr().err
+    merged, whole = results.read_csv(out), results.read_csv(full)
+    keep = [c for c in results.COLUMN_NAMES if c not in ("run_id", "cached")]
+    assert merged[keep].equals(whole[keep])  # same cells, same numbers, same (matrix) order
+    for name in ("summary.md", "matrix.toml", "env.json", "bpb_by_codec.png", "bpb_vs_model_size.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "matrix.toml").read_text() == MATRIX
+    env = json.loads((out / "env.json").read_text())
+    assert [s["shard"] for s in env["shards"]] == [1, 2, 3]
+    assert all(s["env"]["cpu"] for s in env["shards"]) and env["cpu"]  # one machine: the CPU is shared
+    assert f"{N_CELLS} cells" in (out / "summary.md").read_text()
+    # merging again into the same directory needs -f
+    assert main(["merge", str(out), *map(str, shards)]) == 2
+    assert "output exists" in capsys.readouterr().err
+    assert main(["merge", str(out), "-f", *map(str, shards)]) == 0
+
+
+def edited(tmp_path, src, name, **changes):
+    dst = tmp_path / name
+    shutil.copytree(src, dst)
+    doc = shard_doc(dst)
+    doc.update(changes)
+    (dst / "shard.json").write_text(json.dumps(doc))
+    return dst
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"matrix_sha256": "0" * 64}, "shards of different matrices"),
+    ({"bpcbench_version": "9.9.9"}, "shards measured with different bpcbench versions"),
+    ({"llama_cpp_python_version": "0.0.1"}, "shards measured with different llama-cpp-python versions"),
+    ({"schema_version": 99}, "shards measured with different results schema versions"),
+])
+def test_merge_refuses_shards_that_do_not_belong_together(runs, tmp_path, capsys, change, message):
+    _, shards, _ = runs
+    odd = edited(tmp_path, shards[1], "odd", **change)
+    assert main(["merge", str(tmp_path / "out"), str(shards[0]), str(odd), str(shards[2])]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_merge_refuses_duplicates_other_n_and_missing_shards(runs, tmp_path, capsys):
+    bench_dir, shards, full = runs
+    out = str(tmp_path / "out")
+    assert main(["merge", out, str(shards[0]), str(shards[0]), str(shards[1])]) == 2
+    assert f"shard 1/{N} given twice" in capsys.readouterr().err
+
+    other_n = edited(tmp_path, shards[1], "n4", n=4)
+    assert main(["merge", out, str(shards[0]), str(other_n)]) == 2
+    assert "shards of different N" in capsys.readouterr().err
+
+    full_shard = next(d for d in shards if shard_doc(d)["cells"])  # a shard with cells, relabelled
+    k = shard_doc(full_shard)["shard"]
+    twin = edited(tmp_path, full_shard, "twin", shard=k % N + 1)
+    assert main(["merge", out, str(full_shard), str(twin)]) == 2
+    assert "is in two shards" in capsys.readouterr().err
+
+    assert main(["merge", out, str(full)]) == 2
+    assert "no shard.json" in capsys.readouterr().err
+
+    assert main(["merge", out, str(shards[0]), str(shards[1])]) == 2
+    err = capsys.readouterr().err
+    assert f"missing shard(s) 3 of {N}" in err and "--allow-incomplete" in err
+    assert main(["merge", out, str(shards[0]), str(shards[1]), "--allow-incomplete"]) == 0
+    assert f"warning: missing shard(s) 3 of {N}" in capsys.readouterr().err
+    expected = len(shard_doc(shards[0])["cells"]) + len(shard_doc(shards[1])["cells"])
+    assert len(results.read_csv(out)) == expected
+
+
+def test_merge_refuses_an_interrupted_shard(runs, tmp_path):
+    _, shards, _ = runs
+    src = next(d for d in shards if shard_doc(d)["cells"])
+    cut = tmp_path / "cut"
+    shutil.copytree(src, cut)
+    lines = (cut / "results.csv").read_text().splitlines(keepends=True)
+    (cut / "results.csv").write_text("".join(lines[:-1]))
+    from bpcbench.errors import BpcError
+
+    with pytest.raises(BpcError, match="interrupted shard"):
+        merge(tmp_path / "out", [cut], allow_incomplete=True)
+
+
+def test_empty_shard_and_default_shard_directory(tmp_path):
+    """A shard can get no cells at all; it still writes a valid (empty) run that merges."""
+    m = loads('[run]\nname = "one"\nmodels = []\ncorpora = ["random-org-10k"]\nbaselines = ["gzip-9"]\nmax_bytes = 500\n',
+              tmp_path / "m.toml")
+    dirs = [runner.run_matrix(m, results_dir=tmp_path / "res", cache_dir=tmp_path / "cache", progress=False,
+                              shard=(k, 2)).out_dir for k in (1, 2)]
+    assert [d.name.split("-one-")[1] for d in dirs] == ["shard-1-of-2", "shard-2-of-2"]
+    sizes = sorted(len(results.read_csv(d)) for d in dirs)
+    assert sizes == [0, 1]
+    r = merge(tmp_path / "merged", dirs)
+    assert r.n_rows == 1 and results.read_csv(tmp_path / "merged")["codec"].tolist() == ["gzip-9"]
+
+
+# --- nightly -------------------------------------------------------------------------------
+
+
+def test_run_dirs_order_and_previous(tmp_path):
+    root = tmp_path / "nightly"
+    for name in ("2026-11-27.10", "2026-11-26", "2026-11-27", "2026-11-27.2", "2026-11-27-shard-1-of-2",
+                 "junk", "2026-11-28"):
+        (root / name).mkdir(parents=True)
+    assert [p.name for p in nightly.run_dirs(root)] == ["2026-11-26", "2026-11-27", "2026-11-27.2",
+                                                         "2026-11-27.10", "2026-11-28"]
+    assert [p.name for p in nightly.run_dirs(root, "-shard-1-of-2")] == ["2026-11-27-shard-1-of-2"]
+    assert nightly.new_run_dir(root, "2026-11-27").name == "2026-11-27.3"
+    for name in ("2026-11-26", "2026-11-27.2"):  # finished runs
+        (root / name / "nightly.json").write_text("{}")
+        (root / name / "results.csv").write_text("")
+    assert nightly.previous_run(root, root / "2026-11-28").name == "2026-11-27.2"
+    assert nightly.previous_run(root, root / "2026-11-27.2").name == "2026-11-26"
+    assert nightly.previous_run(root, root / "2026-11-26") is None
+
+
+def test_history_keeps_old_columns(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.csv").write_text("schema_version,codec,bits_per_byte\n1,gzip-9,2.5\n")
+    history = tmp_path / "history.csv"
+    history.write_text("nightly_dir,nightly_utc,schema_version,codec,old_column\nd0,t0,0,gzip-9,x\n")
+    assert nightly.append_history(history, run, "t1") == 1
+    assert history.read_text().splitlines() == [
+        "nightly_dir,nightly_utc,schema_version,codec,old_column,bits_per_byte",
+        "d0,t0,0,gzip-9,x,", "run,t1,1,gzip-9,,2.5"]
+
+
+class _Nov27(datetime):
+    @classmethod
+    def now(cls, tz=None):
+        return datetime(2026, 11, 27, 2, 15, tzinfo=timezone.utc)
+
+
+def test_nightly_twice_then_a_regression(bench_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BPCBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(nightly, "datetime", _Nov27)
+    res = tmp_path / "results"
+    argv = ["nightly", str(bench_dir / "nightly.toml"), "--results-dir", str(res), "-q"]
+    day = res / "nightly" / "2026-11-27"
+
+    assert main(argv) == 0
+    assert "first nightly run, nothing to compare" in capsys.readouterr().out
+    assert (res / "nightly" / "latest").read_text() == "2026-11-27\n"
+    for name in ("results.csv", "summary.md", "env.json", "nightly.json"):
+        assert (day / name).is_file(), name
+
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    second = res / "nightly" / "2026-11-27.2"
+    assert "no regression (3 cells compared" in out and f"old: {day}" in out
+    assert (res / "nightly" / "latest").read_text() == "2026-11-27.2\n"
+    assert json.loads((second / "nightly.json").read_text())["previous"] == "2026-11-27"
+    assert (second / "compare.txt").read_text().startswith(f"old: {day}")
+    history = (res / "history.csv").read_text().splitlines()
+    assert history[0].startswith("nightly_dir,nightly_utc,schema_version,run_id,")
+    assert [line.split(",")[0] for line in history[1:]] == ["2026-11-27"] * 3 + ["2026-11-27.2"] * 3
+    assert results.read_csv(res / "history.csv")["codec"].tolist()[:3] == results.read_csv(day)["codec"].tolist()
+    png = res / "nightly" / "history.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # make the previous run look better: the next run (same numbers, from the cache) is then worse
+    frame = results.read_csv(second)
+    gz = frame["codec"] == "gzip-9"
+    frame.loc[gz, "bits_per_byte"] = frame.loc[gz, "bits_per_byte"] * 0.9
+    results.write_csv(second / "results.csv", frame)
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "REGRESSION gzip-9 · text.txt[:1k]: bits/byte +11.11%" in out
+    third = res / "nightly" / "2026-11-27.3"
+    assert json.loads((third / "nightly.json").read_text())["exit_code"] == 1
+    assert len((res / "history.csv").read_text().splitlines()) == 1 + 9
+
+    # the next day compares against the latest earlier run
+    r = nightly.run_nightly(bench_dir / "nightly.toml", res, progress=False,
+                            now=datetime(2026, 11, 28, 2, 15, tzinfo=timezone.utc))
+    assert r.run_dir.name == "2026-11-28" and r.previous == third and r.exit_code == 0

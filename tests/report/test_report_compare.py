@@ -1,0 +1,205 @@
+"""summary.md, plots and the regression gate, on synthetic results (no model needed)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from bpcbench.bench import compare, results
+from bpcbench.cli import main
+from bpcbench.report import markdown
+from bpcbench.report import render as report
+
+MODEL_BYTES = 100_000_000
+N = 20_000
+
+
+def row(codec: str, measure: str = "baseline", size: int | None = None, corpus: str = "alice29", **kw) -> dict:
+    r = {
+        "run_id": "20260101T000000Z-test", "timestamp_utc": "2026-01-01T00:00:00+00:00", "host": "h",
+        "cached": False, "codec": codec, "measure": measure, "corpus_name": corpus, "corpus_kind": "english",
+        "corpus_sha256": "0" * 64, "input_sha256": "1" * 64, "corpus_file_bytes": 152089, "corpus_bytes": N,
+        "corpus_characters": N, "max_bytes": N, "encode_seconds": 0.5, "decode_seconds": 0.25,
+        "peak_rss_mb": 50.0, "roundtrip_ok": True,
+    }
+    if measure == "baseline":
+        r.update(coded_bytes=size, container_bytes=size)
+    else:
+        r.update(model_name=codec.removeprefix("llm:"), model_file_bytes=MODEL_BYTES, model_sha256="2" * 64,
+                 model_quant_type="Q4_1", model_n_params=135_000_000, chunk_tokens=512, n_tokens=5000, n_chunks=10,
+                 encode_seconds=30.0, decode_seconds=31.0, threads=2)
+        bits = size * 8 * 0.99
+        r.update(ideal_bits=bits, _ci_ideal=(bits / N * 0.95, bits / N * 1.05))
+        if measure == "coded":
+            r.update(coded_bytes=size - 100, container_bytes=size)
+        else:
+            r.update(roundtrip_ok=None, decode_seconds=None)
+    r.update(kw)
+    return results.finish_row(r)
+
+
+def run_rows():
+    return [
+        row("gzip-9", size=7000),
+        row("zstd-22-long", size=6000, encode_seconds=2.0),
+        row("xz-9e", size=5800, encode_seconds=1.0),
+        row("llm:smollm2-135m", "coded", size=3000),
+        row("llm:gemma3-270m", "ideal", size=2600),
+        row("gzip-9", size=2000, corpus="iso3166-1"),
+    ]
+
+
+def write_run(path: Path, rows) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    results.write_csv(path / "results.csv", rows)
+    return path
+
+
+def test_csv_round_trip_keeps_types_and_empties(tmp_path):
+    write_run(tmp_path, run_rows())
+    frame = results.read_csv(tmp_path)
+    assert list(frame.columns) == results.COLUMN_NAMES and len(frame) == 6
+    assert frame["roundtrip_ok"].tolist()[:4] == [True] * 4 and frame["roundtrip_ok"].isna().tolist()[4]
+    coded = frame[frame["measure"] == "coded"].iloc[0]
+    assert coded["bits_per_byte"] == pytest.approx(3000 * 8 / N)
+    assert coded["bits_per_byte_ci95_low"] < coded["bits_per_byte"] < coded["bits_per_byte_ci95_high"]
+    assert frame.loc[0, "chunk_tokens"] is frame.loc[0, "model_name"]  # both pandas.NA for a baseline
+
+
+def test_schema_doc_is_generated_from_the_column_list():
+    doc = Path(__file__).resolve().parents[2] / "docs" / "results-schema.md"
+    assert doc.read_text() == results.schema_markdown()
+    for c in results.COLUMNS:
+        assert results.schema_markdown().count(f"| `{c.name}` |") == 1
+        assert c.unit and c.doc
+
+
+def test_failed_round_trip_empties_sizes():
+    r = row("zstd-19", size=5000, roundtrip_ok=False, error="zstd-19: round trip mismatch")
+    assert r["container_bytes"] is None and r["bits_per_byte"] is None and r["roundtrip_ok"] is False
+
+
+def test_summary_table(tmp_path):
+    rows_ = run_rows() + [row("brotli-11", size=10, roundtrip_ok=False, error="brotli-11: round trip mismatch: x")]
+    write_run(tmp_path, rows_)
+    (tmp_path / "matrix.toml").write_text('[run]\nname = "test"\n')
+    written = report.render(tmp_path)
+    text = (tmp_path / "summary.md").read_text()
+    assert "# bpcbench results: 20260101T000000Z-test" in text and 'name = "test"' in text
+    section = text.split("## alice29")[1].split("## ")[0]
+    lines = [ln for ln in section.splitlines() if ln.startswith("|")]
+    assert "| codec | size (bytes) | bits/byte |" in lines[0]
+    body = lines[2:]
+    order = [ln.split("|")[2].strip() for ln in body]
+    # sorted by size; the failed cell is listed as FAILED, never with a size
+    assert order == ["llm:gemma3-270m (ideal ctx 512)", "llm:smollm2-135m (coded ctx 512)", "xz-9e",
+                     "zstd-22-long", "gzip-9", "**FAILED** brotli-11"]
+    failed = body[-1]
+    assert "round trip mismatch" in failed and "0.0040" not in failed
+    cells = {ln.split("|")[2].strip(): [c.strip() for c in ln.split("|")] for ln in body}
+    smol = cells["llm:smollm2-135m (coded ctx 512)"]
+    assert smol[3] == "3,000" and smol[4] == f"{3000 * 8 / N:.4f}"
+    assert smol[11] == f"{3000 + MODEL_BYTES:,}"  # all-in: coded + model file
+    # break-even against zstd-22-long: model bytes * 8 / (bpb_zstd - bpb_model)
+    expected = MODEL_BYTES * 8 / (6000 * 8 / N - 3000 * 8 / N)
+    assert smol[12] == markdown.human_bytes(expected) == "667 MB"
+    assert smol[8].endswith("kB/s") and cells["gzip-9"][8].endswith("MB/s")
+    # Pareto: gzip fastest, the coded model smallest; xz beats zstd-22-long on both counts
+    assert cells["gzip-9"][1] == "*" and smol[1] == "*" and cells["xz-9e"][1] == "*"
+    assert cells["zstd-22-long"][1] == "" and cells["llm:gemma3-270m (ideal ctx 512)"][1] == ""
+    assert "## FAILED cells" in text and "- FAILED brotli-11 on alice29" in text
+    assert "## iso3166-1" in text
+    for p in written[1:]:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_break_even_never_when_the_model_is_worse():
+    assert markdown.break_even_bytes(MODEL_BYTES, 3.0, 2.0) == math.inf
+    assert markdown.break_even_bytes(MODEL_BYTES, 1.0, 2.0) == MODEL_BYTES * 8
+    assert markdown.break_even_bytes(MODEL_BYTES, 1.0, None) is None
+
+
+def test_report_command_rerenders(tmp_path, capsys):
+    write_run(tmp_path, run_rows())
+    assert main(["report", str(tmp_path)]) == 0
+    assert (tmp_path / "summary.md").exists() and (tmp_path / "bpb_by_codec.png").exists()
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+
+def test_compare_identical_runs_pass(tmp_path, capsys):
+    a = write_run(tmp_path / "a", run_rows())
+    b = write_run(tmp_path / "b", run_rows())
+    assert main(["compare", str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert "no regression (6 cells compared" in out and "1.00x faster" in out
+
+
+def test_compare_flags_a_bits_regression(tmp_path, capsys):
+    a = write_run(tmp_path / "a", run_rows())
+    worse = run_rows()
+    worse[1] = row("zstd-22-long", size=6100, encode_seconds=2.0)  # deterministic codec, +1.7%
+    b = write_run(tmp_path / "b", worse)
+    assert main(["compare", str(a), str(b)]) == 1
+    out = capsys.readouterr().out
+    assert "REGRESSION zstd-22-long · alice29[:20k]: bits/byte +1.67%" in out
+    assert main(["compare", str(a), str(b), "--bpb-threshold", "2"]) == 0
+
+
+def test_compare_bits_change_inside_the_bootstrap_interval_is_not_significant(tmp_path, capsys):
+    """Different input bytes (a corpus changed): a change inside the interval is sampling noise."""
+    a = write_run(tmp_path / "a", run_rows())
+    noisy = run_rows()
+    noisy[3] = row("llm:smollm2-135m", "coded", size=3060)  # +2%, inside the ±5% interval
+    noisy[3]["input_sha256"] = "f" * 64
+    b = write_run(tmp_path / "b", noisy)
+    assert main(["compare", str(a), str(b)]) == 0
+    assert "+2.00%  not significant" in capsys.readouterr().out
+    far = run_rows()
+    far[3] = row("llm:smollm2-135m", "coded", size=3600)  # +20%: outside both intervals
+    c = write_run(tmp_path / "c", far)
+    assert main(["compare", str(a), str(c)]) == 1
+
+
+def test_compare_same_input_any_bits_change_beyond_threshold_is_a_regression(tmp_path, capsys):
+    """Same bytes through a deterministic codec: the interval is not noise, the threshold decides."""
+    a = write_run(tmp_path / "a", run_rows())
+    worse = run_rows()
+    worse[3] = row("llm:smollm2-135m", "coded", size=3060)  # +2%, same input_sha256
+    b = write_run(tmp_path / "b", worse)
+    assert main(["compare", str(a), str(b)]) == 1
+    assert "bits/byte +2.00% (worse by more than 0.5%)" in capsys.readouterr().out
+
+
+def test_compare_flags_speed_failures_and_missing_cells(tmp_path, capsys):
+    a = write_run(tmp_path / "a", run_rows())
+    new = run_rows()
+    new[3] = row("llm:smollm2-135m", "coded", size=3000, encode_seconds=60.0)  # 2x slower
+    new[0] = row("gzip-9", size=7000, roundtrip_ok=False, error="gzip-9: round trip mismatch")
+    del new[5]
+    b = write_run(tmp_path / "b", new)
+    assert main(["compare", str(a), str(b), "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] is False
+    regressions = "\n".join(doc["regressions"])
+    assert "encode speed 2.00x slower (lower by more than 10.0%)" in regressions
+    assert "gzip-9 · alice29[:20k]: FAILED in the new run: gzip-9: round trip mismatch" in regressions
+    assert "gzip-9 · iso3166-1[:20k]: missing from the new run" in regressions
+    assert len(doc["regressions"]) == 3
+    smol = [c for c in doc["cells"] if c["codec"] == "llm:smollm2-135m"][0]
+    assert smol["encode_change"] == "2.00x slower" and smol["decode_change"] == "1.00x faster"
+
+
+def test_speed_of_very_short_cells_is_not_judged():
+    a = results.to_frame([row("gzip-9", size=7000, encode_seconds=0.001)])
+    b = results.to_frame([row("gzip-9", size=7000, encode_seconds=0.004)])
+    c = compare.compare_frames(a, b)
+    assert c.ok and c.cells[0].encode_change == "4.00x slower (too short to judge)"
+
+
+def test_speed_change_wording():
+    assert compare.speed_change(100, 123) == "1.23x faster"
+    assert compare.speed_change(123, 100) == "1.23x slower"
