@@ -37,8 +37,8 @@ def test_minimal_matrix_defaults(tmp_path):
     assert m.name == "t"
     llm = [c for c in m.cells if c.is_llm]
     base = [c for c in m.cells if not c.is_llm]
-    assert [(c.measure, c.codec, c.corpus, c.chunk_tokens, c.max_bytes) for c in llm] == [
-        ("ideal", "llm:smollm2-135m", "alice29", 512, 0)
+    assert [(c.measure, c.codec, c.corpus, c.policy, c.context, c.max_bytes) for c in llm] == [
+        ("ideal", "llm:smollm2-135m", "alice29", "lanes", None, 0)  # context None: the model's own
     ]
     assert sorted(c.codec for c in base) == sorted(BASELINES)
     assert all(c.corpus == "alice29" and c.max_bytes == 0 for c in base)
@@ -52,14 +52,14 @@ name = "sweep"
 models = ["smollm2-135m", "gemma3-270m"]
 corpora = ["canterbury", "iso3166-1"]
 baselines = ["gzip-9"]
-chunk_tokens = [128, 512]
+context = [128, 512]
 max_bytes = 1000
 
 [[llm]]
 models = ["smollm2-135m"]
 corpora = ["alice29"]
 measure = "coded"
-chunk_tokens = 256
+context = 256
 max_bytes = 2000
 
 [[llm]]
@@ -71,7 +71,7 @@ measure = "none"
     )
     canterbury = [c.name for c in select(["canterbury"])]
     assert len(canterbury) == 4
-    llm = {(c.codec, c.corpus, c.chunk_tokens): c for c in m.cells if c.is_llm}
+    llm = {(c.codec, c.corpus, c.context): c for c in m.cells if c.is_llm}
     # 2 models x 5 corpora x 2 contexts, minus smollm2/alice29 (one coded cell instead of
     # two ideal ones) and gemma/iso3166-1 (none)
     assert len(llm) == 20 - 2 + 1 - 2
@@ -89,7 +89,7 @@ def test_model_and_corpus_paths_relative_to_the_matrix(tmp_path):
     (tmp_path / "text.txt").write_text("hello")
     m = load('[run]\nname = "p"\nmodels = ["my.gguf"]\ncorpora = ["text.txt"]\nbaselines = []\n', tmp_path)
     (cell,) = m.cells
-    assert cell.model == str((tmp_path / "my.gguf").resolve())
+    assert cell.model == str((tmp_path / "my.gguf").absolute())
     assert cell.corpus == str((tmp_path / "text.txt").resolve())
     assert cell.codec == "llm:my"
 
@@ -98,12 +98,14 @@ def test_model_and_corpus_paths_relative_to_the_matrix(tmp_path):
     "text, expected",
     [
         (BASE.replace("models", "modles"), "[run]: unknown key 'modles'"),
-        (BASE + "[[llm]]\nmeasure = 'coded'\n[[llm]]\ncontext = 5\n", "[[llm]] 2: unknown key 'context'"),
+        (BASE + "[[llm]]\nmeasure = 'coded'\n[[llm]]\ncontxt = 5\n", "[[llm]] 2: unknown key 'contxt'"),
         (BASE.replace('"smollm2-135m"', '"no-such-model"'), "[run] models: model not found: no-such-model"),
         (BASE.replace('"alice29"', '"alice30"'), "[run] corpora: unknown corpus or group 'alice30'"),
         (BASE + "[[llm]]\ncorpora = ['nope']\n", "[[llm]] 1 corpora: unknown corpus or group 'nope'"),
-        (BASE + "chunk_tokens = '512'\n", "chunk_tokens must be a positive integer or a list of them"),
-        (BASE + "chunk_tokens = [512, 0]\n", "chunk_tokens entries must be positive integers, got 0"),
+        (BASE + "context = '512'\n", "context must be a positive integer or a list of them"),
+        (BASE + "context = [512, 0]\n", "context entries must be positive integers, got 0"),
+        (BASE + "policy = 'rolling'\n", "policy must be one of lanes, chunks, llama-perplexity, lm-eval-rolling"),
+        (BASE + "measure = 'coded'\npolicy = 'lm-eval-rolling'\n", "lm-eval-rolling scores ideal rows only"),
         (BASE + "max_bytes = -1\n", "max_bytes must be >= 0"),
         (BASE + "width = true\n", "width must be a positive integer, got True"),
         (BASE + "measure = 'exact'\n", "measure must be \"coded\", \"ideal\" or \"none\""),

@@ -12,7 +12,7 @@ from bpcbench.bench.matrix import Cell
 from bpcbench.errors import BpcError
 
 CELLS = [Cell("coded" if i % 3 else "ideal", f"llm:m{i % 2}", f"corpus{i}", max_bytes=i * 10,
-              model=f"m{i % 2}", chunk_tokens=512) for i in range(40)]
+              model=f"m{i % 2}", context=512) for i in range(40)]
 CELLS += [Cell("baseline", "zstd-19", f"corpus{i}") for i in range(10)]
 
 
@@ -31,10 +31,10 @@ def test_order_within_a_shard_follows_the_matrix():
 
 def test_split_is_stable_across_processes():
     code = ("from bpcbench.bench.matrix import Cell; from bpcbench.bench import shard; "
-            "print(shard.shard_of(Cell('coded','llm:x','alice29',model='x',chunk_tokens=512), 5))")
+            "print(shard.shard_of(Cell('coded','llm:x','alice29',model='x',context=512), 5))")
     runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
             for _ in range(2)}
-    here = shard.shard_of(Cell("coded", "llm:x", "alice29", model="x", chunk_tokens=512), 5)
+    here = shard.shard_of(Cell("coded", "llm:x", "alice29", model="x", context=512), 5)
     assert runs == {f"{here}\n"}
 
 

@@ -16,10 +16,11 @@ from bpcbench.codec import entropy_model
 from bpcbench.codec.container import Container
 from bpcbench.codec.session import Session, Settings
 from bpcbench.errors import CorruptInput, Mismatch
-from bpcbench.llama.evaluation import plan_chunks
 
-# small chunks and width so short inputs still exercise several chunks and rounds
-SMALL = Settings(chunk_tokens=16, width=8, threads=2)
+# a small window and short lanes, so short inputs still exercise several lanes and slides
+SMALL = Settings(context=16, width=8, min_lane_tokens=40, threads=2)
+# the old disjoint-chunk policy (format version 1)
+CHUNKS = Settings(policy="chunks", context=16, width=8, threads=2)
 
 INPUTS = {
     "empty": b"",
@@ -48,18 +49,19 @@ def test_round_trip_is_byte_exact(tiny_session, name):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.binary(max_size=300), st.integers(min_value=1, max_value=40))
-def test_round_trip_any_bytes_any_chunking(tiny_session, data, chunk_tokens):
-    s = Settings(chunk_tokens=chunk_tokens, width=8, threads=2)
+@given(st.binary(max_size=300), st.integers(min_value=2, max_value=40), st.sampled_from(["lanes", "chunks"]))
+def test_round_trip_any_bytes_any_window(tiny_session, data, context, policy):
+    s = Settings(policy=policy, context=context, width=8, min_lane_tokens=30, threads=2)
     _, _, out = roundtrip(tiny_session, data, s)
     assert out == data
 
 
-def test_many_rounds_of_lockstep(tiny_session):
+def test_many_rounds_of_chunk_lockstep(tiny_session):
     data = INPUTS["text"] * 3  # ~1.4k bytes, ~>24 chunks of 16 tokens: several rounds of width 8
-    blob, stats, out = roundtrip(tiny_session, data)
+    blob, stats, out = roundtrip(tiny_session, data, CHUNKS)
     assert out == data
-    assert stats.n_chunks > 2 * SMALL.width
+    assert stats.n_chunks > 2 * CHUNKS.width
+    assert Container.from_bytes(blob).version == 1
 
 
 def test_compressing_twice_gives_identical_bytes(tiny_session):
@@ -74,11 +76,12 @@ def test_coded_size_close_to_ideal(tiny_session):
     assert stats.coded_bytes * 8 >= stats.ideal_bits * 0.99  # no free lunch either
 
 
-def test_ideal_bits_match_an_independent_softmax(tiny_session):
+@pytest.mark.parametrize("settings_", [SMALL, CHUNKS], ids=["lanes", "chunks"])
+def test_ideal_bits_match_an_independent_softmax(tiny_session, settings_):
     """Recompute Σ −log2 p from the lockstep logits with a plain float64 log-softmax."""
     data = INPUTS["text"]
-    tokens = tiny_session.vocab.tokenize(data).tokens
-    plan = plan_chunks(len(tokens), SMALL.chunk_tokens, SMALL.width)
+    tok, plan = tiny_session.prepare(data, settings_.resolved(tiny_session.model))
+    tokens = tok.tokens
     offs = plan.offsets()
     independent = []
 
@@ -89,8 +92,8 @@ def test_ideal_bits_match_an_independent_softmax(tiny_session):
         independent.append(-lp[np.arange(len(ids)), symbols] / np.log(2))
         return symbols
 
-    tiny_session.evaluator(plan.width, plan.chunk_tokens, SMALL.threads).run(plan, step)
-    _, stats = codec.compress(data, tiny_session, SMALL)
+    tiny_session.evaluator(plan, settings_.threads).run(plan, step)
+    _, stats = codec.compress(data, tiny_session, settings_)
     assert stats.ideal_bits == pytest.approx(np.concatenate(independent).sum(), rel=1e-9)
     assert sum(stats.chunk_ideal_bits) == pytest.approx(stats.ideal_bits, rel=1e-12)
     assert sum(stats.chunk_input_bytes) == len(data)
@@ -181,18 +184,20 @@ def test_environment_mismatch_is_refused_unless_forced(tiny_session, good_blob, 
 
 def test_header_records_what_decoding_needs(good_blob):
     h = Container.from_bytes(good_blob).header
-    for key in ("model", "build", "threads", "n_gpu_layers", "width", "max_width", "chunk_tokens", "n_tokens",
-                "original_bytes", "original_sha256", "start_token", "vocab", "coder"):
+    for key in ("model", "build", "threads", "n_gpu_layers", "policy", "context", "discard", "lanes", "slide",
+                "min_lane_tokens", "max_width", "n_tokens", "original_bytes", "original_sha256", "start_token", "vocab",
+                "coder"):
         assert key in h, key
     assert len(h["model"]["sha256"]) == 16
     assert h["n_tokens"] > 0
     json.dumps(h)
 
 
-def test_inconsistent_chunk_plan_is_refused(tiny_session, good_blob):
-    blob = _rewrite_header(good_blob, width=Container.from_bytes(good_blob).header["width"] + 1)
+def test_inconsistent_chunk_plan_is_refused(tiny_session):
+    v1, _ = codec.compress(INPUTS["text"], tiny_session, CHUNKS)
+    blob = _rewrite_header(v1, width=Container.from_bytes(v1).header["width"] + 1)
     with pytest.raises(CorruptInput, match="chunk plan is inconsistent"):
-        codec.decompress(blob, tiny_session, settings=SMALL)
+        codec.decompress(blob, tiny_session, settings=CHUNKS)
 
 
 def test_header_is_small():

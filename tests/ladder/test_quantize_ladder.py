@@ -18,11 +18,12 @@ from bpcbench import corpora, models, stats
 from bpcbench.bench.matrix import LADDER_CONFIG
 from bpcbench.cli import main
 from bpcbench.codec import entropy_model
-from bpcbench.codec.session import DEFAULT_CHUNK_TOKENS, Session, Settings
+from bpcbench.codec.cross_entropy import cross_entropy
+from bpcbench.codec.session import DEFAULT_CONTEXT_CAP, Session, Settings
 from bpcbench.errors import BpcError
 from bpcbench.ladder import config, quantize, results, scoring
 from bpcbench.ladder.config import LadderConfig
-from bpcbench.ladder.run import prepare_base, run_ladder
+from bpcbench.ladder.run import LadderResult, prepare_base, run_ladder
 from bpcbench.llama.binding import Model
 from bpcbench.report.findings import ladder_markdown
 
@@ -212,21 +213,23 @@ def test_block_scores_match_the_direct_formulas():
     assert np.all(k0 == 0.0) and s0.all()
 
 
+@pytest.mark.parametrize("policy", ["lanes", "chunks"])
 @pytest.mark.parametrize("concurrent", [False, True])
-def test_a_model_against_itself_has_zero_kld_and_full_agreement(tiny_model_path, concurrent):
+def test_a_model_against_itself_has_zero_kld_and_full_agreement(tiny_model_path, concurrent, policy):
     from concurrent.futures import ThreadPoolExecutor
-
-    from bpcbench.llama.evaluation import PrefillEvaluator
 
     data = b"the quick brown fox jumps over the lazy dog. " * 30
     with Session(str(tiny_model_path)) as a, Model(tiny_model_path) as b:
-        tok, plan = a.prepare(data, Settings(chunk_tokens=200, threads=1))
-        text = scoring.Text("t", "", data, tok, plan)
-        with PrefillEvaluator(a.model, chunk_tokens=200, threads=1) as ea, \
-                PrefillEvaluator(b, chunk_tokens=200, threads=1) as eb:
+        settings = Settings(policy=policy, context=200, threads=1).resolved(a.model)
+        tok = a.vocab.tokenize(data)
+        text = scoring.Text("t", "", data, tok, scoring.ideal_plan(len(tok.tokens), settings))
+        with scoring.Evaluator(a.model, settings) as ea, scoring.Evaluator(b, settings) as eb:
             with ThreadPoolExecutor(max_workers=1) as pool:
                 s = scoring.score_side_by_side(ea, eb, text, a.vocab, pool=pool if concurrent else None)
-    assert s.n_tokens == len(tok.tokens) > 200  # more than one chunk
+    assert s.n_tokens == len(tok.tokens) > 200  # more than one chunk; the lane slides
+    segments = 1 if policy == "lanes" else -(-s.n_tokens // 200)  # as many chunks as needed, balanced
+    longest = 200 if policy == "lanes" else -(-s.n_tokens // segments)
+    assert len(text.plan.lengths) == segments and scoring.history([text])["context_max"] == longest
     assert np.all(s.kld == 0.0) and s.same_top.all()
     assert np.array_equal(s.bits, s.bits_base)
     summary = scoring.summarise([s])
@@ -279,15 +282,40 @@ def test_ladder_kld_rises_from_q8_0_to_q2_k(ladder_result):
         assert s["tokens_per_second"] > 0 and lv[x].peak_rss_mb > 0
 
 
-def test_base_bits_are_the_cross_entropy_of_the_codec(ladder_result, tiny_model_path):
-    from bpcbench.codec.cross_entropy import cross_entropy
+def _base_bits_and_cross_entropy(result: LadderResult, data: bytes, model_path) -> tuple[dict, object]:
+    """The base's pooled summary and `cross_entropy` of the same bytes under the ladder's settings."""
+    with Session(str(model_path)) as session:
+        measured = cross_entropy(data, session, result.config.settings())
+    return _by_level(result)["base"].summary["all"], measured
 
+
+def test_base_bits_are_the_cross_entropy_of_the_codec(ladder_result, tiny_model_path):
     data = corpora.take_prefix(corpora.resolve("alice29").read_bytes(), 1200)
-    with Session(str(tiny_model_path)) as session:
-        measured = cross_entropy(data, session, Settings(threads=1))
-    base = _by_level(ladder_result)["base"].summary["all"]
+    base, measured = _base_bits_and_cross_entropy(ladder_result, data, tiny_model_path)
     assert base["n_tokens"] == measured.n_tokens
-    assert base["bits_per_byte"] == pytest.approx(measured.ideal_bits_per_byte, rel=1e-6)
+    assert base["base_bits_per_byte"] * base["input_bytes"] == pytest.approx(measured.ideal_bits, rel=1e-9)
+    assert base["bits_per_byte"] == pytest.approx(measured.ideal_bits_per_byte, rel=1e-9)
+    assert (measured.policy, measured.context) == ("lanes", DEFAULT_CONTEXT_CAP)
+
+
+@pytest.mark.parametrize("policy, context, discard", [("lanes", 48, 20), ("lanes", 64, None), ("chunks", 100, None)])
+def test_base_bits_equal_the_ideal_path_under_every_policy(tiny_model_path, cache, text_file, policy, context,
+                                                           discard):
+    """Windows that slide (or chunks) many times: the same stream evaluation as cross_entropy, bit for bit."""
+    cfg = LadderConfig(base=str(tiny_model_path), levels=["Q8_0"], corpora=[str(text_file)], threads=1,
+                       policy=policy, context=context, discard=discard)
+    result = run_ladder(cfg)
+    base, measured = _base_bits_and_cross_entropy(result, text_file.read_bytes(), tiny_model_path)
+    assert base["n_tokens"] == measured.n_tokens > 3 * context
+    assert base["base_bits_per_byte"] * base["input_bytes"] == pytest.approx(measured.ideal_bits, rel=1e-9)
+    ev = result.meta["evaluation"]
+    assert (ev["policy"], ev["context"]) == (policy, context) == (measured.policy, measured.context)
+    assert ev["discard"] == ((discard or context // 4) if policy == "lanes" else None)
+    assert base["context_mean"] == ev["context_mean"] == pytest.approx(measured.context_mean, rel=1e-12)
+    longest = context if policy == "lanes" else -(-measured.n_tokens // measured.lanes)  # balanced chunks
+    assert (base["context_min"], base["context_max"]) == (1, longest) == (measured.context_min, measured.context_max)
+    assert base["lanes"] == measured.lanes == (1 if policy == "lanes" else -(-measured.n_tokens // context))
+    assert _by_level(result)["Q8_0"].summary["all"]["kld_mean"] > 0
 
 
 def test_outputs_csv_md_png(ladder_result, tmp_path):
@@ -313,7 +341,22 @@ def test_outputs_csv_md_png(ladder_result, tmp_path):
     # the report is rendered from ladder.json alone: the same document gives the same ladder.md
     doc = json.loads(paths["json"].read_text())
     assert ladder_markdown(doc) == md
-    assert len(doc["rows"]) == len(rows) and doc["meta"]["config"]["chunk_tokens"] == DEFAULT_CHUNK_TOKENS
+    assert len(doc["rows"]) == len(rows) and doc["meta"]["config"]["policy"] == "lanes"
+    # the tiny model's training context (4096) is capped at 2048; discard a quarter of it
+    assert doc["meta"]["config"]["context"] is None and doc["meta"]["settings"]["context"] == DEFAULT_CONTEXT_CAP
+    ev = doc["meta"]["evaluation"]
+    assert (ev["policy"], ev["context"], ev["discard"]) == ("lanes", DEFAULT_CONTEXT_CAP, DEFAULT_CONTEXT_CAP // 4)
+    n = rows[0]["n_tokens"]
+    assert ev["lanes"] == 1 and (ev["context_min"], ev["context_max"]) == (1, int(n))  # no slide: n < 2048
+    assert ev["context_mean"] == pytest.approx((int(n) + 1) / 2)
+    for r in rows:
+        assert (r["policy"], r["context_tokens"], r["discard_tokens"]) == ("lanes", "2048", "512")
+        assert (r["lanes"], r["context_min"], r["context_max"]) == ("1", "1", n)
+        assert float(r["context_mean"]) == pytest.approx(ev["context_mean"])
+    assert ("One lane over each text, a KV window of 2,048 tokens (BOS included) that drops the 512 oldest "
+            "after BOS when full") in md
+    assert f"{ev['context_mean']:,.1f} tokens of history per scored token on average (1–{int(n):,})" in md
+    assert "Chunks of ≤" not in md
 
 
 def test_error_level_becomes_a_row(tiny_model_path, cache, text_file, tmp_path):
@@ -335,6 +378,21 @@ def test_cli_ladder(tiny_model_path, cache, text_file, tmp_path, capsys):
     assert rc == 0
     assert {p.name for p in out.iterdir()} >= {"ladder.csv", "ladder.md", "ladder.png", "ladder.json"}
     assert "| Q8_0 |" in capsys.readouterr().out
+
+    for flags, expected, described in (
+            (["--policy", "chunks", "-c", "32"], ("chunks", 32, None),
+             "Disjoint chunks of ≤32 tokens, each from BOS"),
+            (["--context", "32", "--discard", "8"], ("lanes", 32, 8), "a KV window of 32 tokens (BOS included) "
+                                                                      "that drops the 8 oldest after BOS")):
+        run = tmp_path / f"cli-{expected[0]}"
+        assert main(["ladder", str(tiny_model_path), "--levels", "Q8_0", "--corpora", str(text_file),
+                     "--max-bytes", "300", "--out", str(run), "-q", *flags]) == 0
+        ev = json.loads((run / "ladder.json").read_text())["meta"]["evaluation"]
+        assert (ev["policy"], ev["context"], ev["discard"]) == expected and ev["context_max"] == 32
+        assert described in (run / "ladder.md").read_text()
+    capsys.readouterr()
+    assert main(["ladder", str(tiny_model_path), "--policy", "chunks", "--discard", "8", "-q"]) == 2
+    assert "discard applies to the lanes policy only" in capsys.readouterr().err
 
     assert main(["ladder", str(tiny_model_path), "--levels", "Q9_K", "-q"]) == 2
     err = capsys.readouterr().err.strip()
@@ -366,11 +424,12 @@ def test_config_options_win_over_the_toml_table(tmp_path):
     cfg, out = config.merged(path, {"base": None, "levels": "q4_k_m", "max_bytes": 200, "out": None})
     assert (cfg.base, cfg.levels, cfg.corpora, cfg.max_bytes, cfg.threads) == (
         "a.gguf", ["Q4_K_M"], ["alice29", "lcet10"], 200, 1)
-    assert out == Path("there") and cfg.chunk_tokens == DEFAULT_CHUNK_TOKENS
-    assert cfg.settings() == Settings(chunk_tokens=DEFAULT_CHUNK_TOKENS, threads=1)
+    assert out == Path("there") and (cfg.policy, cfg.context, cfg.discard) == ("lanes", None, None)
+    assert cfg.settings() == Settings(policy="lanes", context=None, discard=None, threads=1)
 
-    shipped, out = config.merged(None, {"base": None, "chunk_tokens": 64})
-    assert shipped.base == "smollm2-135m" and shipped.reexpand and shipped.chunk_tokens == 64
+    shipped, out = config.merged(None, {"base": None, "context": 64, "policy": "chunks"})
+    assert shipped.base == "smollm2-135m" and shipped.reexpand and (shipped.policy, shipped.context) == ("chunks", 64)
+    assert shipped.settings() == Settings(policy="chunks", context=64, threads=shipped.threads)
     assert out.parent == Path("results") and out.name.startswith("ladder-")
     own, _ = config.merged(None, {"base": "b.gguf"})  # a base given: the shipped table is not read
     assert not own.reexpand and own.levels == list(quantize.DEFAULT_LEVELS) and own.corpora == ["alice29"]
@@ -379,8 +438,21 @@ def test_config_options_win_over_the_toml_table(tmp_path):
     path.write_text('[ladder]\nbase = "a.gguf"\nmax_bytes = "many"\n')
     with pytest.raises(BpcError, match=r"max_bytes must be a non-negative integer.*'many'"):
         config.merged(path, {})
-    with pytest.raises(BpcError, match="chunk-tokens must be positive"):
-        config.merged(None, {"base": "b.gguf", "chunk_tokens": 0})
+    with pytest.raises(BpcError, match="context must be positive"):
+        config.merged(None, {"base": "b.gguf", "context": 0})
+    with pytest.raises(BpcError, match=r"^unknown policy 'rolling' \(known: lanes, chunks\)$"):
+        config.merged(None, {"base": "b.gguf", "policy": "rolling"})
+    with pytest.raises(BpcError, match="discard applies to the lanes policy only"):
+        config.merged(None, {"base": "b.gguf", "policy": "chunks", "discard": 8})
+    with pytest.raises(BpcError, match=r"discard must be between 1 and context − 1 = 63, got 64"):
+        config.merged(None, {"base": "b.gguf", "context": 64, "discard": 64})
+    with pytest.raises(BpcError, match="context must be at least 2 tokens"):
+        config.merged(None, {"base": "b.gguf", "context": 1})
+    path.write_text('[ladder]\nbase = "a.gguf"\nchunk_tokens = 512\n')  # the old key: strict, not ignored
+    with pytest.raises(BpcError, match=r"unknown key\(s\) chunk_tokens; expected .*policy, context, discard"):
+        config.merged(path, {})
+    path.write_text('[ladder]\nbase = "a.gguf"\npolicy = "chunks"\ncontext = 256\n')
+    assert (config.merged(path, {})[0].policy, config.merged(path, {})[0].context) == ("chunks", 256)
 
 
 def test_bench_config_is_valid():

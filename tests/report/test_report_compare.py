@@ -29,7 +29,7 @@ def row(codec: str, measure: str = "baseline", size: int | None = None, corpus: 
         r.update(coded_bytes=size, container_bytes=size)
     else:
         r.update(model_name=codec.removeprefix("llm:"), model_file_bytes=MODEL_BYTES, model_sha256="2" * 64,
-                 model_quant_type="Q4_1", model_n_params=135_000_000, chunk_tokens=512, n_tokens=5000, n_chunks=10,
+                 model_quant_type="Q4_1", model_n_params=135_000_000, policy="lanes", context_tokens=512, n_tokens=5000, n_chunks=10,
                  encode_seconds=30.0, decode_seconds=31.0, threads=2)
         bits = size * 8 * 0.99
         r.update(ideal_bits=bits, _ci_ideal=(bits / N * 0.95, bits / N * 1.05))
@@ -66,7 +66,7 @@ def test_csv_round_trip_keeps_types_and_empties(tmp_path):
     coded = frame[frame["measure"] == "coded"].iloc[0]
     assert coded["bits_per_byte"] == pytest.approx(3000 * 8 / N)
     assert coded["bits_per_byte_ci95_low"] < coded["bits_per_byte"] < coded["bits_per_byte_ci95_high"]
-    assert frame.loc[0, "chunk_tokens"] is frame.loc[0, "model_name"]  # both pandas.NA for a baseline
+    assert frame.loc[0, "context_tokens"] is frame.loc[0, "model_name"]  # both pandas.NA for a baseline
 
 
 def test_schema_doc_is_generated_from_the_column_list():
@@ -95,12 +95,12 @@ def test_summary_table(tmp_path):
     body = lines[2:]
     order = [ln.split("|")[2].strip() for ln in body]
     # sorted by size; the failed cell is listed as FAILED, never with a size
-    assert order == ["llm:gemma3-270m (ideal ctx 512)", "llm:smollm2-135m (coded ctx 512)", "xz-9e",
+    assert order == ["llm:gemma3-270m (ideal lanes ctx 512)", "llm:smollm2-135m (coded lanes ctx 512)", "xz-9e",
                      "zstd-22-long", "gzip-9", "**FAILED** brotli-11"]
     failed = body[-1]
     assert "round trip mismatch" in failed and "0.0040" not in failed
     cells = {ln.split("|")[2].strip(): [c.strip() for c in ln.split("|")] for ln in body}
-    smol = cells["llm:smollm2-135m (coded ctx 512)"]
+    smol = cells["llm:smollm2-135m (coded lanes ctx 512)"]
     assert smol[3] == "3,000" and smol[4] == f"{3000 * 8 / N:.4f}"
     assert smol[11] == f"{3000 + MODEL_BYTES:,}"  # all-in: coded + model file
     # break-even against zstd-22-long: model bytes * 8 / (bpb_zstd - bpb_model)
@@ -109,7 +109,7 @@ def test_summary_table(tmp_path):
     assert smol[8].endswith("kB/s") and cells["gzip-9"][8].endswith("MB/s")
     # Pareto: gzip fastest, the coded model smallest; xz beats zstd-22-long on both counts
     assert cells["gzip-9"][1] == "*" and smol[1] == "*" and cells["xz-9e"][1] == "*"
-    assert cells["zstd-22-long"][1] == "" and cells["llm:gemma3-270m (ideal ctx 512)"][1] == ""
+    assert cells["zstd-22-long"][1] == "" and cells["llm:gemma3-270m (ideal lanes ctx 512)"][1] == ""
     assert "## FAILED cells" in text and "- FAILED brotli-11 on alice29" in text
     assert "## iso3166-1" in text
     for p in written[1:]:

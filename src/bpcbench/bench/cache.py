@@ -81,7 +81,8 @@ def baseline_material(cell) -> dict:
 
 def model_material(settings, model_sha256: str, build: dict) -> dict:
     return {
-        "model_sha256": model_sha256, "chunk_tokens": settings.chunk_tokens, "width": settings.width,
+        "model_sha256": model_sha256, "policy": settings.policy, "context": settings.context,
+        "min_lane_tokens": settings.min_lane_tokens, "width": settings.width,
         "threads": settings.threads, "n_gpu_layers": settings.n_gpu_layers,
         "llama_cpp_python": llama_cpp_python_version(), "build": build,
         "coder": range_coder.VERSION, "container_format": container.FORMAT_VERSION, "numpy": np.__version__,

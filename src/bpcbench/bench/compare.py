@@ -1,6 +1,6 @@
 """Compare two runs cell by cell, pyperf style, and gate on regressions.
 
-Cells are matched on (corpus, measured bytes, codec, measure, chunk_tokens). For each:
+Cells are matched on (corpus, measured bytes, codec, measure, policy, context). For each:
 
 * bits/byte change in percent; "not significant" unless the change lies outside the 95%
   interval of the difference (stats.significant: the two runs' bootstrap half-widths added
@@ -27,7 +27,7 @@ from bpcbench.bench.results import read_csv, row_failed
 from bpcbench.report.labels import cell_label
 
 MIN_TIMED_SECONDS = 0.1
-KEY = ("corpus_name", "corpus_bytes", "codec", "measure", "chunk_tokens")
+KEY = ("corpus_name", "corpus_bytes", "codec", "measure", "policy", "context_tokens")
 
 
 def _v(x):
@@ -55,7 +55,8 @@ class CellDelta:
     corpus_bytes: int | None
     codec: str
     measure: str
-    chunk_tokens: int | None
+    policy: str | None
+    context_tokens: int | None
     bpb_a: float | None = None
     bpb_b: float | None = None
     bpb_change_percent: float | None = None

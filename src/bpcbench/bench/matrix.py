@@ -8,7 +8,9 @@ A user edits models, corpora, context lengths and prefix sizes here, never in co
     corpora = ["alice29", "iso3166-1"]  # manifest names, groups ("canterbury", "all") or files
     baselines = "all"                   # or a list: ["gzip-9", "zstd-22-long"]; [] for none
     measure = "ideal"                   # what every model × corpus gets: "coded", "ideal", "none"
-    chunk_tokens = [512]                # a list is a context sweep: one cell per value
+    policy = "lanes"                    # lanes (the codec's), chunks; ideal only: llama-perplexity, lm-eval-rolling;
+                                        # a list measures each
+    context = [2048]                    # a list is a context sweep: one cell per value (default: the model's)
     max_bytes = 20000                   # measure a prefix of each corpus (0 = the whole file)
 
     [[llm]]                             # overrides for some models × corpora, later tables win
@@ -37,7 +39,13 @@ from pathlib import Path
 from bpcbench import corpora as corpora_mod
 from bpcbench import models
 from bpcbench.baselines import BASELINES
-from bpcbench.codec.session import DEFAULT_CHUNK_TOKENS, DEFAULT_WIDTH
+from bpcbench.codec.session import (
+    DEFAULT_MIN_LANE_TOKENS,
+    DEFAULT_POLICY,
+    DEFAULT_WIDTH,
+    WINDOW_POLICIES,
+)
+from bpcbench.codec.session import POLICIES as CODED_POLICIES
 from bpcbench.errors import BpcError
 from bpcbench.models import KNOWN_MODELS
 from bpcbench.report.labels import cell_label
@@ -51,6 +59,7 @@ LADDER_CONFIG = MATRICES_DIR / "ladder.toml"
 MEASURES = ("coded", "ideal")
 LLM_MEASURES = MEASURES + ("none",)
 BASELINE = "baseline"
+ALL_POLICIES = CODED_POLICIES + WINDOW_POLICIES  # the window policies score ideal rows only
 
 # key -> (python type(s), description) for the error messages
 _RUN_KEYS = {
@@ -60,14 +69,16 @@ _RUN_KEYS = {
     "corpora": (list, "a list of corpus names, groups or files"),
     "baselines": ((list, str), '"all" or a list of baseline names'),
     "measure": (str, '"coded", "ideal" or "none"'),
-    "chunk_tokens": ((list, int), "a positive integer or a list of them"),
+    "policy": ((list, str), '"lanes", "chunks", "llama-perplexity", "lm-eval-rolling" or a list of them'),
+    "context": ((list, int), "a positive integer or a list of them"),
+    "min_lane_tokens": (int, "a positive integer"),
     "width": (int, "a positive integer"),
     "threads": (int, "a positive integer (0 = default)"),
     "n_gpu_layers": (int, "a non-negative integer"),
     "max_bytes": (int, "a non-negative integer (0 = whole file)"),
     "baseline_repeats": (int, "a positive integer"),
 }
-_LLM_KEYS = {k: _RUN_KEYS[k] for k in ("models", "corpora", "measure", "chunk_tokens", "width",
+_LLM_KEYS = {k: _RUN_KEYS[k] for k in ("models", "corpora", "measure", "policy", "context", "min_lane_tokens", "width",
                                        "threads", "n_gpu_layers", "max_bytes")}
 _RUN_REQUIRED = ("name", "models", "corpora")
 
@@ -81,7 +92,9 @@ class Cell:
     corpus: str  # manifest name or resolved file path
     max_bytes: int = 0  # 0 = the whole file
     model: str | None = None  # registry name or resolved GGUF path; None for baselines
-    chunk_tokens: int | None = None
+    policy: str | None = None
+    context: int | None = None  # None: the model's default for the policy
+    min_lane_tokens: int | None = None
     width: int | None = None
     threads: int | None = None
     n_gpu_layers: int | None = None
@@ -93,7 +106,8 @@ class Cell:
 
     def label(self) -> str:
         """labels.cell_label, from what is known before the cell runs (the corpus name, not its size)."""
-        return cell_label({"codec": self.codec, "measure": self.measure, "chunk_tokens": self.chunk_tokens,
+        return cell_label({"codec": self.codec, "measure": self.measure, "policy": self.policy,
+                           "context_tokens": self.context,
                            "corpus_name": os.path.basename(self.corpus), "max_bytes": self.max_bytes})
 
 
@@ -191,10 +205,10 @@ class _Parser:
     def chunk_list(self, where: str, value) -> list[int]:
         values = [value] if isinstance(value, int) else value
         if not values:
-            raise self.fail(where, "chunk_tokens must not be empty")
+            raise self.fail(where, "context must not be empty")
         for v in values:
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise self.fail(where, f"chunk_tokens entries must be positive integers, got {v!r}")
+                raise self.fail(where, f"context entries must be positive integers, got {v!r}")
         return list(dict.fromkeys(values))
 
     # -- names -> things ---------------------------------------------------------------
@@ -227,7 +241,10 @@ class _Parser:
         corpora = self.corpora("[run] corpora", self.string_list("[run]", "corpora", run["corpora"]))
         defaults = {
             "measure": self.measure("[run]", run.get("measure", "ideal")),
-            "chunk_tokens": self.chunk_list("[run]", run.get("chunk_tokens", [DEFAULT_CHUNK_TOKENS])),
+            "policy": self.policy("[run]", run.get("policy", DEFAULT_POLICY)),
+            "context": self.chunk_list("[run]", run["context"]) if "context" in run else [None],
+            "min_lane_tokens": self.int_value("[run]", "min_lane_tokens",
+                                              run.get("min_lane_tokens", DEFAULT_MIN_LANE_TOKENS), 1),
             "width": self.int_value("[run]", "width", run.get("width", DEFAULT_WIDTH), 1),
             "threads": self.int_value("[run]", "threads", run.get("threads", 0), 0),
             "n_gpu_layers": self.int_value("[run]", "n_gpu_layers", run.get("n_gpu_layers", 0), 0),
@@ -278,15 +295,18 @@ class _Parser:
                     override[key] = self.int_value(where, key, table[key], 1 if key == "width" else 0)
             if "measure" in table:
                 override["measure"] = self.measure(where, table["measure"])
-            if "chunk_tokens" in table:
-                override["chunk_tokens"] = self.chunk_list(where, table["chunk_tokens"])
+            if "context" in table:
+                override["context"] = self.chunk_list(where, table["context"])
+            if "policy" in table:
+                override["policy"] = self.policy(where, table["policy"])
+            if "min_lane_tokens" in table:
+                override["min_lane_tokens"] = self.int_value(where, "min_lane_tokens", table["min_lane_tokens"], 1)
             for m in t_models:
                 for c in t_corpora:
                     plan[(m, c)] = {**plan.get((m, c), defaults), **override}
         return plan
 
-    @staticmethod
-    def model_cells(plan: dict) -> tuple[list[Cell], dict[tuple[str, int], None]]:
+    def model_cells(self, plan: dict) -> tuple[list[Cell], dict[tuple[str, int], None]]:
         """The model cells, and the (corpus, prefix) views they measure (baselines run on each)."""
         cells: list[Cell] = []
         views: dict[tuple[str, int], None] = {}
@@ -294,11 +314,22 @@ class _Parser:
             if s["measure"] == "none":
                 continue
             views[(c, s["max_bytes"])] = None
-            for ctx in s["chunk_tokens"]:
-                cells.append(Cell(measure=s["measure"], codec=model_codec(m), corpus=c, max_bytes=s["max_bytes"],
-                                  model=m, chunk_tokens=ctx, width=s["width"], threads=s["threads"],
-                                  n_gpu_layers=s["n_gpu_layers"]))
+            for policy in s["policy"]:
+                if s["measure"] == "coded" and policy not in CODED_POLICIES:
+                    raise self.fail("policy", f"{policy} scores ideal rows only; coded rows use "
+                                              f"{' or '.join(CODED_POLICIES)} ({m} on {c})")
+                cells += [Cell(measure=s["measure"], codec=model_codec(m), corpus=c, max_bytes=s["max_bytes"],
+                               model=m, policy=policy, context=ctx, min_lane_tokens=s["min_lane_tokens"],
+                               width=s["width"], threads=s["threads"], n_gpu_layers=s["n_gpu_layers"])
+                          for ctx in s["context"]]
         return cells, views
+
+    def policy(self, where: str, value: str | list) -> list[str]:
+        values = [value] if isinstance(value, str) else value
+        for v in values or [None]:
+            if v not in ALL_POLICIES:
+                raise self.fail(where, f"policy must be one of {', '.join(ALL_POLICIES)}, got {v!r}")
+        return list(dict.fromkeys(values))
 
     def measure(self, where: str, value: str) -> str:
         if value not in LLM_MEASURES:

@@ -19,7 +19,13 @@ from bpcbench.bench import cache
 from bpcbench.bench.matrix import BASELINE, Cell
 from bpcbench.codec import compress as coding
 from bpcbench.codec import cross_entropy
-from bpcbench.codec.session import Session, Settings
+from bpcbench.codec.session import (
+    DEFAULT_MIN_LANE_TOKENS,
+    DEFAULT_POLICY,
+    DEFAULT_WIDTH,
+    Session,
+    Settings,
+)
 from bpcbench.corpora import Corpus, count_characters, resolve, take_prefix
 from bpcbench.environment import PeakMemory
 from bpcbench.errors import BpcError
@@ -29,8 +35,10 @@ from bpcbench.stats import bootstrap_interval
 
 
 def settings(cell: Cell) -> Settings:
-    return Settings(chunk_tokens=cell.chunk_tokens, width=cell.width,
-                    threads=cell.threads or default_threads(), n_gpu_layers=cell.n_gpu_layers)
+    """The cell's settings as the matrix gave them (context None: the model's default, see Settings.resolved)."""
+    return Settings(policy=cell.policy or DEFAULT_POLICY, context=cell.context, width=cell.width or DEFAULT_WIDTH,
+                    min_lane_tokens=cell.min_lane_tokens or DEFAULT_MIN_LANE_TOKENS,
+                    threads=cell.threads or default_threads(), n_gpu_layers=cell.n_gpu_layers or 0)
 
 
 class Inputs:
@@ -111,7 +119,7 @@ def describe_row(cell: Cell, inputs: Inputs, run_id: str, host: str) -> dict:
         row.update(codec_library_version=baselines.BASELINES[cell.codec].library_version, backend="cpu")
         return row
     s = settings(cell)
-    row.update(chunk_tokens=s.chunk_tokens, width=s.width, threads=s.threads, n_gpu_layers=s.n_gpu_layers,
+    row.update(policy=s.policy, context_tokens=s.context, width=s.width, threads=s.threads, n_gpu_layers=s.n_gpu_layers,
                llama_cpp_python_version=cache.llama_cpp_python_version())
     try:
         info = inputs.model_info(cell.model)
@@ -145,7 +153,9 @@ def measure(cell: Cell, inputs: Inputs, phase) -> dict:
         else:
             st = _coded(cell, session, s, data, phase, out)
     out.update(n_tokens=st.n_tokens, n_chunks=st.n_chunks, fallback_bytes=st.fallback_bytes,
-               ideal_bits=st.ideal_bits, peak_rss_mb=mem.mb,
+               ideal_bits=st.ideal_bits, peak_rss_mb=mem.mb, policy=st.policy, context_tokens=st.context,
+               lanes=st.lanes, context_mean=st.context_mean, context_min=st.context_min, context_max=st.context_max,
+               scored_bytes=st.scored_bytes, perplexity=st.perplexity,
                _ci_ideal=bootstrap_interval(st.chunk_ideal_bits, st.chunk_input_bytes))
     return out
 

@@ -1,4 +1,4 @@
-"""results.csv: one row per (model, corpus, codec, chunk_tokens), every column defined once here.
+"""results.csv: one row per (model, corpus, codec, policy, context), every column defined once here.
 
 The column list below is the schema: name, type, unit and meaning. docs/results-schema.md
 is generated from it (`python -m bpcbench.bench.results > docs/results-schema.md`) and a test
@@ -21,7 +21,7 @@ from bpcbench import stats
 from bpcbench.atomic import atomic_open
 from bpcbench.errors import BpcError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: policy, context_tokens (was chunk_tokens), lanes, context_mean/min/max
 
 
 @dataclass(frozen=True)
@@ -63,10 +63,17 @@ COLUMNS: list[Column] = [
     # the codec
     C("codec", "str", "-", "`llm:<model_name>` or a baseline: gzip-9, bzip2-9, xz-9e, zstd-19, zstd-22-long, brotli-11."),
     C("measure", "str", "-", "`coded`: real arithmetic coding, compressed and decompressed and compared; `ideal`: cross-entropy only, no file; `baseline`: a classical compressor, round trip checked."),
-    C("chunk_tokens", "int", "tokens", "Context length: maximum tokens per independently coded chunk (each chunk starts from the start token). Empty for baselines."),
-    C("width", "int", "sequences", "Chunks evaluated in lockstep per llama_decode call. Empty for baselines."),
+    C("policy", "str", "-", "How the model saw the text: `lanes` (contiguous lanes, each with a sliding KV window: the codec's default), `chunks` (disjoint chunks, each from BOS), `llama-perplexity` or `lm-eval-rolling` (those tools' windows, ideal rows only). See README, \"What the numbers mean\". Empty for baselines."),
+    C("context_tokens", "int", "tokens", "The policy's window, as resolved for the model: KV cells per lane (BOS included), tokens per chunk, or the tool's n_ctx / max_length. Empty for baselines."),
+    C("width", "int", "sequences", "Most lanes (or chunks) evaluated together per llama_decode call: a speed setting. Empty for baselines."),
+    C("lanes", "int", "lanes", "Cold starts: lanes (coded lanes rows), chunks or windows that start from BOS with no history; 1 for an ideal lanes row (one stream)."),
+    C("context_mean", "float", "tokens", "Mean history per scored token (BOS included): what the row actually measured, below context_tokens by the cold starts and slides."),
+    C("context_min", "int", "tokens", "Smallest history of a scored token."),
+    C("context_max", "int", "tokens", "Largest history of a scored token."),
+    C("scored_bytes", "int", "bytes", "Bytes of the tokens the policy scores: corpus_bytes, except for llama-perplexity, which scores the second half of each window (its ideal_bits_per_byte divides by this)."),
+    C("perplexity", "float", "-", "exp(mean −ln p) over the scored tokens with the model's plain softmax: llama-perplexity's and lm-eval's figure (window policies only)."),
     C("n_tokens", "int", "tokens", "Tokens the input was split into (model rows)."),
-    C("n_chunks", "int", "chunks", "Independent chunks (model rows); the bootstrap resamples these."),
+    C("n_chunks", "int", "pieces", "Pieces the bootstrap resamples (model rows): lanes or chunks of a coded row; chunks, windows or context-sized blocks of the stream for an ideal row."),
     C("fallback_bytes", "int", "bytes", "Input bytes coded as single-byte escape tokens because the tokenizer cannot represent them losslessly."),
     # sizes and the headline
     C("ideal_bits", "float", "bits", "Sum over tokens of −log2 p(token): the size an ideal entropy coder would reach with these probabilities. Empty for baselines."),
@@ -147,19 +154,20 @@ def finish_row(row: dict) -> dict:
         for k in SIZE_COLUMNS:
             row[k] = None
     ideal = row.get("ideal_bits")
-    row["ideal_bits_per_byte"] = _bpb(ideal, n)
+    row["ideal_bits_per_byte"] = _bpb(ideal, row.get("scored_bytes") or n)
     if not failed:
         coded = row.get("coded_bytes")
         row["coded_bits_per_byte"] = _bpb(None if coded is None else coded * 8, n)
         if measure == "ideal":
             headline = row["ideal_bits_per_byte"]
-            row["compression_ratio"] = _div(n, ideal / 8) if ideal else None
+            row["compression_ratio"] = _div(row.get("scored_bytes") or n, ideal / 8) if ideal else None
         else:
             cont = row.get("container_bytes")
             headline = _bpb(None if cont is None else cont * 8, n)
             row["compression_ratio"] = _div(n, cont)
         row["bits_per_byte"] = headline
-        chars = row.get("corpus_characters")
+        # characters are counted over the whole input: no per-character figure for a partial scoring
+        chars = row.get("corpus_characters") if row.get("scored_bytes") in (None, n) else None
         row["bits_per_character"] = _div(headline * n, chars) if headline is not None and chars else None
         if measure == "coded" and ideal:
             row["overhead_percent"] = (8 * coded / ideal - 1) * 100
@@ -247,7 +255,7 @@ def schema_markdown() -> str:
         "",
         "<!-- generated by `python -m bpcbench.bench.results > docs/results-schema.md`; edit src/bpcbench/bench/results.py -->",
         "",
-        f"Schema version {SCHEMA_VERSION}. One row per (model, corpus, codec, chunk_tokens) cell of a bench",
+        f"Schema version {SCHEMA_VERSION}. One row per (model, corpus, codec, policy, context) cell of a bench",
         "matrix; `bpcbench bench` writes it to `results/<run-id>/results.csv` (UTF-8, comma-separated,",
         "header row, empty field = no value).",
         "",

@@ -18,7 +18,8 @@ class _Parser(argparse.ArgumentParser):
     """Usage errors as one line too ('bpcbench: error: ...', exit 2), like every other bad input."""
 
     def error(self, message: str):
-        raise BpcError(f"{self.prog.removeprefix('bpcbench ')}: {message} (see {self.prog} -h)")
+        where = self.prog.removeprefix("bpcbench").strip()
+        raise BpcError(f"{where + ': ' if where else ''}{message} (see {self.prog} -h)")
 
 
 def build_parser() -> argparse.ArgumentParser:

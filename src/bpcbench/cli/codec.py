@@ -59,7 +59,7 @@ def _progress(desc: str, enabled: bool):
 
 
 def _settings(args) -> Settings:
-    given = {k: getattr(args, k) for k in ("chunk_tokens", "width", "threads", "n_gpu_layers")
+    given = {k: getattr(args, k) for k in ("policy", "context", "min_lane_tokens", "width", "threads", "n_gpu_layers")
              if getattr(args, k, None) is not None}
     return Settings(**given)
 
@@ -166,6 +166,7 @@ def register(sub) -> None:
     p.add_argument("-m", "--model", default=DEFAULT_MODEL, help=f"model name or GGUF path (default {DEFAULT_MODEL})")
     options.add_force(p)
     _add_report_flags(p)
+    options.add_policy(p)
     options.add_context(p)
     options.add_width(p)
     options.add_threads(p)

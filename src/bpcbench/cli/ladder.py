@@ -3,6 +3,7 @@
     bpcbench ladder                                  # the shipped config: what `make ladder` runs
     bpcbench ladder BASE.gguf --levels Q8_0,Q4_K_M,Q2_K --corpora alice29 --max-bytes 20000
     bpcbench ladder smollm2-135m --reexpand          # a quantized base, widened to F16 first
+    bpcbench ladder BASE.gguf -c 512 --policy chunks # the old disjoint chunks of ≤512 tokens
     bpcbench ladder --config my-ladder.toml          # a [ladder] table; options given here win
 """
 
@@ -36,7 +37,10 @@ def register(sub) -> None:
                         f"(default {','.join(config.DEFAULT_CORPORA)})")
     p.add_argument("--max-bytes", type=options.non_negative_int, dest="max_bytes",
                    help="measure only this prefix of each corpus, cut to a UTF-8 boundary (default 0: whole file)")
+    options.add_policy(p)
     options.add_context(p)
+    p.add_argument("--discard", type=options.positive_int,
+                   help="lanes: tokens dropped after BOS when the window slides (default context // 4)")
     options.add_threads(p, help="CPU threads for llama.cpp, per model (default half the cores)")
     p.add_argument("--coded-bytes", type=options.non_negative_int, dest="coded_bytes",
                    help="per level, also compress and decompress this prefix of the first corpus (default 0: off)")

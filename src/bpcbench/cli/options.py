@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import argparse
 
-from bpcbench.codec.session import DEFAULT_CHUNK_TOKENS, DEFAULT_WIDTH
+from bpcbench.codec.session import (
+    DEFAULT_CHUNK_TOKENS,
+    DEFAULT_CONTEXT_CAP,
+    DEFAULT_MIN_LANE_TOKENS,
+    DEFAULT_WIDTH,
+    POLICIES,
+)
 
 
 def positive_int(text: str) -> int:
@@ -53,14 +59,21 @@ def add_gpu_layers(p: argparse.ArgumentParser, help: str = "layers to offload to
     p.add_argument("-ngl", "--n-gpu-layers", type=non_negative_int, dest="n_gpu_layers", help=help)
 
 
+def add_policy(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--policy", choices=POLICIES, help="how the text is cut: lanes (default) or the old disjoint chunks")
+    p.add_argument("--min-lane-tokens", type=positive_int, dest="min_lane_tokens",
+                   help=f"a lane per this many tokens, up to --width lanes (default {DEFAULT_MIN_LANE_TOKENS})")
+
+
 def add_context(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--chunk-tokens", type=positive_int, dest="chunk_tokens",
-                   help=f"maximum tokens per independent chunk (default {DEFAULT_CHUNK_TOKENS})")
+    p.add_argument("-c", "--context", type=positive_int,
+                   help=f"lanes: KV window per lane (default the model's training context, at most {DEFAULT_CONTEXT_CAP}); "
+                        f"chunks: tokens per chunk (default {DEFAULT_CHUNK_TOKENS})")
 
 
 def add_width(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=positive_int,
-                   help=f"sequences evaluated in lockstep per llama_decode call (default {DEFAULT_WIDTH})")
+                   help=f"most lanes evaluated together per llama_decode call, a speed setting (default {DEFAULT_WIDTH})")
 
 
 def add_quiet(p: argparse.ArgumentParser) -> None:

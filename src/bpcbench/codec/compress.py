@@ -1,15 +1,16 @@
 """compress / decompress: bytes -> tokens -> lockstep probabilities -> range coder -> container.
 
-Both directions run the same LockstepEvaluator loop; only the step differs (the encoder
-looks its tokens up, the decoder decodes them). That shared loop is what makes decoding
-bit-exact.
+Both directions run the same evaluator loop (lanes, or the old disjoint chunks); only the
+step differs (the encoder looks its tokens up, the decoder decodes them). That shared loop
+is what makes decoding bit-exact. Format version 2 files are coded in lanes; version 1
+files (disjoint chunks) still decode.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -17,8 +18,10 @@ from bpcbench import __version__, stats
 from bpcbench.codec import entropy_model, range_coder
 from bpcbench.codec.container import Container
 from bpcbench.codec.session import Session, Settings, environment
-from bpcbench.errors import CorruptInput, Mismatch
+from bpcbench.codec.tokenization import Tokenized, Vocabulary
+from bpcbench.errors import BpcError, CorruptInput, Mismatch
 from bpcbench.llama.evaluation import Plan, plan_chunks
+from bpcbench.llama.lanes import LanePlan, plan_lanes
 
 # Hashes in the header are cut to 64 bits: plenty to refuse a wrong model or catch a bad
 # decode, and every byte of header is paid by every file.
@@ -31,9 +34,17 @@ class Stats:
     container_bytes: int = 0
     coded_bytes: int = 0  # the range coder's payload alone
     n_tokens: int = 0
-    n_chunks: int = 0
+    n_chunks: int = 0  # independently scored pieces: lanes, chunks, or the ideal stream's bootstrap blocks
     fallback_bytes: int = 0
     ideal_bits: float = 0.0
+    policy: str = ""
+    context: int = 0  # the policy's window
+    lanes: int = 0  # cold starts: each lane (or chunk) starts from BOS with no history
+    context_mean: float = float("nan")  # tokens of history (BOS included) per scored token
+    context_min: int = 0
+    context_max: int = 0
+    scored_bytes: int | None = None  # bytes of the tokens scored, where a policy scores only some (llama-perplexity)
+    perplexity: float = float("nan")  # exp(mean −ln p), plain vocabulary softmax (window policies only)
     chunk_ideal_bits: list = field(default_factory=list)
     chunk_input_bytes: list = field(default_factory=list)
     seconds: float = 0.0
@@ -41,7 +52,7 @@ class Stats:
 
     @property
     def ideal_bits_per_byte(self) -> float:
-        return stats.bits_per_byte(self.ideal_bits, self.input_bytes)
+        return stats.bits_per_byte(self.ideal_bits, self.input_bytes if self.scored_bytes is None else self.scored_bytes)
 
     @property
     def coded_bits_per_byte(self) -> float:
@@ -65,21 +76,19 @@ class Stats:
         return self.input_bytes / 1000 / self.seconds if self.seconds else float("nan")
 
     @classmethod
-    def measured(cls, data: bytes, tok, plan: Plan, chunk_bits: np.ndarray, vocab, t0: float, **sizes) -> "Stats":
-        """Statistics of one pass over `data`, with per-chunk bits and bytes for bootstrap intervals."""
-        offs = plan.offsets()
+    def measured(cls, data: bytes, tok: Tokenized, lengths, piece_bits: np.ndarray, contexts: np.ndarray,
+                 vocab: Vocabulary, t0: float, **fields) -> Stats:
+        """Statistics of one pass over `data`: per-piece bits and bytes (for bootstrap intervals), and
+        the history each scored token had (`contexts`, one entry per token)."""
+        offs = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         return cls(
-            input_bytes=len(data),
-            n_tokens=len(tok.tokens),
-            n_chunks=len(plan.chunk_lengths),
-            fallback_bytes=tok.fallback_bytes,
-            ideal_bits=float(chunk_bits.sum()),
-            chunk_ideal_bits=chunk_bits.tolist(),
-            chunk_input_bytes=[len(vocab.detokenize(tok.tokens[offs[i] : offs[i + 1]]))
-                               for i in range(len(plan.chunk_lengths))],
-            seconds=time.perf_counter() - t0,
-            **sizes,
-        )
+            input_bytes=len(data), n_tokens=len(tok.tokens), n_chunks=len(lengths), fallback_bytes=tok.fallback_bytes,
+            ideal_bits=float(piece_bits.sum()), chunk_ideal_bits=piece_bits.tolist(),
+            chunk_input_bytes=[len(vocab.detokenize(tok.tokens[offs[i] : offs[i + 1]])) for i in range(len(lengths))],
+            context_mean=float(contexts.mean()) if len(contexts) else float("nan"),
+            context_min=int(contexts.min()) if len(contexts) else 0,
+            context_max=int(contexts.max()) if len(contexts) else 0,
+            seconds=time.perf_counter() - t0, **fields)
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -91,37 +100,54 @@ class Stats:
         return d
 
 
+def contexts_of(plan: Plan | LanePlan) -> np.ndarray:
+    """History per scored token, in stream order: 1, 2, … from each chunk's or lane's BOS."""
+    if isinstance(plan, LanePlan):
+        return plan.context_lengths()
+    return np.concatenate([np.arange(1, n + 1) for n in plan.lengths] or [np.zeros(0, dtype=np.int64)])
+
+
+def _plan_header(plan: Plan | LanePlan, settings: Settings, shift: bool | None) -> dict:
+    """What the decoder re-derives the plan from (checked against the plan's own size fields)."""
+    if isinstance(plan, LanePlan):
+        return {"policy": "lanes", "context": plan.context, "discard": plan.discard, "max_width": settings.width,
+                "min_lane_tokens": settings.min_lane_tokens, "lanes": plan.n_lanes,
+                "slide": "shift" if shift else "reeval"}
+    return {"width": plan.width, "chunk_tokens": plan.chunk_tokens, "max_width": settings.width}
+
+
 def compress(data: bytes, session: Session, settings: Settings | None = None, progress=None) -> tuple[bytes, Stats]:
-    settings = settings or Settings()
+    settings = (settings or Settings()).resolved(session.model)
     t0 = time.perf_counter()
     tok, plan = session.prepare(data, settings)
     tokens, offs = tok.tokens, plan.offsets()
     enc = range_coder.Encoder()
     n_escapes = len(session.vocab.escape_bytes)
     factor = entropy_model.TwoLevel.for_alphabet(session.vocab.n_symbols)
-    chunk_bits = np.zeros(len(plan.chunk_lengths))
+    piece_bits = np.zeros(len(plan.lengths))
 
-    def step(chunk_ids: np.ndarray, t: int, logits: np.ndarray) -> np.ndarray:
-        symbols = tokens[offs[chunk_ids] + t]
+    def step(piece_ids: np.ndarray, t: int, logits: np.ndarray) -> np.ndarray:
+        symbols = tokens[offs[piece_ids] + t]
         weights = entropy_model.weights(logits, n_escapes)
-        chunk_bits[chunk_ids] += entropy_model.ideal_bits(weights, symbols)
+        piece_bits[piece_ids] += entropy_model.ideal_bits(weights, symbols)
         outer, inner = factor.tables(weights)
         blocks, within = factor.split(symbols)
         enc.encode(blocks, outer)
         enc.encode(within, inner(blocks))
         return session.vocab.model_input(symbols)
 
-    if plan.chunk_lengths:
-        session.evaluator(plan.width, plan.chunk_tokens, settings.threads).run(plan, step, _on_step(progress, plan))
+    shift = None
+    if plan.lengths:
+        ev = session.evaluator(plan, settings.threads)
+        shift = getattr(ev, "shift", None)
+        ev.run(plan, step, _on_step(progress, plan))
     payload = enc.finish()
     header = {
         "model": {"name": session.info.name, "sha256": session.info.sha256[:HASH_HEX]},
         **environment(settings),
-        "width": plan.width,
-        "chunk_tokens": plan.chunk_tokens,
+        **_plan_header(plan, settings, shift),
         "start_token": session.model.start_token,
-        "n_tokens": plan.n_tokens,  # with chunk_tokens and max_width, re-derives every chunk length
-        "max_width": settings.width,
+        "n_tokens": plan.n_tokens,  # with the plan fields, re-derives every lane or chunk length
         "fallback_bytes": tok.fallback_bytes,
         "vocab": session.vocab.fingerprint[:HASH_HEX],
         "block_symbols": factor.block,
@@ -130,22 +156,19 @@ def compress(data: bytes, session: Session, settings: Settings | None = None, pr
         "payload_words": int(len(payload)),
         "bpcbench": __version__,
     }
-    blob = Container(header, payload).to_bytes()
-    st = Stats.measured(data, tok, plan, chunk_bits, session.vocab, t0,
-                        container_bytes=len(blob), coded_bytes=int(len(payload)) * 4)
+    blob = Container(header, payload, 2 if isinstance(plan, LanePlan) else 1).to_bytes()
+    st = Stats.measured(data, tok, plan.lengths, piece_bits, contexts_of(plan), session.vocab, t0,
+                        container_bytes=len(blob), coded_bytes=int(len(payload)) * 4, policy=settings.policy,
+                        context=settings.context, lanes=len(plan.lengths))
     return blob, st
 
 
-def _on_step(progress, plan: Plan):
+def _on_step(progress, plan):
     """Adapt a tqdm-like bar (reset(total=), update(n)) to the evaluator's per-step callback."""
     if progress is None:
         return None
     progress.reset(total=plan.n_tokens)
     return progress.update
-
-
-def read_header(blob: bytes) -> Container:
-    return Container.from_bytes(blob)
 
 
 def check_compatible(header: dict, session_sha: str, settings: Settings, force: bool = False) -> list[str]:
@@ -167,51 +190,55 @@ def check_compatible(header: dict, session_sha: str, settings: Settings, force: 
     return problems
 
 
+def decoder_plan(container: Container) -> tuple[Plan | LanePlan, bool | None]:
+    """The plan (and slide mode) a header describes; a header whose fields disagree is refused
+    before any model is loaded or any token decoded."""
+    h = container.header
+    try:
+        if container.version == 1:
+            plan = plan_chunks(h["n_tokens"], h["chunk_tokens"], h["max_width"])
+            if plan.width != h["width"]:
+                raise CorruptInput("compressed file's chunk plan is inconsistent (width)")
+            return plan, None
+        plan = plan_lanes(h["n_tokens"], h["max_width"], h["min_lane_tokens"], h["context"], h["discard"])
+    except (BpcError, KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, CorruptInput):
+            raise
+        raise CorruptInput(f"compressed file's lane plan is invalid ({exc})") from None
+    if plan.n_lanes != h["lanes"] or h["slide"] not in ("shift", "reeval"):
+        raise CorruptInput("compressed file's lane plan is inconsistent (lanes or slide)")
+    return plan, h["slide"] == "shift"
+
+
+def _plan_settings(container: Container, threads: int | None, n_gpu_layers: int | None) -> Settings:
+    h = container.header
+    s = Settings(threads=threads or h["threads"], n_gpu_layers=h["n_gpu_layers"] if n_gpu_layers is None else n_gpu_layers,
+                 width=h["max_width"])
+    if container.version == 1:
+        return replace(s, policy="chunks", context=h["chunk_tokens"])
+    return replace(s, policy="lanes", context=h["context"], discard=h["discard"], min_lane_tokens=h["min_lane_tokens"])
+
+
 def decompress(blob: bytes, session: Session | None = None, model_spec: str | None = None,
                settings: Settings | None = None, force: bool = False, progress=None, *,
                threads: int | None = None, n_gpu_layers: int | None = None) -> tuple[bytes, Stats]:
     """Restore the bytes of a .bpcz file.
 
-    Without `settings`, threads and offload are the ones the file records unless
-    `threads` / `n_gpu_layers` override them; without `session`, the model is `model_spec`
-    or the one the header names, loaded for this call.
+    Threads and offload are the ones the file records unless `settings` or `threads` /
+    `n_gpu_layers` override them (a difference is refused unless `force`); without
+    `session`, the model is `model_spec` or the one the header names, loaded for this call.
     """
     t0 = time.perf_counter()
     container = Container.from_bytes(blob)
     h = container.header
-    if settings is None:
-        settings = Settings(threads=threads or h["threads"],
-                            n_gpu_layers=h["n_gpu_layers"] if n_gpu_layers is None else n_gpu_layers)
+    plan, shift = decoder_plan(container)
+    settings = settings or _plan_settings(container, threads, n_gpu_layers)
     own = session is None
     if own:
         session = Session(model_spec or h["model"]["name"], n_gpu_layers=settings.n_gpu_layers)
     try:
         check_compatible(h, session.info.sha256, settings, force)
-        plan = plan_chunks(h["n_tokens"], h["chunk_tokens"], h["max_width"])
-        if plan.width != h["width"]:
-            raise CorruptInput("compressed file's chunk plan is inconsistent (width)")
-        if session.model.start_token != h["start_token"] or session.vocab.fingerprint[:HASH_HEX] != h["vocab"]:
-            raise Mismatch("the model's vocabulary differs from the one recorded in the file")
-        tokens = np.zeros(plan.n_tokens, dtype=np.int32)
-        offs = plan.offsets()
-        dec = range_coder.Decoder(container.payload)
-        n_escapes = len(session.vocab.escape_bytes)
-        factor = entropy_model.TwoLevel.for_alphabet(session.vocab.n_symbols)
-        if h["block_symbols"] != factor.block:
-            raise Mismatch("the file's probability tables are blocked differently from this model's")
-
-        def step(chunk_ids: np.ndarray, t: int, logits: np.ndarray) -> np.ndarray:
-            weights = entropy_model.weights(logits, n_escapes)
-            outer, inner = factor.tables(weights)
-            blocks = dec.decode(outer)
-            symbols = factor.join(blocks, dec.decode(inner(blocks)))
-            if symbols.max() >= factor.n_symbols:
-                raise CorruptInput("decoded a symbol outside the alphabet: the file does not match this model/build")
-            tokens[offs[chunk_ids] + t] = symbols
-            return session.vocab.model_input(symbols)
-
-        if plan.chunk_lengths:
-            session.evaluator(plan.width, plan.chunk_tokens, settings.threads).run(plan, step, _on_step(progress, plan))
+        tokens = _decode_tokens(container, session, plan, shift, settings.threads, progress)
         data = session.vocab.detokenize(tokens)
     finally:
         if own:
@@ -222,6 +249,34 @@ def decompress(blob: bytes, session: Session | None = None, model_spec: str | No
             "model/build; nothing was written"
         )
     st = Stats(input_bytes=len(data), container_bytes=len(blob), coded_bytes=len(container.payload) * 4,
-               n_tokens=plan.n_tokens, n_chunks=len(plan.chunk_lengths), fallback_bytes=h["fallback_bytes"],
+               n_tokens=plan.n_tokens, n_chunks=len(plan.lengths), fallback_bytes=h["fallback_bytes"],
+               lanes=len(plan.lengths), policy="lanes" if isinstance(plan, LanePlan) else "chunks",
                seconds=time.perf_counter() - t0)
     return data, st
+
+
+def _decode_tokens(container: Container, session: Session, plan, shift, threads: int, progress) -> np.ndarray:
+    h = container.header
+    if session.model.start_token != h["start_token"] or session.vocab.fingerprint[:HASH_HEX] != h["vocab"]:
+        raise Mismatch("the model's vocabulary differs from the one recorded in the file")
+    factor = entropy_model.TwoLevel.for_alphabet(session.vocab.n_symbols)
+    if h["block_symbols"] != factor.block:
+        raise Mismatch("the file's probability tables are blocked differently from this model's")
+    tokens = np.zeros(plan.n_tokens, dtype=np.int32)
+    offs = plan.offsets()
+    dec = range_coder.Decoder(container.payload)
+    n_escapes = len(session.vocab.escape_bytes)
+
+    def step(piece_ids: np.ndarray, t: int, logits: np.ndarray) -> np.ndarray:
+        weights = entropy_model.weights(logits, n_escapes)
+        outer, inner = factor.tables(weights)
+        blocks = dec.decode(outer)
+        symbols = factor.join(blocks, dec.decode(inner(blocks)))
+        if symbols.max() >= factor.n_symbols:
+            raise CorruptInput("decoded a symbol outside the alphabet: the file does not match this model/build")
+        tokens[offs[piece_ids] + t] = symbols
+        return session.vocab.model_input(symbols)
+
+    if plan.lengths:
+        session.evaluator(plan, threads, shift=shift).run(plan, step, _on_step(progress, plan))
+    return tokens

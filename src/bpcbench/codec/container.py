@@ -2,6 +2,7 @@
 
 Layout (little-endian):
     b"BPCZ"  u16 format version  u32 header length  header (UTF-8 JSON, zlib with a preset dictionary)
+Version 2: the tokens are coded in lanes (llama/lanes.py); version 1: in disjoint chunks.
     payload: u32 range-coder words
     u32 CRC-32 of everything before it
 The CRC lets a truncated or bit-flipped file fail before any model is loaded; the
@@ -20,7 +21,8 @@ import numpy as np
 from bpcbench.errors import CorruptInput
 
 MAGIC = b"BPCZ"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # written by default; READABLE also decodes
+READABLE = (1, 2)
 _PREFIX = struct.Struct("<4sHI")
 
 # zlib preset dictionary: the header's keys and usual values, so a typical header costs
@@ -32,17 +34,23 @@ _ZDICT = (
     b'"numpy":"2.4.6","original_bytes":,"original_sha256":"","payload_words":,"start_token":1,"threads":2,'
     b'"vocab":"","width":32}gemma3-270m'
 )
+# Version 2 adds the lane plan's keys; version 1's dictionary is kept as it was.
+_ZDICT_BY_VERSION = {
+    1: _ZDICT,
+    2: _ZDICT + b'"context":2048,"discard":512,"lanes":,"min_lane_tokens":8192,"policy":"lanes","slide":"shift"',
+}
 
 
 @dataclass
 class Container:
     header: dict
     payload: np.ndarray  # uint32 words
+    version: int = FORMAT_VERSION
 
     def to_bytes(self) -> bytes:
-        z = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, _ZDICT)
+        z = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, _ZDICT_BY_VERSION[self.version])
         header = z.compress(json.dumps(self.header, separators=(",", ":"), sort_keys=True).encode()) + z.flush()
-        body = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)) + header
+        body = _PREFIX.pack(MAGIC, self.version, len(header)) + header
         body += np.asarray(self.payload, dtype="<u4").tobytes()
         return body + struct.pack("<I", zlib.crc32(body))
 
@@ -53,9 +61,9 @@ class Container:
         if len(blob) < _PREFIX.size + 4:
             raise CorruptInput("compressed file is truncated (shorter than its header)")
         _, version, header_len = _PREFIX.unpack_from(blob)
-        if version != FORMAT_VERSION:
+        if version not in READABLE:
             raise CorruptInput(
-                f"unsupported format version {version}: this bpcbench reads version {FORMAT_VERSION}"
+                f"unsupported format version {version}: this bpcbench reads versions {', '.join(map(str, READABLE))}"
             )
         body, (crc,) = blob[:-4], struct.unpack("<I", blob[-4:])
         end = _PREFIX.size + header_len
@@ -63,7 +71,7 @@ class Container:
             raise CorruptInput("compressed file is truncated (inside its header)")
         if zlib.crc32(body) != crc:
             try:
-                expected = _parse_header(body[_PREFIX.size : end])["payload_words"] * 4 + end + 4
+                expected = _parse_header(body[_PREFIX.size : end], version)["payload_words"] * 4 + end + 4
             except Exception:
                 expected = None
             if expected is not None and expected != len(blob):
@@ -72,15 +80,15 @@ class Container:
                 )
             raise CorruptInput("compressed file is corrupt: CRC-32 mismatch")
         try:
-            header = _parse_header(body[_PREFIX.size : end])
+            header = _parse_header(body[_PREFIX.size : end], version)
         except (ValueError, zlib.error):
             raise CorruptInput("compressed file has an unreadable header") from None
         payload_bytes = body[end:]
         if len(payload_bytes) % 4 or len(payload_bytes) // 4 != header.get("payload_words"):
             raise CorruptInput("compressed file payload length does not match its header")
-        return cls(header, np.frombuffer(payload_bytes, dtype="<u4").astype(np.uint32))
+        return cls(header, np.frombuffer(payload_bytes, dtype="<u4").astype(np.uint32), version)
 
 
-def _parse_header(raw: bytes) -> dict:
-    z = zlib.decompressobj(-15, _ZDICT)
+def _parse_header(raw: bytes, version: int) -> dict:
+    z = zlib.decompressobj(-15, _ZDICT_BY_VERSION[version])
     return json.loads(z.decompress(raw) + z.flush())

@@ -5,26 +5,46 @@ The defaults live here and nowhere else: the CLI, the bench matrix and the ladde
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from bpcbench.codec import range_coder
 from bpcbench.codec.tokenization import Tokenized, Vocabulary
+from bpcbench.errors import BpcError
 from bpcbench.llama.binding import Closeable, Model, build_info, default_threads
 from bpcbench.llama.evaluation import LockstepEvaluator, Plan, plan_chunks
+from bpcbench.llama.lanes import LaneEvaluator, LanePlan, default_discard, plan_lanes
 from bpcbench.models import describe
 
-DEFAULT_CHUNK_TOKENS = 512
-DEFAULT_WIDTH = 32
+POLICIES = ("lanes", "chunks")  # how the coder cuts the token stream (llama/lanes.py, llama/evaluation.py)
+WINDOW_POLICIES = ("llama-perplexity", "lm-eval-rolling")  # ideal rows only: those tools' windows (codec/policies.py)
+DEFAULT_POLICY = "lanes"
+DEFAULT_CONTEXT_CAP = 2048  # lanes: the model's training context, capped here
+DEFAULT_CHUNK_TOKENS = 512  # chunks: the window of the old disjoint-chunk policy
+DEFAULT_WIDTH = 32  # lanes (or chunks) evaluated together
+DEFAULT_MIN_LANE_TOKENS = 8192  # a lane per this many tokens, up to the width (CPU speed does not grow with lanes: see README)
 
 
 @dataclass
 class Settings:
-    chunk_tokens: int = DEFAULT_CHUNK_TOKENS
+    """How a text is evaluated; `context` and `discard` None mean the model's defaults (resolved())."""
+
+    policy: str = DEFAULT_POLICY
+    context: int | None = None  # lanes: KV window per lane, BOS included; chunks: tokens per chunk
     width: int = DEFAULT_WIDTH
+    min_lane_tokens: int = DEFAULT_MIN_LANE_TOKENS
+    discard: int | None = None  # lanes: tokens dropped when a lane slides (default context // 4)
     threads: int = field(default_factory=default_threads)
     n_gpu_layers: int = 0
+
+    def resolved(self, model: Model) -> Settings:
+        if self.policy not in POLICIES + WINDOW_POLICIES:
+            raise BpcError(f"unknown policy {self.policy!r} (known: {', '.join(POLICIES + WINDOW_POLICIES)})")
+        context = self.context or (DEFAULT_CHUNK_TOKENS if self.policy == "chunks"
+                                   else min(model.n_ctx_train or DEFAULT_CONTEXT_CAP, DEFAULT_CONTEXT_CAP))
+        discard = self.discard or default_discard(context) if self.policy == "lanes" else None
+        return replace(self, context=context, discard=discard)
 
 
 def environment(settings: Settings) -> dict:
@@ -44,23 +64,35 @@ class Session(Closeable):
         self.info = describe(model_spec)
         self.model = Model(self.info.path, n_gpu_layers=n_gpu_layers)
         self.vocab = Vocabulary.from_model(self.model)
-        self._evaluators: dict[tuple, LockstepEvaluator] = {}
+        self._evaluators: dict[tuple, LockstepEvaluator | LaneEvaluator] = {}
 
-    def prepare(self, data: bytes, settings: Settings) -> tuple[Tokenized, Plan]:
-        """Tokens and chunk plan: the same for the coder and the ideal path, so both measure one thing."""
+    def prepare(self, data: bytes, settings: Settings) -> tuple[Tokenized, Plan | LanePlan]:
+        """Tokens and the coder's plan (chunks or lanes) for fully resolved settings."""
         tok = self.vocab.tokenize(data)
-        return tok, plan_chunks(len(tok.tokens), settings.chunk_tokens, settings.width)
+        n = len(tok.tokens)
+        if settings.policy == "chunks":
+            return tok, plan_chunks(n, settings.context, settings.width)
+        return tok, plan_lanes(n, settings.width, settings.min_lane_tokens, settings.context, settings.discard)
 
-    def evaluator(self, width: int, chunk_tokens: int, threads: int) -> LockstepEvaluator:
-        key = (width, chunk_tokens, threads)
+    def evaluator(self, plan: Plan | LanePlan, threads: int, shift: bool | None = None):
+        """The lockstep evaluator for a plan, reused across files of one session."""
+        if isinstance(plan, LanePlan):
+            key = ("lanes", plan.n_lanes, plan.context, threads, shift)
+            make = lambda: LaneEvaluator(self.model, lanes=plan.n_lanes, context=plan.context,  # noqa: E731
+                                         threads=threads, shift=shift)
+        else:
+            key = ("chunks", plan.width, plan.chunk_tokens, threads)
+            make = lambda: LockstepEvaluator(self.model, width=plan.width, chunk_tokens=plan.chunk_tokens,  # noqa: E731
+                                             threads=threads)
         if key not in self._evaluators:
-            self._evaluators[key] = LockstepEvaluator(
-                self.model, width=width, chunk_tokens=chunk_tokens, threads=threads
-            )
+            self._evaluators[key] = make()
         return self._evaluators[key]
 
-    def close(self) -> None:
+    def close_evaluators(self) -> None:
         for ev in self._evaluators.values():
             ev.close()
         self._evaluators.clear()
+
+    def close(self) -> None:
+        self.close_evaluators()
         self.model.close()

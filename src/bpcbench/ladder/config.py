@@ -2,13 +2,14 @@
 
 The order of precedence is one rule, `merged`: command-line values that were given win over
 the TOML table, which wins over the defaults below. With neither a base nor a config file the
-shipped config (bench/matrices/ladder.toml, what `make ladder` runs) is read. Chunk length and
-the other evaluation settings default to the codec's own (bpcbench.codec.session).
+shipped config (bench/matrices/ladder.toml, what `make ladder` runs) is read. The context
+policy and its window default to the codec's own (bpcbench.codec.session): lanes, a window of
+the model's training context capped at 2048 tokens (context None), sliding by a quarter.
 
 >>> cfg, out = merged(None, {"base": "base-f16.gguf", "levels": "q8_0", "corpora": ["alice29,lcet10"],
 ...                          "max_bytes": 4000, "out": "results/demo"})
->>> cfg.levels, cfg.corpora, cfg.max_bytes, cfg.chunk_tokens == DEFAULT_CHUNK_TOKENS, str(out)
-(['Q8_0'], ['alice29', 'lcet10'], 4000, True, 'results/demo')
+>>> cfg.levels, cfg.corpora, cfg.max_bytes, (cfg.policy, cfg.context, cfg.discard), str(out)
+(['Q8_0'], ['alice29', 'lcet10'], 4000, ('lanes', None, None), 'results/demo')
 >>> shipped, _ = merged(None, {})
 >>> shipped.base, shipped.reexpand, len(shipped.levels)
 ('smollm2-135m', True, 10)
@@ -24,10 +25,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from bpcbench.bench.matrix import LADDER_CONFIG, shipped
-from bpcbench.codec.session import DEFAULT_CHUNK_TOKENS, Settings
+from bpcbench.codec.session import (
+    DEFAULT_MIN_LANE_TOKENS,
+    DEFAULT_POLICY,
+    POLICIES,
+    Settings,
+)
 from bpcbench.errors import BpcError
 from bpcbench.ladder import quantize
 from bpcbench.llama.binding import default_threads
+from bpcbench.llama.lanes import check_window, default_discard
 
 DEFAULT_CORPORA = ("alice29",)
 RESULTS_ROOT = "results"
@@ -38,7 +45,10 @@ CONFIG_KEYS = {
     "levels": ((list, str), "a list of quantization levels"),
     "corpora": ((list, str), "a list of corpus names, groups or files"),
     "max_bytes": (int, "a non-negative integer (0 = the whole file)"),
-    "chunk_tokens": (int, "a positive integer"),
+    "policy": (str, f"a context policy ({' or '.join(POLICIES)})"),
+    "context": (int, "a positive integer (lanes: KV window, BOS included; chunks: tokens per chunk)"),
+    "discard": (int, "a positive integer (lanes: tokens dropped when the window slides)"),
+    "min_lane_tokens": (int, "a positive integer (the coded check's lanes)"),
     "threads": (int, "a positive integer"),
     "reexpand": (bool, "true or false"),
     "imatrix": (str, "an importance matrix file"),
@@ -59,7 +69,10 @@ class LadderConfig:
     levels: list[str] = field(default_factory=lambda: list(quantize.DEFAULT_LEVELS))
     corpora: list[str] = field(default_factory=lambda: list(DEFAULT_CORPORA))
     max_bytes: int = 0  # measure a prefix of each corpus (take_prefix); 0 = the whole file
-    chunk_tokens: int = DEFAULT_CHUNK_TOKENS
+    policy: str = DEFAULT_POLICY  # "lanes" or "chunks", as the codec (bpcbench.codec.session)
+    context: int | None = None  # None: the model's default (Settings.resolved)
+    discard: int | None = None  # lanes only; None: context // 4
+    min_lane_tokens: int = DEFAULT_MIN_LANE_TOKENS  # the coded check's lanes; scoring is one lane
     threads: int = field(default_factory=_half_the_cores)  # per model; two run at once
     reexpand: bool = False  # widen a quantized base to F16 first
     imatrix: str | None = None
@@ -74,18 +87,32 @@ class LadderConfig:
         self.corpora = _names(self.corpora)
         if not self.corpora:
             raise BpcError("no corpora given")
-        for name, least in (("chunk_tokens", 1), ("threads", 1), ("max_bytes", 0), ("coded_bytes", 0)):
+        for name, least in (("threads", 1), ("max_bytes", 0), ("coded_bytes", 0), ("min_lane_tokens", 1),
+                            ("context", 1), ("discard", 1)):
             value = getattr(self, name)
+            if value is None and name in ("context", "discard"):
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 what = "positive" if least else "zero or positive"
                 raise BpcError(f"{name.replace('_', '-')} must be {what}, got {value!r}")
+        self._check_policy()
         if self.imatrix and not Path(self.imatrix).is_file():
             raise BpcError(f"importance matrix not found: {self.imatrix}")
         return self
 
+    def _check_policy(self) -> None:
+        if self.policy not in POLICIES:
+            raise BpcError(f"unknown policy {self.policy!r} (known: {', '.join(POLICIES)})")
+        if self.policy == "chunks" and self.discard is not None:
+            raise BpcError("discard applies to the lanes policy only (chunks never slide)")
+        if self.policy == "lanes" and self.context is not None:
+            check_window(self.context, self.discard or default_discard(self.context))
+
     def settings(self) -> Settings:
-        """The codec settings every evaluation of this ladder runs under (tokens, plan, coded check)."""
-        return Settings(chunk_tokens=self.chunk_tokens, threads=self.threads)
+        """The codec settings every evaluation of this ladder runs under (scoring and coded check);
+        `.resolved(model)` fills in the model's default context and discard."""
+        return Settings(policy=self.policy, context=self.context, min_lane_tokens=self.min_lane_tokens,
+                        discard=self.discard, threads=self.threads)
 
 
 def _names(values) -> list[str]:

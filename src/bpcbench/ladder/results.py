@@ -47,7 +47,14 @@ COLUMNS: list[Column] = [
     C("tensor_types", "str", "-", "`type:count` for each ggml type in the file, most common first."),
     C("tensor_fallbacks", "str", "-", "`N× asked→given` for each pair of types the quantizer fell back between."),
     C("input_bytes", "int", "bytes", "Bytes measured: each corpus's prefix (cut back to a UTF-8 character boundary), summed for `all`."),
-    C("n_tokens", "int", "tokens", "Tokens scored (every token of every chunk)."),
+    C("n_tokens", "int", "tokens", "Tokens scored (every token of the text)."),
+    C("policy", "str", "-", "How both models saw the text, as the codec's ideal path (codec.cross_entropy) does: `lanes` (one lane over the whole text, a sliding KV window) or `chunks` (disjoint chunks, each from BOS)."),
+    C("context_tokens", "int", "tokens", "The policy's window, resolved for the base: KV cells of the lane (BOS included), or tokens per chunk."),
+    C("discard_tokens", "int", "tokens", "lanes: tokens dropped after BOS each time the window slides; empty for chunks."),
+    C("lanes", "int", "lanes", "Cold starts: segments that start from BOS with no history (one per text for lanes, one per chunk for chunks), summed for `all`."),
+    C("context_mean", "float", "tokens", "Mean history per scored token (BOS included): below context_tokens by the cold starts and slides."),
+    C("context_min", "int", "tokens", "Smallest history of a scored token."),
+    C("context_max", "int", "tokens", "Largest history of a scored token."),
     C("bits_per_byte", "float", "bits/byte", "HEADLINE. Σ −log2 p(token) under the level, with the coder's distribution, per input byte (the ideal size; no file)."),
     C("delta_bits_per_byte", "float", "bits/byte", "bits_per_byte − the base's, on the same tokens."),
     C("delta_bits_per_byte_uncertainty", "float", "bits/byte", "Standard error of delta_bits_per_byte from the per-token paired differences (tokens treated as independent, as llama-perplexity does)."),
@@ -74,10 +81,11 @@ del C
 COLUMN_NAMES = [c.name for c in COLUMNS]
 
 
-def _common(r: LevelResult, base_label: str) -> dict:
-    """The columns a level's rows share, from its report and its run."""
-    rep = r.report
-    row = {"level": r.level, "kind": r.kind, "base_label": base_label, "error": r.error,
+def _common(r: LevelResult, result: LadderResult) -> dict:
+    """The columns a level's rows share, from its report, its run and the ladder's evaluation."""
+    rep, ev = r.report, result.meta["evaluation"]
+    row = {"level": r.level, "kind": r.kind, "base_label": result.base.label, "error": r.error,
+           "policy": ev["policy"], "context_tokens": ev["context"], "discard_tokens": ev["discard"],
            "peak_rss_mb": r.peak_rss_mb if r.kind != "base" else None, "coded_check": r.coded_check,
            "coded_bits_per_byte": r.coded_bits_per_byte if r.coded_check else None}
     if rep is not None:
@@ -93,7 +101,7 @@ def rows(result: LadderResult) -> list[dict]:
     """One row per level and corpus, plus one per level for all corpora pooled ("all")."""
     out = []
     for r in result.levels:
-        common = _common(r, result.base.label)
+        common = _common(r, result)
         if not r.summary:
             out.append(_plain({**common, "corpus": POOLED}))
             continue

@@ -1,10 +1,12 @@
 """The ladder: quantize every level (cached), evaluate each beside the base, summarise.
 
 Each level is loaded next to the base and both are fed the same texts: each corpus cut with
-`corpora.take_prefix` (a UTF-8 boundary), tokenized and planned by the codec's own
-`Session.prepare` under `LadderConfig.settings()`, so the base's bits are exactly what
-`cross_entropy` reports for the same bytes. Scoring is in `scoring`, statistics in `stats`,
-peak memory from `environment.PeakMemory`, files from `results`.
+`corpora.take_prefix` (a UTF-8 boundary), tokenized by the codec's vocabulary and evaluated
+under `LadderConfig.settings()` resolved for the base (policy, context, discard), exactly as
+`cross_entropy` evaluates it: one sliding lane over the whole text (lanes) or disjoint chunks
+(chunks). So the base's bits are what `cross_entropy` reports for the same bytes and settings,
+and the coded check runs the codec under the same settings. Scoring is in `scoring`,
+statistics in `stats`, peak memory from `environment.PeakMemory`, files from `results`.
 
 Threads: `threads` is per model, and base and level decode at the same time in two Python
 threads (llama_decode releases the GIL). The default, half the cores, gives each model one
@@ -41,9 +43,17 @@ from bpcbench.environment import PeakMemory
 from bpcbench.errors import BpcError
 from bpcbench.ladder import quantize
 from bpcbench.ladder.config import LadderConfig
-from bpcbench.ladder.scoring import POOLED, Scores, Text, score_side_by_side, summarise
+from bpcbench.ladder.scoring import (
+    POOLED,
+    Evaluator,
+    Scores,
+    Text,
+    history,
+    ideal_plan,
+    score_side_by_side,
+    summarise,
+)
 from bpcbench.llama.binding import Model, build_info
-from bpcbench.llama.evaluation import PrefillEvaluator
 
 BASE_LEVEL = "base"
 _HIGH_PRECISION = {"ALL_F32": "F32", "F32": "F32", "F16": "F16", "BF16": "BF16"}
@@ -99,14 +109,15 @@ class LevelResult:
     error: str = ""
 
     def summarise(self, texts: list[Text]) -> None:
-        """Statistics per text and pooled; the per-token arrays are dropped."""
-        self.summary = {t.name: summarise([s]) for t, s in zip(texts, self.scores)}
-        self.summary[POOLED] = summarise(self.scores)
+        """Statistics per text and pooled, with the history the tokens had; the per-token arrays are dropped."""
+        self.summary = {t.name: {**summarise([s]), **history([t])} for t, s in zip(texts, self.scores)}
+        self.summary[POOLED] = {**summarise(self.scores), **history(texts)}
         self.scores = []
 
 
 def coded_check(path: str, data: bytes, settings: Settings) -> tuple[str, float, str]:
-    """A real lockstep compress + decompress of `data`; ('ok'|'FAIL', coded bits/byte, message)."""
+    """A real lockstep compress + decompress of `data` under the ladder's settings;
+    ('ok'|'FAIL', coded bits/byte, message)."""
     try:
         with Session(path) as session:
             blob, result = compress(data, session, settings)
@@ -118,15 +129,15 @@ def coded_check(path: str, data: bytes, settings: Settings) -> tuple[str, float,
     return "ok", result.coded_bits_per_byte, ""
 
 
-def _evaluate(res: LevelResult, base_ev: PrefillEvaluator, texts: list[Text], vocab: Vocabulary,
-              cfg: LadderConfig, progress) -> None:
-    """Score the level of `res` beside the base on every text; its peak memory and wall time."""
+def _evaluate(res: LevelResult, base_ev: Evaluator, texts: list[Text], vocab: Vocabulary, progress) -> None:
+    """Score the level of `res` beside the base, under the base's settings, on every text; its peak
+    memory and wall time."""
     t0 = time.perf_counter()
     with PeakMemory() as peak, Model(res.report.path) as model:
         if model.n_vocab != base_ev.model.n_vocab:
             raise BpcError(f"{Path(res.report.path).name}: vocabulary of {model.n_vocab} tokens, "
                            f"the base has {base_ev.model.n_vocab}")
-        with PrefillEvaluator(model, chunk_tokens=cfg.chunk_tokens, threads=cfg.threads) as ev, \
+        with Evaluator(model, base_ev.settings) as ev, \
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="ladder-level") as pool:
             res.scores = [score_side_by_side(base_ev, ev, t, vocab, progress, pool) for t in texts]
     res.peak_rss_mb = peak.mb
@@ -147,7 +158,8 @@ def _log_level(log, res: LevelResult) -> None:
 class LadderResult:
     config: LadderConfig
     base: Base
-    texts: list  # of dicts: name, sha256, input_sha256, bytes, tokens, chunks, fallback_bytes
+    texts: list  # of dicts: name, sha256, input_sha256, bytes, tokens, fallback_bytes, and the history
+    # of the scored tokens: lanes, context_mean, context_min, context_max (scoring.history)
     levels: list  # of LevelResult, base first
     meta: dict
 
@@ -172,18 +184,19 @@ def _quantize_levels(base: Base, cfg: LadderConfig, log) -> list[LevelResult]:
     return out
 
 
-def _prepare_texts(session: Session, cfg: LadderConfig) -> list[Text]:
+def _prepare_texts(session: Session, cfg: LadderConfig, settings: Settings) -> list[Text]:
+    """Each corpus prefix, tokenized, with the plan `cross_entropy` evaluates under `settings`."""
     manifest = corpora.load_manifest()
     texts = []
     for name in corpora.expand(cfg.corpora, manifest):
         corpus = corpora.resolve(name, manifest)
         data = corpora.take_prefix(corpus.read_bytes(), cfg.max_bytes)
-        tok, plan = session.prepare(data, cfg.settings())
-        texts.append(Text(corpus.name, corpus.sha256, data, tok, plan))
+        tok = session.vocab.tokenize(data)
+        texts.append(Text(corpus.name, corpus.sha256, data, tok, ideal_plan(len(tok.tokens), settings)))
     return texts
 
 
-def _run_levels(levels: list[LevelResult], base_ev: PrefillEvaluator, texts: list[Text], vocab: Vocabulary,
+def _run_levels(levels: list[LevelResult], base_ev: Evaluator, texts: list[Text], vocab: Vocabulary,
                 cfg: LadderConfig, log, progress) -> list[Scores]:
     """Evaluate and summarise every level in place; return the base's own scores."""
     base_scores, base_seconds = None, []
@@ -191,14 +204,14 @@ def _run_levels(levels: list[LevelResult], base_ev: PrefillEvaluator, texts: lis
         if res.report is None:
             continue
         try:
-            _evaluate(res, base_ev, texts, vocab, cfg, progress)
+            _evaluate(res, base_ev, texts, vocab, progress)
         except BpcError as e:
             log(f"{res.level}: {e}")
             res.error = str(e)
             continue
         if cfg.coded_bytes and texts:
             res.coded_check, res.coded_bits_per_byte, res.error = coded_check(
-                res.report.path, corpora.take_prefix(texts[0].data, cfg.coded_bytes), cfg.settings())
+                res.report.path, corpora.take_prefix(texts[0].data, cfg.coded_bytes), base_ev.settings)
             if res.error:
                 log(f"{res.level}: {res.error}")
         if base_scores is None:
@@ -232,20 +245,24 @@ def run_ladder(cfg: LadderConfig, log: Callable[[str], None] | None = None, prog
     log(f"base: {base.label} ({base.report.file_mb:.1f} MB, {base.report.bits_per_weight:.2f} bits/weight)")
     levels = _quantize_levels(base, cfg, log)
     with Session(base.path) as session:
-        texts = _prepare_texts(session, cfg)
-        with PrefillEvaluator(session.model, chunk_tokens=cfg.chunk_tokens, threads=cfg.threads) as base_ev:
+        settings = cfg.settings().resolved(session.model)
+        texts = _prepare_texts(session, cfg, settings)
+        with Evaluator(session.model, settings) as base_ev:
             base_scores = _run_levels(levels, base_ev, texts, session.vocab, cfg, log, progress)
     base_res = LevelResult(BASE_LEVEL, "base", base.report, base_scores)
     base_res.summarise(texts)
     levels.insert(0, base_res)
     _mark_pareto(levels)
+    meta = _meta(cfg, base, settings, texts, time.perf_counter() - t_start)
+    return LadderResult(cfg, base, meta["texts"], levels, meta)
+
+
+def _meta(cfg: LadderConfig, base: Base, settings: Settings, texts: list[Text], wall_seconds: float) -> dict:
+    """The run's metadata; `evaluation` is how every text was evaluated: the resolved policy and
+    window, and the history of the scored tokens (per text in `texts`)."""
     text_meta = [{"name": t.name, "sha256": t.sha256, "input_sha256": hashlib.sha256(t.data).hexdigest(),
-                  "bytes": len(t.data), "tokens": int(len(t.tokens)), "chunks": len(t.plan.chunk_lengths),
-                  "fallback_bytes": t.tokenized.fallback_bytes} for t in texts]
-    return LadderResult(cfg, base, text_meta, levels, _meta(cfg, base, text_meta, time.perf_counter() - t_start))
-
-
-def _meta(cfg: LadderConfig, base: Base, text_meta: list[dict], wall_seconds: float) -> dict:
+                  "bytes": len(t.data), "tokens": int(len(t.tokens)), "fallback_bytes": t.tokenized.fallback_bytes,
+                  **history([t])} for t in texts]
     bi = build_info()
     return {
         "bpcbench": __version__,
@@ -256,7 +273,9 @@ def _meta(cfg: LadderConfig, base: Base, text_meta: list[dict], wall_seconds: fl
                  "source_type": base.source_type,
                  "source": base.source.as_dict() if base.source else None, "report": base.report.as_dict()},
         "config": asdict(cfg),
-        "settings": asdict(cfg.settings()),
+        "settings": asdict(settings),
+        "evaluation": {"policy": settings.policy, "context": settings.context, "discard": settings.discard,
+                       **history(texts)},
         "texts": text_meta,
         "llama_cpp_python": bi.llama_cpp_python,
         "build": bi.as_dict(),

@@ -1,9 +1,18 @@
 """Base and level side by side: bits under both, KL divergence and top-token agreement, per token.
 
-Both models are fed the same chunks (the codec's tokenization and chunk plan, evaluated on
-the prefill path as in `cross_entropy`). Their logits are scored block by block as they come
-out of llama.cpp, so no store of base logits is needed: memory does not grow with corpus ×
-vocabulary, only by a few numbers per token for the median and percentiles.
+Both models are fed the same token stream under the same context policy as the codec's ideal
+path (`codec.cross_entropy`), each through its own `Evaluator`:
+
+* ``lanes`` (the default): one lane over the whole text (llama/lanes.py StreamEvaluator), a
+  KV window of `context` tokens (BOS included) that drops the `discard` oldest tokens after
+  BOS when full. Both windows slide at the same token positions, so the two models' blocks
+  have the same lengths and are scored pair by pair.
+* ``chunks``: disjoint chunks of at most `context` tokens, each from BOS, as many as the text
+  needs (never rounded to a width), each prefilled (llama/evaluation.py PrefillEvaluator).
+
+Their logits are scored block by block as they come out of llama.cpp, so no store of base
+logits is needed: memory does not grow with corpus × vocabulary, only by a few numbers per
+token for the median and percentiles.
 
 The bits are the coder's: `entropy_model.weights` (tokens, then escapes) and
 `entropy_model.ideal_bits`, exactly what `cross_entropy` sums. The other statistics use the
@@ -18,7 +27,8 @@ names and definitions of llama.cpp's `perplexity --kl-divergence`:
 * Δp RMS: root mean square of p_level(token) − p_base(token) for the actual next token.
 
 Unlike llama-perplexity, which scores only the second half of each context window, every
-token is scored, exactly as the bits-per-byte figure counts them.
+token is scored, exactly as the bits-per-byte figure counts them; `history` says how many
+tokens of context (BOS included) each had.
 
 >>> logits = np.array([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=np.float32)
 >>> bits_b, bits_q, kld, same = block_scores(logits, logits.copy(), np.array([0, 1]), n_escapes=0)
@@ -40,8 +50,12 @@ import numpy as np
 
 from bpcbench import corpora, stats
 from bpcbench.codec import entropy_model
+from bpcbench.codec.compress import contexts_of
+from bpcbench.codec.session import Settings
 from bpcbench.codec.tokenization import Tokenized, Vocabulary
-from bpcbench.llama.evaluation import Plan, PrefillEvaluator
+from bpcbench.llama.binding import Closeable, Model
+from bpcbench.llama.evaluation import Plan, PrefillEvaluator, plan_chunks
+from bpcbench.llama.lanes import LanePlan, StreamEvaluator, plan_lanes
 
 # the name of all texts pooled, beside each text's own: the corpora's implicit group of every corpus
 POOLED = corpora.ALL_GROUP
@@ -49,19 +63,63 @@ POOLED = corpora.ALL_GROUP
 BLOCK_ELEMENTS = 1 << 21
 
 
+def ideal_plan(n_tokens: int, settings: Settings) -> Plan | LanePlan:
+    """The segments `codec.cross_entropy` evaluates for resolved settings: one lane over the
+    whole stream, or as many chunks as the text needs (never rounded to a width).
+
+    >>> ideal_plan(10, Settings(policy="lanes", context=4, discard=1)).lengths
+    (10,)
+    >>> ideal_plan(10, Settings(policy="chunks", context=4)).lengths
+    (4, 3, 3)
+    """
+    if settings.policy == "chunks":
+        return plan_chunks(n_tokens, settings.context, n_tokens + 1)
+    return plan_lanes(n_tokens, 1, max(1, n_tokens), settings.context, settings.discard)
+
+
+class Evaluator(Closeable):
+    """One model evaluated under resolved settings: `blocks(inputs)` of one segment of the plan
+    yields (first position, logits rows), row i predicting segment token first + i."""
+
+    def __init__(self, model: Model, settings: Settings):
+        self.model, self.settings = model, settings
+        if settings.policy == "chunks":
+            self._ev = PrefillEvaluator(model, chunk_tokens=settings.context, threads=settings.threads)
+        else:
+            self._ev = StreamEvaluator(model, context=settings.context, threads=settings.threads)
+
+    def blocks(self, inputs: np.ndarray):
+        if self.settings.policy == "chunks":
+            return self._ev.blocks(inputs)
+        return self._ev.blocks(inputs, self.settings.context, self.settings.discard)
+
+    def close(self) -> None:
+        self._ev.close()
+
+
 @dataclass
 class Text:
-    """One corpus (prefix) as both models see it: the codec's tokens and chunk plan."""
+    """One corpus (prefix) as both models see it: the codec's tokens and the ideal path's plan."""
 
     name: str
     sha256: str
     data: bytes
     tokenized: Tokenized
-    plan: Plan
+    plan: Plan | LanePlan
 
     @property
     def tokens(self) -> np.ndarray:
         return self.tokenized.tokens
+
+
+def history(texts: list[Text]) -> dict:
+    """Cold starts (segments that start from BOS) and the tokens of history, BOS included, that
+    each scored token had, pooled over `texts`."""
+    ctx = np.concatenate([contexts_of(t.plan) for t in texts] or [np.zeros(0, dtype=np.int64)])
+    return {"lanes": sum(len(t.plan.lengths) for t in texts),
+            "context_mean": float(ctx.mean()) if len(ctx) else math.nan,
+            "context_min": int(ctx.min()) if len(ctx) else None,
+            "context_max": int(ctx.max()) if len(ctx) else None}
 
 
 @dataclass
@@ -128,9 +186,16 @@ def _timed_next(gen):
     return item, time.perf_counter() - t0
 
 
-def _paired_blocks(base_ev: PrefillEvaluator, level_ev: PrefillEvaluator | None, inputs: np.ndarray,
+def _aligned(item, item_q) -> None:
+    """Both models' blocks start and end at the same positions (they slide at the same tokens)."""
+    if (item is None) != (item_q is None) or (
+            item is not None and (item[0] != item_q[0] or len(item[1]) != len(item_q[1]))):
+        raise RuntimeError("base and level produced different blocks")
+
+
+def _paired_blocks(base_ev: Evaluator, level_ev: Evaluator | None, inputs: np.ndarray,
                    pool: ThreadPoolExecutor | None, out: Scores):
-    """Yield (first position, base logits, level logits or None) for one chunk, timing each model."""
+    """Yield (first position, base logits, level logits or None) for one segment, timing each model."""
     gen_b = base_ev.blocks(inputs)
     gen_q = level_ev.blocks(inputs) if level_ev is not None else None
     while True:
@@ -141,17 +206,16 @@ def _paired_blocks(base_ev: PrefillEvaluator, level_ev: PrefillEvaluator | None,
         if gen_q is not None:
             item_q, dt_q = fut.result() if fut is not None else _timed_next(gen_q)
             out.seconds += dt_q
+            _aligned(item, item_q)
             lq = item_q[1] if item_q is not None else None
         if item is None:
             return
-        if gen_q is not None and lq is None:
-            raise RuntimeError("base and level produced different numbers of blocks")
         yield item[0], item[1], lq
 
 
-def score_side_by_side(base_ev: PrefillEvaluator, level_ev: PrefillEvaluator | None, text: Text,
+def score_side_by_side(base_ev: Evaluator, level_ev: Evaluator | None, text: Text,
                        vocab: Vocabulary, progress=None, pool: ThreadPoolExecutor | None = None) -> Scores:
-    """Run both models over the text's chunks side by side and score every token.
+    """Run both models over the segments of the text's plan side by side and score every token.
 
     With a pool, the level decodes in a worker thread while the base decodes in this one
     (llama_decode releases the GIL), so two single-threaded models use two cores without
@@ -162,12 +226,12 @@ def score_side_by_side(base_ev: PrefillEvaluator, level_ev: PrefillEvaluator | N
     out = Scores(len(text.data), np.empty(n), np.empty(n), np.zeros(n), np.ones(n, dtype=bool))
     offs = text.plan.offsets()
     n_escapes = len(vocab.escape_bytes)
-    for i in range(len(text.plan.chunk_lengths)):
-        chunk = text.tokens[offs[i] : offs[i + 1]]
-        for first, lb, lq in _paired_blocks(base_ev, level_ev, vocab.model_input(chunk), pool, out):
+    for i in range(len(text.plan.lengths)):
+        segment = text.tokens[offs[i] : offs[i + 1]]
+        for first, lb, lq in _paired_blocks(base_ev, level_ev, vocab.model_input(segment), pool, out):
             sl = slice(offs[i] + first, offs[i] + first + len(lb))
             out.bits_base[sl], out.bits[sl], out.kld[sl], out.same_top[sl] = block_scores(
-                lb, lq, chunk[first : first + len(lb)], n_escapes)
+                lb, lq, segment[first : first + len(lb)], n_escapes)
             if progress is not None:
                 progress(len(lb))
     return out

@@ -160,6 +160,11 @@ class Model(Closeable):
             ll.llama_model_free(self.ptr)
             self.ptr = None
 
+    @property
+    def n_ctx_train(self) -> int:
+        """The context length the model was trained with (GGUF metadata)."""
+        return int(ll.llama_model_n_ctx_train(self.ptr))
+
     # -- vocabulary -------------------------------------------------------------------
     @property
     def start_token(self) -> int:
@@ -168,6 +173,11 @@ class Model(Closeable):
             if 0 <= tok < self.n_vocab:
                 return int(tok)
         return 0
+
+    @property
+    def add_bos(self) -> bool:
+        """Whether llama.cpp's tokenizer puts BOS before a text (GGUF tokenizer.ggml.add_bos_token)."""
+        return bool(ll.llama_vocab_get_add_bos(self.vocab))
 
     def tokenize(self, data: bytes) -> np.ndarray:
         """Raw llama.cpp tokenization: no BOS added, special-token text treated as plain text."""
@@ -210,7 +220,8 @@ class Context(Closeable):
     shares the batch, as long as the batch shape is the same.
     """
 
-    def __init__(self, model: Model, *, n_seq: int, n_ctx_per_seq: int, n_batch: int, threads: int):
+    def __init__(self, model: Model, *, n_seq: int, n_ctx_per_seq: int, n_batch: int, threads: int,
+                 flash_attn: bool = False):
         lib = require()
         params = lib.llama_context_default_params()
         # llama.cpp rounds the per-sequence context up to a multiple of 256
@@ -221,7 +232,7 @@ class Context(Closeable):
         params.n_seq_max = n_seq
         params.n_threads = threads
         params.n_threads_batch = threads
-        params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
         params.kv_unified = False
         params.no_perf = True
         self.ptr = lib.llama_init_from_model(model.ptr, params)
@@ -234,6 +245,20 @@ class Context(Closeable):
 
     def clear(self) -> None:
         ll.llama_memory_clear(self.memory, True)
+
+    @property
+    def can_shift(self) -> bool:
+        """Whether this model's KV cache can move positions (RoPE re-rotation by llama.cpp)."""
+        return bool(ll.llama_memory_can_shift(self.memory))
+
+    def forget(self, seq: int, p0: int, p1: int) -> None:
+        """Drop positions [p0, p1) of sequence `seq` from the KV cache (p1 < 0: to the end)."""
+        if not ll.llama_memory_seq_rm(self.memory, seq, p0, p1):
+            raise BpcError(f"llama.cpp cannot remove positions {p0}..{p1} of sequence {seq}")
+
+    def shift(self, seq: int, p0: int, delta: int) -> None:
+        """Move positions >= p0 of sequence `seq` by `delta` (llama.cpp re-rotates the keys)."""
+        ll.llama_memory_seq_add(self.memory, seq, p0, -1, delta)
 
     def close(self) -> None:
         if getattr(self, "ptr", None):

@@ -29,6 +29,10 @@ class Plan:
     chunk_tokens: int
 
     @property
+    def lengths(self) -> tuple[int, ...]:
+        return self.chunk_lengths
+
+    @property
     def n_tokens(self) -> int:
         return int(sum(self.chunk_lengths))
 

@@ -135,6 +135,25 @@ def _num(v, fmt: str) -> str:
     return "" if is_missing(v) else format(v, fmt)
 
 
+def _evaluation(meta: dict) -> str:
+    """How both models saw the texts (meta["evaluation"]); a document from before the lanes
+    policy (no such entry) read its texts in chunks of `chunk_tokens`."""
+    ev = meta.get("evaluation")
+    if ev is None:
+        return f"Chunks of ≤{meta['config']['chunk_tokens']} tokens, prefill evaluation"
+    if ev["policy"] == "chunks":
+        how = (f"Disjoint chunks of ≤{ev['context']:,} tokens, each from BOS ({ev['lanes']:,} in all), "
+               f"as the codec's ideal path evaluates the chunks policy")
+    else:
+        how = (f"One lane over each text, a KV window of {ev['context']:,} tokens (BOS included) that drops "
+               f"the {ev['discard']:,} oldest after BOS when full, as the codec's ideal path evaluates the "
+               f"lanes policy")
+    if ev.get("context_mean") is not None:
+        how += (f"; {ev['context_mean']:,.1f} tokens of history per scored token on average "
+                f"({ev['context_min']:,}–{ev['context_max']:,})")
+    return how + "; prefill evaluation"
+
+
 def _intro(meta: dict) -> list[str]:
     base, cfg = meta["base"], meta["config"]
     texts = meta["texts"]
@@ -143,7 +162,7 @@ def _intro(meta: dict) -> list[str]:
     return [f"# Quantization ladder: {base['name']}", "",
             f"Base: **{base['label']}** ({base['report']['file_mb']:.1f} MB, "
             f"{base['report']['bits_per_weight']:.2f} bits/weight). Text: {described}; {total:,} bytes in all. "
-            f"Chunks of ≤{cfg['chunk_tokens']} tokens, prefill evaluation, {cfg['threads']} llama.cpp thread(s) "
+            f"{_evaluation(meta)}, {cfg['threads']} llama.cpp thread(s) "
             f"per model with base and level decoding concurrently, llama-cpp-python {meta['llama_cpp_python']}, "
             f"{meta['date_utc']}.", ""]
 

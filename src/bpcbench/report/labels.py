@@ -3,11 +3,11 @@
 A label is built from fields every results.csv row has (and a matrix cell can supply
 before it runs), so the same cell reads the same everywhere:
 
-    llm:smollm2-135m (coded ctx 512) · alice29[:16k]
+    llm:smollm2-135m (coded lanes ctx 2048) · alice29[:16k]
     gzip-9 · alice29[:16k]
 
->>> codec_label({"codec": "llm:smollm2-135m", "measure": "coded", "chunk_tokens": 512})
-'llm:smollm2-135m (coded ctx 512)'
+>>> codec_label({"codec": "llm:smollm2-135m", "measure": "coded", "policy": "lanes", "context_tokens": 2048})
+'llm:smollm2-135m (coded lanes ctx 2048)'
 >>> input_label({"corpus_name": "alice29", "max_bytes": 16000, "corpus_file_bytes": 152089})
 'alice29[:16k]'
 >>> input_label({"corpus_name": "alice29", "max_bytes": 0})
@@ -46,12 +46,12 @@ def prefix_label(n_bytes: int) -> str:
 
 
 def codec_label(row: Mapping) -> str:
-    """'gzip-9' for a baseline; 'llm:NAME (MEASURE ctx N)' for a model row."""
+    """'gzip-9' for a baseline; 'llm:NAME (MEASURE POLICY ctx N)' for a model row, from the row's own fields."""
     measure = _value(row, "measure")
     if measure == "baseline":
         return str(row["codec"])
-    ctx = _value(row, "chunk_tokens")
-    return f"{row['codec']} ({measure}{f' ctx {int(ctx)}' if ctx else ''})"
+    policy, ctx = _value(row, "policy"), _value(row, "context_tokens")
+    return f"{row['codec']} ({measure}{f' {policy}' if policy else ''}{f' ctx {int(ctx)}' if ctx else ''})"
 
 
 def input_label(row: Mapping) -> str:

@@ -25,6 +25,7 @@ from bpcbench.report.labels import (
 )
 
 BENCH_PLOTS = ("bpb_vs_model_size.png", "bpb_by_codec.png")
+SWEEP_PLOT = "bpb_vs_context.png"  # only for runs with a context sweep
 
 
 def figure(width: float, height: float):
@@ -64,8 +65,8 @@ def plot_bpb_vs_model_size(frame, path: Path) -> None:
             ax.errorbar([x], [r["bits_per_byte"]], yerr=yerr, fmt="o" if r["measure"] == "coded" else "^",
                         color=color, capsize=3, mfc=color if r["measure"] == "coded" else "none")
             nth = labelled.setdefault(r["model_name"], [])
-            sweep = llm[llm["model_name"] == r["model_name"]]["chunk_tokens"].nunique() > 1
-            ctx = f", ctx {int(r['chunk_tokens'])}" if sweep else ""
+            sweep = llm[llm["model_name"] == r["model_name"]]["context_tokens"].nunique() > 1
+            ctx = f", ctx {int(r['context_tokens'])}" if sweep else ""
             ax.annotate(f"{r['model_name']} ({r['measure']}{ctx})", (x, r["bits_per_byte"]), fontsize=7,
                         xytext=(6, -3 + 9 * len(nth)), textcoords="offset points")
             nth.append(r)
@@ -129,6 +130,35 @@ def plot_bpb_by_codec(frame, path: Path) -> None:
     fig.legend(handles=handles, fontsize=7, ncols=min(5, max(1, len(handles))), loc="outside lower center")
     ax.set_title("bits per byte by codec (hatched: ideal, no file)", fontsize=10)
     save(fig, path)
+
+
+def context_sweeps(frame):
+    """Model rows grouped by (codec, measure, policy, corpus view) that were measured at more than one context."""
+    ok = frame[~failed_mask(frame) & frame["bits_per_byte"].notna() & frame["context_tokens"].notna()]
+    groups = ok.groupby(["codec", "measure", "policy", "corpus_name", "corpus_bytes"], sort=False, dropna=False)
+    return [(key, g.sort_values("context_tokens")) for key, g in groups if g["context_tokens"].nunique() > 1]
+
+
+def plot_context_sweep(frame, path: Path) -> bool:
+    """bits/byte against context (log2 axis), one line per model × corpus; False (nothing written)
+    when the run has no sweep."""
+    sweeps = context_sweeps(frame)
+    if not sweeps:
+        return False
+    fig = figure(7.5, 4.8)
+    ax = fig.add_subplot()
+    for j, (key, g) in enumerate(sweeps):
+        label = f"{codec_label({'codec': key[0], 'measure': key[1], 'policy': key[2]})} · {input_label(g.iloc[0])}"
+        ax.plot(g["context_tokens"], g["bits_per_byte"], marker="o", color=f"C{j % 10}", label=label)
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlabel("context (tokens)")
+    ax.set_ylabel("bits/byte (lower is better)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title("bits per byte against context", fontsize=10)
+    save(fig, path)
+    return True
 
 
 def plot_history(history: Path, path: Path) -> None:

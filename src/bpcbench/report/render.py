@@ -34,4 +34,6 @@ def render(run_dir: str | os.PathLike) -> list[Path]:
     plots.plot_bpb_vs_model_size(frame, run_dir / plots.BENCH_PLOTS[0])
     plots.plot_bpb_by_codec(frame, run_dir / plots.BENCH_PLOTS[1])
     written += [run_dir / p for p in plots.BENCH_PLOTS]
+    if plots.plot_context_sweep(frame, run_dir / plots.SWEEP_PLOT):
+        written.append(run_dir / plots.SWEEP_PLOT)
     return written
