@@ -44,3 +44,14 @@ def test_compressing_twice_is_deterministic(smollm2_session, alice_prefix, compr
     blob, _ = compressed
     again, _ = codec.compress(alice_prefix, smollm2_session, Settings(width=8))
     assert again == blob
+
+
+def test_lanes_that_slide_several_times_round_trip(smollm2_session, alice_prefix):
+    """Two lanes of ~200 tokens in a 96-token window: each lane slides at least four times."""
+    s = Settings(context=96, discard=24, width=2, min_lane_tokens=150, threads=1)
+    blob, stats = codec.compress(alice_prefix[:1500], smollm2_session, s)
+    header = codec.Container.from_bytes(blob).header
+    assert header["slide"] == "shift" and header["lanes"] == stats.lanes == 2
+    assert stats.n_tokens / 2 >= 96 + 4 * 24
+    out, _ = codec.decompress(blob, smollm2_session, settings=s)
+    assert out == alice_prefix[:1500]
