@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from bpcbench.codec import entropy_model
-from bpcbench.llama.binding import logits_rows
 from bpcbench.llama.evaluation import PrefillEvaluator
 
 COST_ROWS = 64  # logits rows priced at a time: bounds the float64 tables (262k-token vocabularies)
@@ -217,28 +216,6 @@ def context_stats(windows: list[Window]) -> tuple[float, int, int]:
     return float(seen.mean()), int(seen.min()), int(seen.max())
 
 
-class _Prefill(PrefillEvaluator):
-    """The prefill path fed a window's inputs verbatim (PrefillEvaluator.blocks always puts the
-    start token first, which llama-perplexity without BOS and lm-eval's later windows never do).
-    Same context, same blocks of `block` tokens from position 0; like llama-perplexity, logits
-    are asked for only at the scored rows."""
-
-    def scored(self, inputs: np.ndarray, first_row: int, n_rows: int):
-        """Yield (index of the first target, logits rows) for rows first_row … first_row+n_rows−1."""
-        self.ctx.clear()
-        end = first_row + n_rows
-        for first in range(0, end, self.block):
-            n = min(self.block, end - first)
-            pos = np.arange(first, first + n)
-            self.batch.token[:n] = inputs[first : first + n]
-            self.batch.pos[:n] = pos
-            self.batch.logits[:n] = pos >= first_row
-            self.batch.decode(self.ctx, n)
-            k = int(np.count_nonzero(pos >= first_row))
-            if k:
-                yield first + n - k - first_row, logits_rows(self.ctx, k, self.model.n_vocab)
-
-
 def _price(logits: np.ndarray, symbols: np.ndarray, n_escapes: int, n_vocab: int) -> tuple[float, float]:
     """(coder bits, plain natural-log NLL) of symbols under logits rows, COST_ROWS at a time.
 
@@ -266,9 +243,9 @@ def score(model, vocab, windows: list[Window], threads: int, progress=None) -> S
         progress.reset(total=sum(len(w.targets) for w in windows))
     if windows:
         longest = max(w.first_row + len(w.targets) for w in windows)
-        with _Prefill(model, chunk_tokens=longest, threads=threads) as ev:
+        with PrefillEvaluator(model, chunk_tokens=longest, threads=threads) as ev:
             for i, w in enumerate(windows):
-                for t, logits in ev.scored(vocab.model_input(w.inputs), w.first_row, len(w.targets)):
+                for t, logits in ev.window(vocab.model_input(w.inputs), w.first_row, len(w.targets)):
                     b, e = _price(logits, w.targets[t : t + len(logits)], n_escapes, model.n_vocab)
                     bits[i] += b
                     nll += e

@@ -120,15 +120,26 @@ class PrefillEvaluator(Closeable):
         self.batch.logits[:] = 1
 
     def blocks(self, chunk: np.ndarray):
-        """Yield (first position, logits rows) for one chunk; row i predicts chunk[first + i]."""
+        """Yield (first position, logits rows) for one chunk fed from BOS; row i predicts chunk[first + i]."""
         inputs = np.concatenate([[self.model.start_token], chunk[:-1]]).astype(np.int32)
+        yield from self.window(inputs, 0, len(chunk))
+
+    def window(self, inputs: np.ndarray, first_row: int, n_rows: int):
+        """Feed `inputs` as they are from position 0, in blocks of `block` tokens, asking for logits
+        only at rows first_row … first_row + n_rows − 1 (as llama-perplexity does); yield (index of
+        the first of those rows counted from first_row, logits rows)."""
         self.ctx.clear()
-        for first in range(0, len(chunk), self.block):
-            n = min(self.block, len(chunk) - first)
+        end = first_row + n_rows
+        for first in range(0, end, self.block):
+            n = min(self.block, end - first)
+            pos = np.arange(first, first + n)
             self.batch.token[:n] = inputs[first : first + n]
-            self.batch.pos[:n] = np.arange(first, first + n)
+            self.batch.pos[:n] = pos
+            self.batch.logits[:n] = pos >= first_row
             self.batch.decode(self.ctx, n)
-            yield first, logits_rows(self.ctx, n, self.model.n_vocab)
+            k = int(np.count_nonzero(pos >= first_row))
+            if k:
+                yield first + n - k - first_row, logits_rows(self.ctx, k, self.model.n_vocab)
 
     def close(self) -> None:
         self.batch.close()
