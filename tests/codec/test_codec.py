@@ -206,3 +206,12 @@ def test_header_is_small():
                    "n_tokens": 3, "original_sha256": "b94d27b9934d3e08", "vocab": "dec188369cf91376"}, np.zeros(0))
     assert len(c.to_bytes()) < 100
     assert Container.from_bytes(c.to_bytes()).header == c.header
+
+
+def test_threads_and_offload_are_never_taken_from_the_file(tiny_session, good_blob):
+    """A forged thread count (10^5 crashes llama.cpp) is only compared, never used."""
+    blob = _rewrite_header(good_blob, threads=100_000, n_gpu_layers=99)
+    with pytest.raises(Mismatch, match=r"thread count differs: file has 100000, here 2 \(pass --threads 100000\)"):
+        codec.decompress(blob, tiny_session, threads=2)
+    out, _ = codec.decompress(blob, tiny_session, threads=2, force=True)  # runs on 2 threads, CPU only
+    assert out == INPUTS["text"]

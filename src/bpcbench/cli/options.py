@@ -15,6 +15,7 @@ from bpcbench.codec.session import (
     DEFAULT_WIDTH,
     POLICIES,
 )
+from bpcbench.llama.binding import usable_cores
 
 
 def positive_int(text: str) -> int:
@@ -51,8 +52,16 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
 
 
+def thread_count(text: str) -> int:
+    """argparse type: 1 … the usable cores (more only slows llama.cpp down, and far more crashes it)."""
+    value = positive_int(text)
+    if value > usable_cores():
+        raise argparse.ArgumentTypeError(f"{value} is more than the {usable_cores()} usable core(s) of this machine")
+    return value
+
+
 def add_threads(p: argparse.ArgumentParser, help: str = "CPU threads for llama.cpp") -> None:
-    p.add_argument("-t", "--threads", type=positive_int, help=help)
+    p.add_argument("-t", "--threads", type=thread_count, help=help)
 
 
 def add_gpu_layers(p: argparse.ArgumentParser, help: str = "layers to offload to a GPU build (default 0)") -> None:

@@ -20,6 +20,7 @@ from bpcbench.codec.container import Container
 from bpcbench.codec.session import Session, Settings, environment
 from bpcbench.codec.tokenization import Tokenized, Vocabulary
 from bpcbench.errors import BpcError, CorruptInput, Mismatch
+from bpcbench.llama.binding import default_threads
 from bpcbench.llama.evaluation import Plan, plan_chunks
 from bpcbench.llama.lanes import LanePlan, plan_lanes
 
@@ -184,7 +185,9 @@ def check_compatible(header: dict, session_sha: str, settings: Settings, force: 
                        ("n_gpu_layers", "GPU offload (n_gpu_layers)"), ("numpy", "numpy version"),
                        ("coder", "entropy coder")):
         if header.get(key) != here.get(key):
-            problems.append(f"{label} differs: file has {header.get(key)!r}, here {here.get(key)!r}")
+            hint = {"threads": " (pass --threads {})", "n_gpu_layers": " (pass --n-gpu-layers {})"}.get(key, "{}")
+            problems.append(f"{label} differs: file has {header.get(key)!r}, here {here.get(key)!r}"
+                            + hint.format(header.get(key) if key in ("threads", "n_gpu_layers") else ""))
     if problems and not force:
         raise Mismatch(problems[0] + " (decoding could produce wrong bytes; --allow-mismatch tries anyway, the checksum still guards the output)")
     return problems
@@ -212,8 +215,9 @@ def decoder_plan(container: Container) -> tuple[Plan | LanePlan, bool | None]:
 
 def _plan_settings(container: Container, threads: int | None, n_gpu_layers: int | None) -> Settings:
     h = container.header
-    s = Settings(threads=threads or h["threads"], n_gpu_layers=h["n_gpu_layers"] if n_gpu_layers is None else n_gpu_layers,
-                 width=h["max_width"])
+    # Threads and offload come from the command line or the defaults, never from the file: the
+    # file only records the encoder's, and check_compatible refuses a difference.
+    s = Settings(threads=threads or default_threads(), n_gpu_layers=n_gpu_layers or 0, width=h["max_width"])
     if container.version == 1:
         return replace(s, policy="chunks", context=h["chunk_tokens"])
     return replace(s, policy="lanes", context=h["context"], discard=h["discard"], min_lane_tokens=h["min_lane_tokens"])
@@ -224,8 +228,8 @@ def decompress(blob: bytes, session: Session | None = None, model_spec: str | No
                threads: int | None = None, n_gpu_layers: int | None = None) -> tuple[bytes, Stats]:
     """Restore the bytes of a .bpcz file.
 
-    Threads and offload are the ones the file records unless `settings` or `threads` /
-    `n_gpu_layers` override them (a difference is refused unless `force`); without
+    Threads and offload are `settings`', or `threads` / `n_gpu_layers`, or the defaults; never
+    the file's, which only says what the encoder used (a difference is refused unless `force`); without
     `session`, the model is `model_spec` or the one the header names, loaded for this call.
     """
     t0 = time.perf_counter()

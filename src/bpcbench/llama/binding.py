@@ -111,8 +111,16 @@ def build_info(n_gpu_layers: int = 0) -> BuildInfo:
     return BuildInfo(lib.__version__, system, "gpu" if gpu else "cpu")
 
 
+def usable_cores() -> int:
+    """CPUs this process may run on (affinity, as taskset or a container sets it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def default_threads() -> int:
-    return max(1, min(8, os.cpu_count() or 1))
+    return min(8, usable_cores())
 
 
 class Closeable:
