@@ -15,7 +15,7 @@ from bpcbench.codec import compress as codec
 from bpcbench.codec import entropy_model
 from bpcbench.codec.container import Container
 from bpcbench.codec.session import Session, Settings
-from bpcbench.errors import CorruptInput, Mismatch
+from bpcbench.errors import BpcError, CorruptInput, Mismatch
 
 # a small window and short lanes, so short inputs still exercise several lanes and slides
 SMALL = Settings(context=16, width=8, min_lane_tokens=40, threads=2)
@@ -200,12 +200,13 @@ def test_inconsistent_chunk_plan_is_refused(tiny_session):
         codec.decompress(blob, tiny_session, settings=CHUNKS)
 
 
-def test_header_is_small():
+def test_header_is_small(good_blob):
     """A tiny input must not pay hundreds of bytes of metadata (the preset dictionary works)."""
-    c = Container({"model": {"name": "smollm2-135m", "sha256": "b179c9523d0e6a0f"}, "payload_words": 0,
-                   "n_tokens": 3, "original_sha256": "b94d27b9934d3e08", "vocab": "dec188369cf91376"}, np.zeros(0))
-    assert len(c.to_bytes()) < 100
-    assert Container.from_bytes(c.to_bytes()).header == c.header
+    c = Container.from_bytes(good_blob)
+    body = Container(c.header, np.zeros(0, dtype=np.uint32), c.version)
+    body.header["payload_words"] = 0
+    assert len(body.to_bytes()) < 160  # 146 bytes measured: three 64-bit hashes do not compress; ~300 without the dictionary
+    assert Container.from_bytes(body.to_bytes()).header == body.header
 
 
 def test_threads_and_offload_are_never_taken_from_the_file(tiny_session, good_blob):
@@ -215,3 +216,35 @@ def test_threads_and_offload_are_never_taken_from_the_file(tiny_session, good_bl
         codec.decompress(blob, tiny_session, threads=2)
     out, _ = codec.decompress(blob, tiny_session, threads=2, force=True)  # runs on 2 threads, CPU only
     assert out == INPUTS["text"]
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"n_tokens": 10**12}, "out of range|more tokens than bytes"),
+    ({"threads": "2"}, "'threads' is missing or not int"),
+    ({"context": True}, "'context' is missing or not int"),
+    ({"model": ["tiny"]}, "model or build"),
+    ({"model": {"name": "tiny", "sha256": ""}}, "model sha256"),
+    ({"original_bytes": 2**50}, "out of range"),
+])
+def test_forged_header_fields_are_one_line_errors(tiny_session, good_blob, changes, message):
+    with pytest.raises(CorruptInput, match=message):
+        codec.decompress(_rewrite_header(good_blob, **changes), tiny_session)
+
+
+def test_a_header_bomb_is_refused_before_it_inflates():
+    bomb = zlib.compressobj(9, zlib.DEFLATED, -15)
+    raw = bomb.compress(b'{"a":"' + b"x" * (1 << 24) + b'"}') + bomb.flush()
+    body = struct.pack("<4sHI", b"BPCZ", 2, len(raw)) + raw
+    with pytest.raises(CorruptInput, match="inflates past"):
+        Container.from_bytes(_reseal(body))
+
+
+def test_a_model_path_in_the_header_is_never_opened(good_blob):
+    blob = _rewrite_header(good_blob, model={"name": "/etc/shadow", "sha256": "0123456789abcdef"})
+    with pytest.raises(BpcError, match="not a registry model: pass --model PATH"):
+        codec.decompress(blob)
+
+
+def test_output_size_is_bounded_before_decoding(tiny_session, good_blob):
+    with pytest.raises(BpcError, match="more than the limit"):
+        codec.decompress(good_blob, tiny_session, max_output_bytes=10)

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from bpcbench.atomic import atomic_open
 from bpcbench.cli import options
-from bpcbench.codec.compress import compress, decompress
+from bpcbench.codec.compress import DEFAULT_MAX_OUTPUT_BYTES, compress, decompress
 from bpcbench.codec.session import Session, Settings
 from bpcbench.environment import PeakMemory
 from bpcbench.errors import BpcError
@@ -125,7 +125,8 @@ def cmd_decompress(args) -> int:
     blob = read_input(args.input)
     return _code("decompress", _decompressed_name(args), args,
                  lambda bar: decompress(blob, model_spec=args.model, force=args.allow_mismatch, progress=bar,
-                                        threads=args.threads, n_gpu_layers=args.n_gpu_layers))
+                                        threads=args.threads, n_gpu_layers=args.n_gpu_layers,
+                                        max_output_bytes=args.max_output_bytes))
 
 
 def cmd_models(args) -> int:
@@ -181,8 +182,10 @@ def register(sub) -> None:
     p.add_argument("--allow-mismatch", action="store_true",
                    help="decode even if the llama.cpp build, threads or offload differ (the checksum still guards)")
     _add_report_flags(p)
-    options.add_threads(p, help="CPU threads for llama.cpp (default: the encoder's, as the file records)")
-    options.add_gpu_layers(p, help="layers to offload to a GPU build (default: the encoder's, as the file records)")
+    options.add_threads(p, help="CPU threads for llama.cpp; must equal the encoder's (default: as many as cores)")
+    options.add_gpu_layers(p, help="layers offloaded to a GPU build; must equal the encoder's (default 0)")
+    p.add_argument("--max-output-bytes", type=options.positive_int, default=DEFAULT_MAX_OUTPUT_BYTES,
+                   help=f"refuse a file that would decode to more (default {DEFAULT_MAX_OUTPUT_BYTES:,})")
     p.set_defaults(func=cmd_decompress)
 
     p = sub.add_parser("models", help="list known models: file, size, architecture, vocabulary, quantization, sha256")

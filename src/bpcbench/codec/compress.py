@@ -23,10 +23,13 @@ from bpcbench.errors import BpcError, CorruptInput, Mismatch
 from bpcbench.llama.binding import default_threads
 from bpcbench.llama.evaluation import Plan, plan_chunks
 from bpcbench.llama.lanes import LanePlan, plan_lanes
+from bpcbench.models import KNOWN_MODELS
 
 # Hashes in the header are cut to 64 bits: plenty to refuse a wrong model or catch a bad
 # decode, and every byte of header is paid by every file.
 HASH_HEX = 16
+DEFAULT_MAX_OUTPUT_BYTES = 4 << 30  # a decode writes at most this much unless told otherwise
+MAX_CHUNKS = 1 << 20  # version 1 files: more chunks than this is a forged plan
 
 
 @dataclass
@@ -199,6 +202,8 @@ def decoder_plan(container: Container) -> tuple[Plan | LanePlan, bool | None]:
     h = container.header
     try:
         if container.version == 1:
+            if -(-h["n_tokens"] // h["chunk_tokens"]) > MAX_CHUNKS:
+                raise CorruptInput(f"compressed file's chunk plan has more than {MAX_CHUNKS} chunks")
             plan = plan_chunks(h["n_tokens"], h["chunk_tokens"], h["max_width"])
             if plan.width != h["width"]:
                 raise CorruptInput("compressed file's chunk plan is inconsistent (width)")
@@ -208,9 +213,17 @@ def decoder_plan(container: Container) -> tuple[Plan | LanePlan, bool | None]:
         if isinstance(exc, CorruptInput):
             raise
         raise CorruptInput(f"compressed file's lane plan is invalid ({exc})") from None
-    if plan.n_lanes != h["lanes"] or h["slide"] not in ("shift", "reeval"):
+    if plan.n_lanes != h["lanes"] or h["slide"] not in ("shift", "reeval") or h["policy"] != "lanes":
         raise CorruptInput("compressed file's lane plan is inconsistent (lanes or slide)")
     return plan, h["slide"] == "shift"
+
+
+def registry_name(model: dict) -> str:
+    """The model a header names, if it is a registry name: a path in a file is never opened."""
+    if model["name"] not in KNOWN_MODELS:
+        raise BpcError(f"the file was compressed with model {model['name']!r} (sha256 {model['sha256']}…), "
+                       f"which is not a registry model: pass --model PATH")
+    return model["name"]
 
 
 def _plan_settings(container: Container, threads: int | None, n_gpu_layers: int | None) -> Settings:
@@ -225,7 +238,8 @@ def _plan_settings(container: Container, threads: int | None, n_gpu_layers: int 
 
 def decompress(blob: bytes, session: Session | None = None, model_spec: str | None = None,
                settings: Settings | None = None, force: bool = False, progress=None, *,
-               threads: int | None = None, n_gpu_layers: int | None = None) -> tuple[bytes, Stats]:
+               threads: int | None = None, n_gpu_layers: int | None = None,
+               max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES) -> tuple[bytes, Stats]:
     """Restore the bytes of a .bpcz file.
 
     Threads and offload are `settings`', or `threads` / `n_gpu_layers`, or the defaults; never
@@ -235,11 +249,14 @@ def decompress(blob: bytes, session: Session | None = None, model_spec: str | No
     t0 = time.perf_counter()
     container = Container.from_bytes(blob)
     h = container.header
+    if h["original_bytes"] > max_output_bytes:
+        raise BpcError(f"the file would decode to {h['original_bytes']:,} bytes, more than the limit of "
+                       f"{max_output_bytes:,} (--max-output-bytes)")
     plan, shift = decoder_plan(container)
     settings = settings or _plan_settings(container, threads, n_gpu_layers)
     own = session is None
     if own:
-        session = Session(model_spec or h["model"]["name"], n_gpu_layers=settings.n_gpu_layers)
+        session = Session(model_spec or registry_name(h["model"]), n_gpu_layers=settings.n_gpu_layers)
     try:
         check_compatible(h, session.info.sha256, settings, force)
         tokens = _decode_tokens(container, session, plan, shift, settings.threads, progress)
