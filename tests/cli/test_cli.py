@@ -112,3 +112,33 @@ def test_outputs_get_ordinary_permissions(tmp_path, tiny_model_path):
     finally:
         os.umask(old)
     assert (tmp_path / "p.txt.bpcz").stat().st_mode & 0o777 == 0o644
+
+
+def test_compressing_a_file_onto_itself_is_refused_even_with_force(tmp_path, tiny_model_path, capsys):
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"precious")
+    assert run("compress", src, "-o", src, "-f", "-m", tiny_model_path, *ARGS) == 2
+    assert "is the input file" in only_one_line(capsys.readouterr().err)
+    assert src.read_bytes() == b"precious"
+
+
+def test_sigterm_mid_write_leaves_no_temp_file(tmp_path, tiny_model_path, capsys, monkeypatch):
+    import signal
+
+    from bpcbench import atomic
+
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"some text " * 20)
+    real_open = atomic.atomic_open
+
+    def killed_while_writing(path, mode="wb"):
+        with real_open(path, mode) as fh:
+            fh.write(b"half")
+            os.kill(os.getpid(), signal.SIGTERM)
+            yield fh
+
+    monkeypatch.setattr(atomic, "atomic_open", __import__("contextlib").contextmanager(killed_while_writing))
+    monkeypatch.setattr("bpcbench.cli.codec.atomic_open", atomic.atomic_open)
+    assert run("compress", src, "-o", tmp_path / "out.bpcz", "-m", tiny_model_path, *ARGS) == 143
+    assert "terminated" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]  # no output, no .out.bpcz.*.tmp

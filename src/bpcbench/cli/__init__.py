@@ -7,6 +7,7 @@ left behind because every output goes through atomic_open.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from bpcbench import __version__
@@ -35,18 +36,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so every temp file is removed on the way out."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread (main() called from a library): no handler
+        previous = None
     try:
         args = build_parser().parse_args(argv)
         return args.func(args) or 0
     except BpcError as e:
         print(f"bpcbench: error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("bpcbench: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        print("bpcbench: terminated" if isinstance(e, Terminated) else "bpcbench: interrupted", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
     except BrokenPipeError:
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

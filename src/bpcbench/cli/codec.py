@@ -32,8 +32,12 @@ def read_input(path: str) -> bytes:
         raise BpcError(f"cannot read {path}: {e.strerror}") from None
 
 
-def _refuse_existing(path: str, force: bool) -> None:
-    if path != "-" and os.path.exists(path) and not force:
+def _refuse_existing(path: str, force: bool, source: str = "-") -> None:
+    if path == "-" or not os.path.exists(path):
+        return
+    if source != "-" and os.path.exists(source) and os.path.samefile(path, source):
+        raise BpcError(f"output {path} is the input file (as gzip, bpcbench never overwrites its input)")
+    if not force:
         raise BpcError(f"output exists: {path} (use -f to overwrite)")
 
 
@@ -89,7 +93,7 @@ def _print_stats(direction: str, stats, args) -> None:
 
 def _code(direction: str, out: str, args, work) -> int:
     """Run `work(progress bar)` -> (bytes, stats) measuring peak memory; write `out`; report."""
-    _refuse_existing(out, args.force)
+    _refuse_existing(out, args.force, args.input)
     with PeakMemory() as mem, _progress(direction, not args.quiet) as bar:
         data, stats = work(bar)
     stats.peak_rss_mb = mem.mb
