@@ -159,7 +159,9 @@ def test_no_cache_remeasures_and_a_failing_cell_does_not_stop_the_run(bench_dir,
     monkeypatch.setenv("BPCBENCH_CACHE", str(bench_dir / "cache"))
     rc = main(["bench", str(bench_dir / "m.toml"), "--out", str(bench_dir / "run3"), "--no-cache", "-q"])
     assert rc == 1
-    assert "FAILED" in capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert "FAILED" in printed.err
+    assert printed.out.startswith("| corpus | gzip-9 |") and "| FAILED |" in printed.out
     frame = results.read_csv(bench_dir / "run3")
     assert len(frame) == 6 and not frame["cached"].any()
     bad = rows(frame, measure="coded").iloc[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from bpcbench.bench import matrix as matrix_mod
+from bpcbench.bench import results
 from bpcbench.bench.compare import compare_runs, format_json, format_text
 from bpcbench.bench.merge import merge
 from bpcbench.bench.nightly import run_nightly
@@ -12,6 +13,7 @@ from bpcbench.bench.runner import run_matrix
 from bpcbench.bench.shard import parse as parse_shard
 from bpcbench.cli import options
 from bpcbench.errors import BpcError
+from bpcbench.report.markdown import overview
 from bpcbench.report.render import render
 
 
@@ -25,6 +27,8 @@ def cmd_bench(args) -> int:
     shard = parse_shard(args.shard) if args.shard else None
     result = run_matrix(m, args.out, use_cache=not args.no_cache,
                         progress=False if args.quiet else None, shard=shard)
+    if result.rows:  # the bits/byte overview on stdout; the full tables are in summary.md
+        print("\n".join(overview(results.to_frame(result.rows))))
     print(f"{len(result.rows)} cells ({result.n_cached} from cache) in {result.seconds:.1f} s -> "
           f"{result.out_dir}/summary.md", file=sys.stderr)
     if result.failed:
