@@ -18,7 +18,7 @@ from bpcbench import corpora, models, stats
 from bpcbench.bench.matrix import LADDER_CONFIG
 from bpcbench.cli import main
 from bpcbench.codec import entropy_model
-from bpcbench.codec.cross_entropy import cross_entropy
+from bpcbench.codec.cross_entropy import cross_entropy, ideal_plan
 from bpcbench.codec.session import DEFAULT_CONTEXT_CAP, Session, Settings
 from bpcbench.errors import BpcError
 from bpcbench.ladder import config, quantize, results, scoring
@@ -222,7 +222,7 @@ def test_a_model_against_itself_has_zero_kld_and_full_agreement(tiny_model_path,
     with Session(str(tiny_model_path)) as a, Model(tiny_model_path) as b:
         settings = Settings(policy=policy, context=200, threads=1).resolved(a.model)
         tok = a.vocab.tokenize(data)
-        text = scoring.Text("t", "", data, tok, scoring.ideal_plan(len(tok.tokens), settings))
+        text = scoring.Text("t", "", data, tok, ideal_plan(len(tok.tokens), settings))
         with scoring.Evaluator(a.model, settings) as ea, scoring.Evaluator(b, settings) as eb:
             with ThreadPoolExecutor(max_workers=1) as pool:
                 s = scoring.score_side_by_side(ea, eb, text, a.vocab, pool=pool if concurrent else None)

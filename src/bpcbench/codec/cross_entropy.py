@@ -24,8 +24,8 @@ import numpy as np
 from bpcbench.codec import entropy_model, policies
 from bpcbench.codec.compress import Stats, contexts_of
 from bpcbench.codec.session import WINDOW_POLICIES, Session, Settings
-from bpcbench.llama.evaluation import PrefillEvaluator, plan_chunks
-from bpcbench.llama.lanes import StreamEvaluator, plan_lanes
+from bpcbench.llama.evaluation import Plan, PrefillEvaluator, plan_chunks
+from bpcbench.llama.lanes import LanePlan, StreamEvaluator, plan_lanes
 
 
 def cross_entropy(data: bytes, session: Session, settings: Settings | None = None, progress=None) -> Stats:
@@ -38,18 +38,31 @@ def cross_entropy(data: bytes, session: Session, settings: Settings | None = Non
     n = len(tokens)
     if progress is not None:
         progress.reset(total=n)
-    if settings.policy == "chunks":  # as many chunks as the text needs: never rounded to a width
-        plan = plan_chunks(n, settings.context, n + 1)
+    plan = ideal_plan(n, settings)
+    if settings.policy == "chunks":
         bits = _chunk_bits(session, tokens, plan, settings, progress)
         pieces = plan.lengths
     else:
-        plan = plan_lanes(n, 1, max(1, n), settings.context, settings.discard)
         bits = _stream_bits(session, tokens, settings, progress)
         pieces = _blocks(n, settings.context)  # bootstrap pieces: consecutive windows of the stream
     offs = np.concatenate([[0], np.cumsum(pieces)]).astype(np.int64)
     piece_bits = np.add.reduceat(bits, offs[:-1]) if n else np.zeros(0)
     return Stats.measured(data, tok, pieces, piece_bits, contexts_of(plan), session.vocab, t0,
                           policy=settings.policy, context=settings.context, lanes=len(plan.lengths))
+
+
+def ideal_plan(n_tokens: int, settings: Settings) -> Plan | LanePlan:
+    """The segments `codec.cross_entropy` evaluates for resolved settings: one lane over the
+    whole stream, or as many chunks as the text needs (never rounded to a width).
+
+    >>> ideal_plan(10, Settings(policy="lanes", context=4, discard=1)).lengths
+    (10,)
+    >>> ideal_plan(10, Settings(policy="chunks", context=4)).lengths
+    (4, 3, 3)
+    """
+    if settings.policy == "chunks":
+        return plan_chunks(n_tokens, settings.context, n_tokens + 1)
+    return plan_lanes(n_tokens, 1, max(1, n_tokens), settings.context, settings.discard)
 
 
 def _windows(data: bytes, session: Session, settings: Settings, progress) -> Stats:

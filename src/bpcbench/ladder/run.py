@@ -37,6 +37,7 @@ import numpy as np
 
 from bpcbench import __version__, corpora, models, stats
 from bpcbench.codec.compress import compress, decompress
+from bpcbench.codec.cross_entropy import ideal_plan
 from bpcbench.codec.session import Session, Settings
 from bpcbench.codec.tokenization import Vocabulary
 from bpcbench.environment import PeakMemory
@@ -49,7 +50,6 @@ from bpcbench.ladder.scoring import (
     Scores,
     Text,
     history,
-    ideal_plan,
     score_side_by_side,
     summarise,
 )

@@ -54,27 +54,13 @@ from bpcbench.codec.compress import contexts_of
 from bpcbench.codec.session import Settings
 from bpcbench.codec.tokenization import Tokenized, Vocabulary
 from bpcbench.llama.binding import Closeable, Model
-from bpcbench.llama.evaluation import Plan, PrefillEvaluator, plan_chunks
-from bpcbench.llama.lanes import LanePlan, StreamEvaluator, plan_lanes
+from bpcbench.llama.evaluation import Plan, PrefillEvaluator
+from bpcbench.llama.lanes import LanePlan, StreamEvaluator
 
 # the name of all texts pooled, beside each text's own: the corpora's implicit group of every corpus
 POOLED = corpora.ALL_GROUP
 # float64 elements per temporary while scoring a block (~16 MB): bounds memory for any vocabulary
 BLOCK_ELEMENTS = 1 << 21
-
-
-def ideal_plan(n_tokens: int, settings: Settings) -> Plan | LanePlan:
-    """The segments `codec.cross_entropy` evaluates for resolved settings: one lane over the
-    whole stream, or as many chunks as the text needs (never rounded to a width).
-
-    >>> ideal_plan(10, Settings(policy="lanes", context=4, discard=1)).lengths
-    (10,)
-    >>> ideal_plan(10, Settings(policy="chunks", context=4)).lengths
-    (4, 3, 3)
-    """
-    if settings.policy == "chunks":
-        return plan_chunks(n_tokens, settings.context, n_tokens + 1)
-    return plan_lanes(n_tokens, 1, max(1, n_tokens), settings.context, settings.discard)
 
 
 class Evaluator(Closeable):
