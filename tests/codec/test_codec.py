@@ -156,7 +156,7 @@ def test_payload_tampered_behind_a_valid_crc_fails_the_checksum(tiny_session, go
     c.payload = c.payload.copy()
     c.payload[len(c.payload) // 2] ^= 0x00FF00FF
     with pytest.raises(CorruptInput, match="fails its checksum"):
-        codec.decompress(c.to_bytes(), tiny_session)
+        codec.decompress(c.to_bytes(), tiny_session, settings=SMALL)
 
 
 def test_wrong_model_is_refused(good_blob, other_tiny_model_path):
