@@ -157,3 +157,15 @@ def test_shipped_matrices_are_valid(path):
     assert {(c.corpus, c.max_bytes) for c in m.cells if c.is_llm} <= views
     manifest = load_manifest()
     assert all(c.corpus in manifest for c in m.cells)
+
+
+@pytest.mark.parametrize("name", ["nightly", "context"])
+def test_every_shipped_matrix_loads_by_name(name):
+    m = matrix.load(name)
+    assert m.name == name and m.cells
+    assert all(c.policy == "lanes" for c in m.cells if c.is_llm)
+
+
+def test_a_context_sweep_makes_one_cell_per_window():
+    contexts = sorted(c.context for c in matrix.load("context").cells if c.is_llm)
+    assert contexts == [256, 512, 1024, 2048, 4096, 8192]
