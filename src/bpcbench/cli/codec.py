@@ -75,7 +75,8 @@ def _print_stats(direction: str, stats, args) -> None:
         return
     lines = [
         f"{direction}: {d['input_bytes']:,} bytes <-> {d['container_bytes']:,} bytes "
-        f"(coded payload {d['coded_bytes']:,} bytes), {d['n_tokens']:,} tokens in {d['n_chunks']} chunks",
+        f"(coded payload {d['coded_bytes']:,} bytes), {d['n_tokens']:,} tokens in {d['n_chunks']} "
+        f"{'lanes' if d['policy'] == 'lanes' else 'chunks'}",
     ]
     if direction == "compress":
         lines.append(
