@@ -33,7 +33,7 @@ def test_compress_decompress_files(tmp_path, tiny_model_path, capsys):
     packed = tmp_path / "in.txt.bpcz"
     assert packed.exists()
     out = tmp_path / "out.txt"
-    assert run("decompress", packed, "-o", out, "-m", tiny_model_path, "-q") == 0
+    assert run("decompress", packed, "-o", out, "-m", tiny_model_path, "-t", "1", "-q") == 0
     assert out.read_bytes() == src.read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "in.txt.bpcz", "out.txt"]  # no temp files
 
@@ -44,7 +44,7 @@ def test_stdin_stdout_pipe(tmp_path, tiny_model_path):
     packed = subprocess.run(cmd + ["compress", "-", "-m", str(tiny_model_path), *ARGS], input=data,
                             capture_output=True, check=True).stdout
     assert packed[:4] == b"BPCZ"
-    out = subprocess.run(cmd + ["decompress", "-", "-m", str(tiny_model_path), "-q"], input=packed,
+    out = subprocess.run(cmd + ["decompress", "-", "-m", str(tiny_model_path), "-t", "1", "-q"], input=packed,
                          capture_output=True, check=True).stdout
     assert out == data
 
