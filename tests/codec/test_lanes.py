@@ -133,3 +133,9 @@ def test_one_lane_codes_exactly_the_ideal_policy(tiny_session):
     assert stats.context_mean == ideal.context_mean
     assert stats.ideal_bits == pytest.approx(ideal.ideal_bits, rel=1e-3)  # batch shapes differ, contexts do not
     assert np.isfinite(stats.ideal_bits)
+
+
+def test_compress_and_decompress_share_one_kv_cache(tiny_session):
+    tiny_session.close_evaluators()
+    roundtrip(tiny_session, TEXT, Settings(context=16, discard=4, width=3, min_lane_tokens=50, threads=1))
+    assert len(tiny_session._evaluators) == 1  # the decoder's shift=True reuses the encoder's evaluator

@@ -77,16 +77,20 @@ class Session(Closeable):
     def evaluator(self, plan: Plan | LanePlan, threads: int, shift: bool | None = None):
         """The lockstep evaluator for a plan, reused across files of one session."""
         if isinstance(plan, LanePlan):
-            key = ("lanes", plan.n_lanes, plan.context, threads, shift)
+            key = ("lanes", plan.n_lanes, plan.context, threads)  # the slide mode is checked below
             make = lambda: LaneEvaluator(self.model, lanes=plan.n_lanes, context=plan.context,  # noqa: E731
                                          threads=threads, shift=shift)
         else:
             key = ("chunks", plan.width, plan.chunk_tokens, threads)
             make = lambda: LockstepEvaluator(self.model, width=plan.width, chunk_tokens=plan.chunk_tokens,  # noqa: E731
                                              threads=threads)
-        if key not in self._evaluators:
-            self._evaluators[key] = make()
-        return self._evaluators[key]
+        ev = self._evaluators.get(key)
+        if ev is not None and shift is not None and getattr(ev, "shift", shift) != shift:
+            ev.close()  # a file coded the other way: one KV cache at a time, not two
+            ev = None
+        if ev is None:
+            ev = self._evaluators[key] = make()
+        return ev
 
     def close_evaluators(self) -> None:
         for ev in self._evaluators.values():
