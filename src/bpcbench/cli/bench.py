@@ -82,7 +82,7 @@ def register(sub) -> None:
     p = sub.add_parser("bench", help="run a bench matrix (models × corpora × codecs) into results/<run-id>/")
     p.add_argument("matrix", nargs="?",
                    help="matrix TOML, or the name of a shipped one: default, quick, nightly (default: default)")
-    p.add_argument("--quick", action="store_true", help="run the shipped quick matrix (about 2 minutes)")
+    p.add_argument("--quick", action="store_true", help="run the shipped quick matrix (a few minutes)")
     p.add_argument("--out", help="output directory (default results/<UTC time>-<matrix name>/)")
     _add_run_options(p, no_cache="measure every cell again (results still refresh the cache)",
                      shard="run only shard K of N (1-based); default output results/<run-id>-shard-K-of-N/; "
