@@ -1,12 +1,35 @@
-"""Atomic file writes: a reader sees the old file or the whole new one, never half of it."""
+"""Atomic file writes: a reader sees the old file or the whole new one, never half of it.
+
+Temp files are named `.bpcbench-NAME.XXXXXXXX.tmp` beside the target. Every exit path Python
+sees removes them (SIGTERM is turned into an exception by the CLI); one left by SIGKILL or a
+power cut is removed by the next write into that directory once it is a day old.
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
+
+PREFIX = ".bpcbench-"
+STALE_SECONDS = 24 * 3600
+
+
+def remove_stale(directory: Path, now: float | None = None) -> list[Path]:
+    """Remove our temp files older than a day from `directory` (never anyone else's)."""
+    now = time.time() if now is None else now
+    removed = []
+    for p in directory.glob(f"{PREFIX}*.tmp"):
+        try:
+            if p.is_file() and not p.is_symlink() and now - p.stat().st_mtime > STALE_SECONDS:
+                p.unlink()
+                removed.append(p)
+        except OSError:
+            pass  # gone already, or not ours to remove
+    return removed
 
 
 def _umask() -> int:
@@ -24,7 +47,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{PREFIX}{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs should look like any other file
     try:

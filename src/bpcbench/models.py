@@ -10,6 +10,9 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
+import stat
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -66,32 +69,59 @@ class ModelInfo:
         return asdict(self)
 
 
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_SHA_MEMO: dict[str, str] = {}  # this process's hashes, by the same key as the cache file's
+
+
+def _hash_file(path: Path) -> str:
+    """sha256 of a regular file's bytes; never blocks on a FIFO swapped in after a stat."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with open(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"not a regular file: {path}")
+        h = hashlib.sha256()
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _read_sha_cache(cache_file: Path) -> dict:
+    """The cache file's entries; a missing, unreadable or corrupt file counts as empty."""
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return cache if isinstance(cache, dict) else {}
+
+
 def sha256_file(path: str | os.PathLike) -> str:
-    """sha256 of a file, cached by (path, size, mtime): models are hashed on every run otherwise."""
+    """sha256 of a file, cached by (path, size, mtime): models are hashed on every run otherwise.
+
+    Hashed at most once per process (in memory) and across runs (CACHE_DIR/sha256.json,
+    rewritten atomically; a corrupt file or entry is ignored and rewritten)."""
     path = Path(path).resolve()
     st = path.stat()
     key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
+    if key in _SHA_MEMO:
+        return _SHA_MEMO[key]
     cache_file = CACHE_DIR / "sha256.json"
-    try:
-        cache = json.loads(cache_file.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    if key in cache:
-        return cache[key]
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    cache[key] = h.hexdigest()
-    try:
-        write_text(cache_file, json.dumps(cache, indent=0))
-    except OSError:
-        pass  # a read-only cache costs time, not correctness
-    return cache[key]
+    cache = _read_sha_cache(cache_file)
+    digest = cache.get(key)
+    if not (isinstance(digest, str) and _HEX64.fullmatch(digest)):
+        digest = cache[key] = _hash_file(path)
+        try:
+            write_text(cache_file, json.dumps(cache, indent=0))
+        except OSError:
+            pass  # a read-only cache costs time, not correctness
+    _SHA_MEMO[key] = digest
+    return digest
 
 
 def _package_dir(package: str) -> Path | None:
-    spec = importlib.util.find_spec(package)
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
     if spec is None or not spec.submodule_search_locations:
         return None
     return Path(list(spec.submodule_search_locations)[0])
@@ -157,6 +187,103 @@ def resolve_path(spec: str | os.PathLike) -> tuple[str, Path]:
         return spec_s, path
     path = Path(resolve_spec(spec_s))
     return path.stem, path
+
+
+_SHA_PREFIX = re.compile(r"[0-9a-f]{16}")
+
+
+def find_by_hash(sha_prefix: str, name: str, model_dirs: Sequence[str | os.PathLike] = ()) -> str:
+    """The model a .bpcz file was made with, found by its sha256 prefix (16 lowercase hex digits).
+
+    Returns a spec that describe()/resolve_path() accept: a registry name, or the absolute path
+    of a GGUF file. Looks in the registry, then `model_dirs` (--model-dir), then the
+    BPCBENCH_MODEL_PATH directories, then CACHE_DIR/models: only regular `*.gguf` files directly
+    inside, by name, the recorded `name` first if it is a plain file name (a hint, never a path).
+    """
+    if not isinstance(sha_prefix, str) or not _SHA_PREFIX.fullmatch(sha_prefix):
+        raise BpcError(f"bad model sha256 prefix {_show(sha_prefix)}: expected 16 lowercase hex digits")
+    found = _find_in_registry(sha_prefix)
+    if found is not None:
+        return found
+    hint = _name_hint(name)
+    dirs = _search_dirs(model_dirs)
+    for d in dirs:
+        found = _find_in_dir(d, sha_prefix, hint)
+        if found is not None:
+            return found
+    where = ", ".join(_show(str(d)) for d in dirs)
+    raise BpcError(
+        f"model {_show(name)} (sha256 {sha_prefix}…) not found: looked in the registry "
+        f"({', '.join(KNOWN_MODELS) or 'empty'}) and in {where}; "
+        "pass `--model PATH` or `--model-dir DIR`"
+    )
+
+
+def _show(value: object, limit: int = 200) -> str:
+    """A value from a file or the environment, quoted and escaped onto one line."""
+    text = str(value)
+    return repr(text[:limit] + "…" if len(text) > limit else text)
+
+
+def _find_in_registry(sha_prefix: str) -> str | None:
+    """A registry model with this hash: published hashes compared as is (nothing assembled),
+    the others hashed from their installed package file; models not installed are skipped."""
+    for known in KNOWN_MODELS.values():
+        pkg = _package_dir(known.package)
+        if pkg is None:
+            continue
+        if known.sha256:
+            if known.sha256.startswith(sha_prefix):
+                return known.name
+            continue
+        if not known.relpath:
+            continue
+        try:
+            if sha256_file(pkg / known.relpath).startswith(sha_prefix):
+                return known.name
+        except OSError:
+            continue
+    return None
+
+
+def _name_hint(name: object) -> str | None:
+    """The recorded name, if it is a plain file name that may be tried first in a directory."""
+    if not isinstance(name, str) or not name or len(name) > 255 or name in (".", ".."):
+        return None
+    if any(c in name for c in ("/", "\\", "\0")):
+        return None
+    return name
+
+
+def _search_dirs(model_dirs: Sequence[str | os.PathLike]) -> list[Path]:
+    env = os.environ.get("BPCBENCH_MODEL_PATH", "")
+    raw = [*model_dirs, *(p for p in env.split(os.pathsep) if p), CACHE_DIR / "models"]
+    dirs: list[Path] = []
+    for d in raw:
+        p = Path(d).absolute()
+        if p not in dirs:
+            dirs.append(p)
+    return dirs
+
+
+def _find_in_dir(directory: Path, sha_prefix: str, hint: str | None) -> str | None:
+    """The first regular `*.gguf` file directly in `directory` whose sha256 starts with the prefix."""
+    try:
+        with os.scandir(directory) as entries:
+            names = sorted(e.name for e in entries if e.name.endswith(".gguf"))
+    except (OSError, ValueError):  # missing, unreadable, not a directory, or a NUL in its name
+        return None
+    if hint in names:
+        names.remove(hint)
+        names.insert(0, hint)
+    for n in names:
+        path = directory / n
+        try:
+            if stat.S_ISREG(os.stat(path).st_mode) and sha256_file(path).startswith(sha_prefix):
+                return str(path)
+        except OSError:
+            continue  # vanished, unreadable, or a dangling link
+    return None
 
 
 def check_gguf_file(path: Path) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from bpcbench.cli import main
+from bpcbench.codec.container import Container
 
 ARGS = ["--context", "16", "--width", "8", "--threads", "1", "-q"]  # 1: CI may have one usable core
 
@@ -142,3 +144,88 @@ def test_sigterm_mid_write_leaves_no_temp_file(tmp_path, tiny_model_path, capsys
     assert run("compress", src, "-o", tmp_path / "out.bpcz", "-m", tiny_model_path, *ARGS) == 143
     assert "terminated" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]  # no output, no .out.bpcz.*.tmp
+
+
+# --- the model found by its hash --------------------------------------------------------------
+
+
+@pytest.fixture
+def compressed_with_a_path(tmp_path, tiny_model_path):
+    """A file compressed with --model PATH; the model then moved and renamed."""
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"found by hash " * 30)
+    assert run("compress", src, "-m", tiny_model_path, "--no-fallback", *ARGS) == 0
+    assert Container.from_bytes(Path(f"{src}.bpcz").read_bytes()).header.method == "model"
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "renamed.gguf").write_bytes(tiny_model_path.read_bytes())
+    return src, models
+
+
+def test_decompress_finds_the_model_in_a_model_dir_even_renamed(compressed_with_a_path, capsys):
+    src, models = compressed_with_a_path
+    out = src.parent / "out"
+    assert run("decompress", f"{src}.bpcz", "-o", out, "--model-dir", models, "-t", "1", "-q") == 0
+    assert out.read_bytes() == src.read_bytes()
+
+
+def test_decompress_finds_the_model_on_the_model_path(compressed_with_a_path, monkeypatch):
+    src, models = compressed_with_a_path
+    monkeypatch.setenv("BPCBENCH_MODEL_PATH", str(models))
+    assert run("decompress", f"{src}.bpcz", "-o", src.parent / "out", "-t", "1", "-q") == 0
+    assert (src.parent / "out").read_bytes() == src.read_bytes()
+
+
+def test_a_model_that_cannot_be_found_names_its_file_and_hash(compressed_with_a_path, tiny_session, capsys,
+                                                              monkeypatch):
+    src, _ = compressed_with_a_path
+    monkeypatch.delenv("BPCBENCH_MODEL_PATH", raising=False)
+    assert run("decompress", f"{src}.bpcz", "-o", src.parent / "out", "-t", "1", "-q") == 2
+    line = only_one_line(capsys.readouterr().err)
+    assert "'tiny'" in line and tiny_session.info.sha256[:16] in line and "--model PATH" in line
+
+
+# --- bounded reads, free space, stale temp files, header size in --stats ----------------------------
+
+
+def test_an_endless_device_is_refused_at_the_input_limit(tmp_path, tiny_model_path, capsys):
+    assert run("compress", "/dev/zero", "-o", tmp_path / "z.bpcz", "-m", tiny_model_path,
+               "--max-input-bytes", "100000", *ARGS) == 2
+    assert "larger than 100,000 bytes (--max-input-bytes)" in only_one_line(capsys.readouterr().err)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_full_disk_is_found_before_the_work(tmp_path, tiny_model_path, capsys, monkeypatch):
+    import shutil
+
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"x" * 5000)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 100, 100))
+    monkeypatch.setattr("bpcbench.cli.codec.compress", lambda *a, **k: pytest.fail("compressed anyway"))
+    assert run("compress", src, "-m", tiny_model_path, *ARGS) == 2
+    assert "not enough disk space" in only_one_line(capsys.readouterr().err)
+
+
+def test_stale_temp_files_of_ours_are_removed_on_the_next_write(tmp_path, tiny_model_path):
+    import time
+
+    stale, fresh, foreign = (tmp_path / ".bpcbench-old.bpcz.abcd1234.tmp", tmp_path / ".bpcbench-new.x.tmp",
+                             tmp_path / ".someone-else.tmp")
+    for p in (stale, fresh, foreign):
+        p.write_bytes(b"debris")
+    two_days_ago = time.time() - 2 * 86400
+    for p in (stale, foreign):
+        os.utime(p, (two_days_ago, two_days_ago))
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"some text")
+    assert run("compress", src, "-m", tiny_model_path, *ARGS) == 0
+    assert not stale.exists() and fresh.exists() and foreign.exists()
+
+
+def test_stats_report_the_storage_method_and_header_size(tmp_path, tiny_model_path, capsys):
+    src = tmp_path / "r.bin"
+    src.write_bytes(os.urandom(3000))
+    assert run("compress", src, "-m", tiny_model_path, "--stats", *ARGS) == 0
+    err = capsys.readouterr().err
+    assert "stored as stored, header" in err or "stored as zstd, header" in err
+    assert (tmp_path / "r.bin.bpcz").stat().st_size <= 3000 + 40

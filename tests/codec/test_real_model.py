@@ -6,6 +6,8 @@ import pytest
 
 from bpcbench.baselines import run_baseline
 from bpcbench.codec import compress as codec
+from bpcbench.codec.container import Container
+from bpcbench.codec.decompress import decompress
 from bpcbench.codec.session import Settings
 from bpcbench.corpora import resolve
 
@@ -19,12 +21,12 @@ def alice_prefix():
 
 @pytest.fixture(scope="module")
 def compressed(smollm2_session, alice_prefix):
-    return codec.compress(alice_prefix, smollm2_session, Settings(width=8))
+    return codec.compress(alice_prefix, smollm2_session, Settings())  # smallest of model, zstd, stored
 
 
 def test_round_trip_byte_exact(smollm2_session, alice_prefix, compressed):
     blob, _ = compressed
-    out, _ = codec.decompress(blob, smollm2_session)
+    out, _ = decompress(blob, smollm2_session)
     assert out == alice_prefix
 
 
@@ -42,7 +44,7 @@ def test_beats_gzip(compressed, alice_prefix):
 
 def test_compressing_twice_is_deterministic(smollm2_session, alice_prefix, compressed):
     blob, _ = compressed
-    again, _ = codec.compress(alice_prefix, smollm2_session, Settings(width=8))
+    again, _ = codec.compress(alice_prefix, smollm2_session, Settings())
     assert again == blob
 
 
@@ -50,8 +52,16 @@ def test_lanes_that_slide_several_times_round_trip(smollm2_session, alice_prefix
     """Two lanes of ~200 tokens in a 96-token window: each lane slides at least four times."""
     s = Settings(context=96, discard=24, width=2, min_lane_tokens=150, threads=1)
     blob, stats = codec.compress(alice_prefix[:1500], smollm2_session, s)
-    header = codec.Container.from_bytes(blob).header
-    assert header["slide"] == "shift" and header["lanes"] == stats.lanes == 2
+    header = Container.from_bytes(blob).header
+    assert header.shift and stats.lanes == 2
     assert stats.n_tokens / 2 >= 96 + 4 * 24
-    out, _ = codec.decompress(blob, smollm2_session, settings=s)
+    out, _ = decompress(blob, smollm2_session, settings=s)
     assert out == alice_prefix[:1500]
+
+
+def test_english_stays_model_coded_with_a_header_of_at_most_40_bytes(compressed):
+    """At the default plan, a registry model: magic, version, flags, varints, hashes, CRC."""
+    blob, stats = compressed
+    c = Container.from_bytes(blob)
+    assert c.header.method == stats.method == "model"
+    assert c.header_bytes == stats.header_bytes <= 40

@@ -19,6 +19,7 @@ from bpcbench.bench import cache
 from bpcbench.bench.matrix import BASELINE, Cell
 from bpcbench.codec import compress as coding
 from bpcbench.codec import cross_entropy
+from bpcbench.codec import decompress as decoding
 from bpcbench.codec.session import (
     DEFAULT_MIN_LANE_TOKENS,
     DEFAULT_POLICY,
@@ -164,11 +165,11 @@ def _coded(cell: Cell, session: Session, s: Settings, data: bytes, phase, out: d
     """Compress, decompress, compare: the verdict goes into `out` (roundtrip_ok, error)."""
     name = os.path.basename(cell.corpus)
     with phase(f"{cell.codec} compress {name}") as bar:
-        blob, st = coding.compress(data, session, s, progress=bar)
+        blob, st = coding.compress(data, session, s, progress=bar, fallback=False)  # measure the model
     out.update(coded_bytes=st.coded_bytes, container_bytes=st.container_bytes, encode_seconds=st.seconds)
     try:
         with phase(f"{cell.codec} decompress {name}") as bar:
-            back, dst = coding.decompress(blob, session, settings=s, progress=bar)
+            back, dst = decoding.decompress(blob, session, settings=s, progress=bar)
     except BpcError as exc:
         out.update(roundtrip_ok=False, error=f"decompression failed: {exc}")
         return st

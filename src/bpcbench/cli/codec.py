@@ -5,31 +5,56 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
-from pathlib import Path
 
 from tqdm import tqdm
 
 from bpcbench.atomic import atomic_open
 from bpcbench.cli import options
-from bpcbench.codec.compress import DEFAULT_MAX_OUTPUT_BYTES, compress, decompress
+from bpcbench.codec.compress import compress
+from bpcbench.codec.container import Container
+from bpcbench.codec.decompress import DEFAULT_MAX_OUTPUT_BYTES, decompress
 from bpcbench.codec.session import Session, Settings
 from bpcbench.environment import PeakMemory
 from bpcbench.errors import BpcError
 from bpcbench.models import DEFAULT_MODEL, KNOWN_MODELS, describe
 
+DEFAULT_MAX_INPUT_BYTES = 1 << 30  # compressing 1 GiB takes the model days on a CPU; more is a mistake
 
-def read_input(path: str) -> bytes:
-    if path == "-":
-        return sys.stdin.buffer.read()
+
+def read_input(path: str, max_bytes: int) -> bytes:
+    """The whole input, read no further than `max_bytes` (a pipe or /dev/zero never ends)."""
     try:
-        return Path(path).read_bytes()
+        fh = sys.stdin.buffer if path == "-" else open(path, "rb")
     except FileNotFoundError:
         raise BpcError(f"input not found: {path}") from None
     except IsADirectoryError:
         raise BpcError(f"input is a directory: {path}") from None
     except OSError as e:
         raise BpcError(f"cannot read {path}: {e.strerror}") from None
+    data = bytearray()
+    try:
+        with fh:
+            while len(data) <= max_bytes and (piece := fh.read(min(1 << 24, max_bytes + 1 - len(data)))):
+                data += piece
+    except OSError as e:
+        raise BpcError(f"cannot read {path}: {e.strerror}") from None
+    if len(data) > max_bytes:
+        raise BpcError(f"input {path} is larger than {max_bytes:,} bytes (--max-input-bytes)")
+    return bytes(data)
+
+
+def check_free_space(path: str, needed: int) -> None:
+    """Fail before the work, not after it, when the output cannot fit."""
+    if path == "-":
+        return
+    try:
+        free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
+    except OSError:
+        return  # the write itself will say what is wrong
+    if free < needed:
+        raise BpcError(f"not enough disk space for {path}: needs up to {needed:,} bytes, {free:,} free")
 
 
 def _refuse_existing(path: str, force: bool, source: str = "-") -> None:
@@ -76,7 +101,7 @@ def _print_stats(direction: str, stats, args) -> None:
     lines = [
         f"{direction}: {d['input_bytes']:,} bytes <-> {d['container_bytes']:,} bytes "
         f"(coded payload {d['coded_bytes']:,} bytes), {d['n_tokens']:,} tokens in {d['n_chunks']} "
-        f"{'lanes' if d['policy'] == 'lanes' else 'chunks'}",
+        f"{'lanes' if d['policy'] == 'lanes' else 'chunks'}; stored as {d['method']}, header {d['header_bytes']} bytes",
     ]
     if direction == "compress":
         lines.append(
@@ -92,9 +117,11 @@ def _print_stats(direction: str, stats, args) -> None:
     print("\n".join(lines), file=sys.stderr)
 
 
-def _code(direction: str, out: str, args, work) -> int:
-    """Run `work(progress bar)` -> (bytes, stats) measuring peak memory; write `out`; report."""
+def _code(direction: str, out: str, args, work, out_bytes: int) -> int:
+    """Run `work(progress bar)` -> (bytes, stats) measuring peak memory; write `out`; report.
+    `out_bytes` bounds the output's size, checked against the free space before the work."""
     _refuse_existing(out, args.force, args.input)
+    check_free_space(out, out_bytes)
     with PeakMemory() as mem, _progress(direction, not args.quiet) as bar:
         data, stats = work(bar)
     stats.peak_rss_mb = mem.mb
@@ -105,15 +132,15 @@ def _code(direction: str, out: str, args, work) -> int:
 
 
 def cmd_compress(args) -> int:
-    data = read_input(args.input)
+    data = read_input(args.input, args.max_input_bytes)
     out = args.output or ("-" if args.input == "-" else args.input + ".bpcz")
     settings = _settings(args)
 
     def work(bar):
         with Session(args.model, n_gpu_layers=settings.n_gpu_layers) as session:
-            return compress(data, session, settings, progress=bar)
+            return compress(data, session, settings, progress=bar, fallback=not args.no_fallback)
 
-    return _code("compress", out, args, work)
+    return _code("compress", out, args, work, len(data) + 4096)  # never larger than stored, plus its header
 
 
 def _decompressed_name(args) -> str:
@@ -127,11 +154,14 @@ def _decompressed_name(args) -> str:
 
 
 def cmd_decompress(args) -> int:
-    blob = read_input(args.input)
-    return _code("decompress", _decompressed_name(args), args,
+    blob = read_input(args.input, args.max_input_bytes)
+    out = _decompressed_name(args)
+    size = Container.from_bytes(blob).header.original_bytes  # a bad file fails here, before any model loads
+    return _code("decompress", out, args,
                  lambda bar: decompress(blob, model_spec=args.model, force=args.allow_mismatch, progress=bar,
                                         threads=args.threads, n_gpu_layers=args.n_gpu_layers,
-                                        max_output_bytes=args.max_output_bytes))
+                                        model_dirs=args.model_dir, max_output_bytes=args.max_output_bytes),
+                 min(size, args.max_output_bytes))
 
 
 def cmd_models(args) -> int:
@@ -163,6 +193,8 @@ def _add_report_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stats", action="store_true", help="print sizes, bits per byte, speed and peak memory to stderr")
     p.add_argument("--json", action="store_true", help="print the same statistics as JSON to stderr")
     options.add_quiet(p)
+    p.add_argument("--max-input-bytes", type=options.positive_int, default=DEFAULT_MAX_INPUT_BYTES,
+                   help=f"refuse a larger input, from a file, pipe or device (default {DEFAULT_MAX_INPUT_BYTES:,})")
 
 
 def register(sub) -> None:
@@ -171,6 +203,8 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", help="output file (default INPUT.bpcz; stdout for stdin)")
     p.add_argument("-m", "--model", default=DEFAULT_MODEL, help=f"model name or GGUF path (default {DEFAULT_MODEL})")
     options.add_force(p)
+    p.add_argument("--no-fallback", action="store_true",
+                   help="store the model's coding even where zstd or the bytes as they are would be smaller")
     _add_report_flags(p)
     options.add_policy(p)
     options.add_context(p)
@@ -182,7 +216,10 @@ def register(sub) -> None:
     p = sub.add_parser("decompress", help="restore a .bpcz file byte for byte")
     p.add_argument("input", help=".bpcz file, or - for stdin")
     p.add_argument("-o", "--output", help="output file (default INPUT without .bpcz; stdout for stdin)")
-    p.add_argument("-m", "--model", help="model name or GGUF path (default: the one recorded in the file)")
+    p.add_argument("-m", "--model", help="model name or GGUF path (default: the model whose sha256 the file "
+                                         "records, from the registry, --model-dir, $BPCBENCH_MODEL_PATH or the cache)")
+    p.add_argument("--model-dir", action="append", default=[], metavar="DIR",
+                   help="also look for the file's model among the .gguf files in DIR (repeatable)")
     options.add_force(p)
     p.add_argument("--allow-mismatch", action="store_true",
                    help="decode even if the llama.cpp build, threads or offload differ (the checksum still guards)")

@@ -15,9 +15,8 @@ import sys
 from tqdm import tqdm
 
 from bpcbench.cli import options
-from bpcbench.ladder import config, results
+from bpcbench.ladder import config
 from bpcbench.ladder.quantize import DEFAULT_LEVELS
-from bpcbench.ladder.run import run_ladder
 
 
 def register(sub) -> None:
@@ -54,6 +53,10 @@ def register(sub) -> None:
 
 
 def cmd_ladder(args: argparse.Namespace) -> int:
+    # imported here: pandas and matplotlib cost seconds that `bpcbench decompress` should not pay
+    from bpcbench.ladder import results
+    from bpcbench.ladder.run import run_ladder
+
     cfg, out_dir = config.merged(args.config, {k: getattr(args, k) for k in config.CONFIG_KEYS if k in args})
     log = (lambda msg: None) if args.quiet else (lambda msg: print(f"ladder: {msg}", file=sys.stderr, flush=True))
     bar = None

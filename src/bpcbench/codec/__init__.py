@@ -5,6 +5,7 @@ entropy_model  logits -> coder tables and ideal bits
 range_coder    constriction's range coder over blocks of positions
 container      the .bpcz file format
 session        a loaded model, the settings and their defaults
-compress       compress / decompress
+compress       bytes -> container (and the cost statistics)
+decompress     container -> bytes, or one line saying why not
 cross_entropy  the ideal (no file) measurement on the fast path
 """

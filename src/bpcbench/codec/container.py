@@ -1,148 +1,228 @@
-"""The .bpcz file: what a decoder needs to reproduce the encoder's distributions, or refuse.
+"""The .bpcz file (format version 3): a binary header a few dozen bytes long, parsed by a small
+strict reader, so that a truncated, bit-flipped or forged file fails with one line before any
+model is loaded or any buffer is sized from it.
 
-Layout (little-endian):
-    b"BPCZ"  u16 format version  u32 header length  header (UTF-8 JSON, zlib with a preset dictionary)
-Version 2: the tokens are coded in lanes (llama/lanes.py); version 1: in disjoint chunks.
-    payload: u32 range-coder words
+Layout (varint = unsigned LEB128, minimal, at most 8 bytes; fixed integers little-endian):
+
+    b"BPCZ"  u8 version (3)  u8 flags
+    varint original_bytes    8 bytes: sha256(original)[:8]
+    method "model" only:
+        varint n_tokens  varint threads  varint n_gpu_layers   (threads/offload: the encoder's, for messages)
+        u8 model: 0 = named (u8 length, UTF-8 file name; never used as a path), k >= 1 = REGISTRY[k - 1]
+        8 bytes: sha256(model)[:8]   4 bytes: codec fingerprint (build, numpy, coder, vocabulary)
+        flag EXPLICIT: varint context, varint width, lanes also varint discard, varint min_lane_tokens
+                       (otherwise the lane defaults of this format, LANE_DEFAULTS)
+    payload: "model": the range coder's 32-bit words, big-endian, trailing zero bytes trimmed
+             (constriction reads missing words as zeros) as far as the decoder's payload check
+             allows (entropy_model.min_code_bits);
+             "zstd": one zstd frame; "stored": the original bytes
     u32 CRC-32 of everything before it
-The CRC is checked before anything is inflated; the header inflates to at most 16 KiB and
-every field is typed and range-checked (check_header) before anything uses it, so a
-truncated, bit-flipped or forged file fails with one line before any model is loaded. The
-original's sha256 in the header catches a decode that went wrong anyway.
+
+flags: bits 0-1 method (0 stored, 1 zstd, 2 model), bit 2 chunks policy (else lanes), bit 3 the
+lanes re-evaluate instead of shifting the KV cache, bit 4 EXPLICIT; other bits must be zero.
+
+Guarantees: the CRC is checked before any field is read; every field is typed and range-checked,
+with n_tokens <= original_bytes (a token spells at least one byte) and the payload length
+checked against the method; nothing read here chooses threads, paths or allocation sizes beyond
+original_bytes, which the caller bounds (--max-output-bytes) before decoding. Versions 1 and 2
+(JSON headers, bpcbench 0.1) are refused with a message naming the release that reads them.
 """
 
 from __future__ import annotations
 
-import json
-import re
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from bpcbench.errors import CorruptInput
 
 MAGIC = b"BPCZ"
-FORMAT_VERSION = 2  # written by default; READABLE also decodes
-READABLE = (1, 2)
-MAX_HEADER_BYTES = 16 * 1024  # inflated JSON; a real header is ~300 bytes
-MAX_ORIGINAL_BYTES = 1 << 40  # what any header may claim; decompress applies the user's own, smaller bound
-_PREFIX = struct.Struct("<4sHI")
-
-# zlib preset dictionary: the header's keys and usual values, so a typical header costs
-# ~150 bytes instead of ~300. Part of format version 1: changing it needs a new version.
-_ZDICT = (
-    b'{"block_symbols":256,"bpcbench":"0.1.0","build":{"backend":"cpu","llama_cpp_python":"0.3.36",'
-    b'"system_sha":""},"chunk_tokens":512,"coder":"constriction-0.5.0/range/two-level","fallback_bytes":0,'
-    b'"max_width":32,"model":{"name":"smollm2-135m","sha256":""},"n_gpu_layers":0,"n_tokens":,'
-    b'"numpy":"2.4.6","original_bytes":,"original_sha256":"","payload_words":,"start_token":1,"threads":2,'
-    b'"vocab":"","width":32}gemma3-270m'
-)
-# Version 2 adds the lane plan's keys; version 1's dictionary is kept as it was.
-_ZDICT_BY_VERSION = {
-    1: _ZDICT,
-    2: _ZDICT + b'"context":2048,"discard":512,"lanes":,"min_lane_tokens":8192,"policy":"lanes","slide":"shift"',
-}
+FORMAT_VERSION = 3
+METHODS = ("stored", "zstd", "model")
+REGISTRY = ("smollm2-135m", "gemma3-270m")  # ids 1, 2: part of the format; append only
+LANE_DEFAULTS = {"context": 2048, "width": 32, "discard": 512, "min_lane_tokens": 8192}
+HASH_BYTES = 8  # original and model sha256 prefixes: plenty to catch a wrong model or decode
+CODEC_BYTES = 4
+MAX_ORIGINAL_BYTES = 1 << 48  # what any header may claim; decompress applies the user's own, smaller bound
+MAX_NAME_BYTES = 255
+_CHUNKS, _REEVAL, _EXPLICIT = 4, 8, 16
+_VARINT_BYTES = 8
+_CRC = struct.Struct("<I")
 
 
-@dataclass
+@dataclass(frozen=True)
+class Header:
+    """What a decoder needs; "model" fields are empty for the stored and zstd methods."""
+
+    method: str
+    original_bytes: int
+    original_sha: str  # hex, HASH_BYTES bytes
+    n_tokens: int = 0
+    policy: str = "lanes"  # or "chunks"
+    shift: bool = True  # lanes slide by llama.cpp's KV shift (else by re-evaluation)
+    context: int = LANE_DEFAULTS["context"]  # lanes: KV window; chunks: tokens per chunk
+    width: int = LANE_DEFAULTS["width"]
+    discard: int = LANE_DEFAULTS["discard"]
+    min_lane_tokens: int = LANE_DEFAULTS["min_lane_tokens"]
+    threads: int = 0
+    n_gpu_layers: int = 0
+    model_name: str = ""
+    model_sha: str = ""  # hex, HASH_BYTES bytes
+    codec: str = ""  # hex, CODEC_BYTES bytes
+
+    def explicit(self) -> bool:
+        return self.policy == "chunks" or any(getattr(self, k) != v for k, v in LANE_DEFAULTS.items())
+
+
+@dataclass(frozen=True)
 class Container:
-    header: dict
-    payload: np.ndarray  # uint32 words
-    version: int = FORMAT_VERSION
+    header: Header
+    payload: bytes
+
+    @property
+    def header_bytes(self) -> int:
+        """Everything but the payload: magic, header fields and CRC."""
+        return len(_pack_header(self.header)) + _CRC.size
 
     def to_bytes(self) -> bytes:
-        z = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, _ZDICT_BY_VERSION[self.version])
-        header = z.compress(json.dumps(self.header, separators=(",", ":"), sort_keys=True).encode()) + z.flush()
-        body = _PREFIX.pack(MAGIC, self.version, len(header)) + header
-        body += np.asarray(self.payload, dtype="<u4").tobytes()
-        return body + struct.pack("<I", zlib.crc32(body))
+        body = _pack_header(self.header) + self.payload
+        return body + _CRC.pack(zlib.crc32(body))
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> "Container":
         if len(blob) < 4 or blob[:4] != MAGIC:
             raise CorruptInput("not a bpcbench compressed file (bad magic)")
-        if len(blob) < _PREFIX.size + 4:
+        if len(blob) < 6 + _CRC.size:
             raise CorruptInput("compressed file is truncated (shorter than its header)")
-        _, version, header_len = _PREFIX.unpack_from(blob)
-        if version not in READABLE:
-            raise CorruptInput(
-                f"unsupported format version {version}: this bpcbench reads versions {', '.join(map(str, READABLE))}"
-            )
-        body, (crc,) = blob[:-4], struct.unpack("<I", blob[-4:])
-        end = _PREFIX.size + header_len
-        if end > len(body):
-            raise CorruptInput("compressed file is truncated (inside its header)")
-        if zlib.crc32(body) != crc:  # checked before anything is inflated or allocated
+        if blob[4] in (1, 2) and blob[5] == 0:
+            raise CorruptInput(f"format version {blob[4]} (bpcbench 0.1, JSON header) is no longer read: "
+                               "decompress it with bpcbench 0.1.0 (git 3b4bf35), which reads versions 1 and 2")
+        if blob[4] != FORMAT_VERSION:
+            raise CorruptInput(f"unsupported format version {blob[4]}: this bpcbench reads version {FORMAT_VERSION}")
+        body = memoryview(blob)[: -_CRC.size]
+        if zlib.crc32(body) != _CRC.unpack_from(blob, len(blob) - _CRC.size)[0]:  # before any field is used
             raise CorruptInput("compressed file is corrupt or truncated: CRC-32 mismatch")
-        header = _parse_header(body[_PREFIX.size : end], version)
-        check_header(header, version)
-        payload_bytes = body[end:]
-        if len(payload_bytes) % 4 or len(payload_bytes) // 4 != header["payload_words"]:
-            raise CorruptInput("compressed file payload length does not match its header")
-        return cls(header, np.frombuffer(payload_bytes, dtype="<u4").astype(np.uint32), version)
+        reader = _Reader(body, 5)
+        header = _read_header(reader)
+        payload = bytes(body[reader.pos :])
+        _check_payload(header, payload)
+        return cls(header, payload)
 
 
-def _parse_header(raw: bytes, version: int) -> dict:
-    """Inflate at most MAX_HEADER_BYTES (a zlib bomb stops there) and parse the JSON."""
-    z = zlib.decompressobj(-15, _ZDICT_BY_VERSION[version])
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((value & 0x7F) | (0x80 if value > 0x7F else 0))
+        value >>= 7
+        if not value:
+            return bytes(out)
+
+
+def _pack_header(h: Header) -> bytes:
+    flags = METHODS.index(h.method) | (_CHUNKS if h.policy == "chunks" else 0)
+    flags |= (0 if h.shift else _REEVAL) | (_EXPLICIT if h.explicit() else 0)
+    out = bytearray(MAGIC + bytes([FORMAT_VERSION, flags]))
+    out += _varint(h.original_bytes) + bytes.fromhex(h.original_sha)
+    if h.method != "model":
+        return bytes(out)
+    out += _varint(h.n_tokens) + _varint(h.threads) + _varint(h.n_gpu_layers)
+    if h.model_name in REGISTRY:
+        out.append(REGISTRY.index(h.model_name) + 1)
+    else:
+        name = h.model_name.encode()
+        out += bytes([0, len(name)]) + name
+    out += bytes.fromhex(h.model_sha) + bytes.fromhex(h.codec)
+    if h.explicit():
+        out += _varint(h.context) + _varint(h.width)
+        if h.policy == "lanes":
+            out += _varint(h.discard) + _varint(h.min_lane_tokens)
+    return bytes(out)
+
+
+class _Reader:
+    """Bounded reads from the header: every read names its field, every failure is one line."""
+
+    def __init__(self, data: memoryview, pos: int):
+        self.data, self.pos = data, pos
+
+    def take(self, n: int, field: str) -> bytes:
+        if self.pos + n > len(self.data):
+            raise CorruptInput(f"compressed file is truncated (inside its header, at {field})")
+        self.pos += n
+        return bytes(self.data[self.pos - n : self.pos])
+
+    def varint(self, field: str, low: int, high: int) -> int:
+        value = 0
+        for i in range(_VARINT_BYTES):
+            byte = self.take(1, field)[0]
+            value |= (byte & 0x7F) << (7 * i)
+            if not byte & 0x80:
+                if byte == 0 and i:
+                    raise CorruptInput(f"compressed file's header field {field!r} is not minimally encoded")
+                if not low <= value <= high:
+                    raise CorruptInput(f"compressed file's header field {field!r} is out of range: {value}")
+                return value
+        raise CorruptInput(f"compressed file's header field {field!r} is too long")
+
+
+def _read_header(r: _Reader) -> Header:
+    flags = r.take(1, "flags")[0]
+    if flags & ~0x1F or flags & 3 == 3:
+        raise CorruptInput(f"compressed file's header has unknown flags {flags:#04x}")
+    method = METHODS[flags & 3]
+    original = r.varint("original_bytes", 0, MAX_ORIGINAL_BYTES)
+    h = Header(method, original, r.take(HASH_BYTES, "original_sha").hex())
+    if method != "model":
+        if flags & ~3:
+            raise CorruptInput(f"compressed file's header has flags {flags:#04x} without the model method")
+        return h
+    n_tokens = r.varint("n_tokens", 0, original)  # a token spells at least one byte
+    threads, ngl = r.varint("threads", 1, 1 << 20), r.varint("n_gpu_layers", 0, 1 << 20)
+    h = replace(h, n_tokens=n_tokens, threads=threads, n_gpu_layers=ngl, policy="chunks" if flags & _CHUNKS else "lanes",
+                shift=not flags & _REEVAL, model_name=_model_name(r), model_sha=r.take(HASH_BYTES, "model_sha").hex(),
+                codec=r.take(CODEC_BYTES, "codec").hex())
+    if h.policy == "chunks" and not flags & _EXPLICIT:
+        raise CorruptInput("compressed file's header lacks its chunk plan")
+    if flags & _EXPLICIT:
+        h = replace(h, context=r.varint("context", 2, 1 << 24), width=r.varint("width", 1, 1 << 16))
+        if h.policy == "lanes":
+            h = replace(h, discard=r.varint("discard", 1, h.context - 1),
+                        min_lane_tokens=r.varint("min_lane_tokens", 1, MAX_ORIGINAL_BYTES))
+    return h
+
+
+def _model_name(r: _Reader) -> str:
+    """A registry name, or a file name kept for messages only: printable, no path separators."""
+    ident = r.take(1, "model")[0]
+    if ident:
+        if ident > len(REGISTRY):
+            raise CorruptInput(f"compressed file names an unknown registry model (id {ident})")
+        return REGISTRY[ident - 1]
+    raw = r.take(r.take(1, "model name length")[0], "model name")
     try:
-        text = z.decompress(raw, MAX_HEADER_BYTES + 1)
-        if len(text) > MAX_HEADER_BYTES or z.unconsumed_tail:
-            raise CorruptInput(f"compressed file's header inflates past {MAX_HEADER_BYTES} bytes")
-        header = json.loads(text + z.flush(MAX_HEADER_BYTES))
-    except (ValueError, zlib.error, RecursionError):
-        raise CorruptInput("compressed file has an unreadable header") from None
-    if not isinstance(header, dict):
-        raise CorruptInput("compressed file has an unreadable header (not an object)")
-    return header
+        name = raw.decode()
+    except UnicodeDecodeError:
+        name = ""
+    if not name or not name.isprintable() or any(c in name for c in "/\\") or name in (".", ".."):
+        raise CorruptInput("compressed file's model name is not a plain file name")
+    return name
 
 
-HEX16 = re.compile(r"[0-9a-f]{16}")
-_INT31 = 2**31 - 1
-# field -> (type, low, high) for numbers, (str, max length) for text; every field is required
-_COMMON = {
-    "threads": (int, 1, 1 << 20), "n_gpu_layers": (int, 0, 1 << 20), "start_token": (int, 0, _INT31),
-    "n_tokens": (int, 0, MAX_ORIGINAL_BYTES), "fallback_bytes": (int, 0, MAX_ORIGINAL_BYTES),
-    "block_symbols": (int, 2, 1 << 20), "original_bytes": (int, 0, MAX_ORIGINAL_BYTES),
-    "payload_words": (int, 0, MAX_ORIGINAL_BYTES), "numpy": (str, 64), "coder": (str, 256), "bpcbench": (str, 64),
-    "vocab": (str, 16), "original_sha256": (str, 16), "max_width": (int, 1, 1 << 20),
-}
-_BY_VERSION = {
-    1: {"width": (int, 1, 1 << 20), "chunk_tokens": (int, 1, 1 << 24)},
-    2: {"policy": (str, 16), "context": (int, 2, 1 << 24), "discard": (int, 1, 1 << 24),
-        "min_lane_tokens": (int, 1, MAX_ORIGINAL_BYTES), "lanes": (int, 0, 1 << 20), "slide": (str, 16)},
-}
+def _check_payload(h: Header, payload: bytes) -> None:
+    if h.method == "stored" and len(payload) != h.original_bytes:
+        raise CorruptInput("compressed file's stored data does not match its length")
+    if h.method == "zstd" and not payload:
+        raise CorruptInput("compressed file's zstd frame is empty")
 
 
-def _field(header: dict, key: str, spec: tuple):
-    value = header.get(key)
-    kind = spec[0]
-    if isinstance(value, bool) or not isinstance(value, kind):
-        raise CorruptInput(f"compressed file's header field {key!r} is missing or not {kind.__name__}")
-    if kind is int and not spec[1] <= value <= spec[2]:
-        raise CorruptInput(f"compressed file's header field {key!r} is out of range: {value}")
-    if kind is str and len(value) > spec[1]:
-        raise CorruptInput(f"compressed file's header field {key!r} is too long")
-    return value
+def pack_words(words) -> bytes:
+    """Range-coder words -> payload bytes: big-endian, so a final word's zero low bytes trim away."""
+    return np.asarray(words, dtype=">u4").tobytes().rstrip(b"\0")
 
 
-def check_header(header: dict, version: int) -> None:
-    """Every field typed and range-checked before anything uses it: a forged header gets one line."""
-    for key, spec in {**_COMMON, **_BY_VERSION[version]}.items():
-        _field(header, key, spec)
-    model, build = header.get("model"), header.get("build")
-    if not isinstance(model, dict) or not isinstance(build, dict):
-        raise CorruptInput("compressed file's header lacks its model or build description")
-    _field(model, "name", (str, 256))
-    for key in ("sha256",):
-        if not HEX16.fullmatch(str(model.get(key, ""))):
-            raise CorruptInput("compressed file's header has no valid model sha256")
-    for key in ("vocab", "original_sha256"):
-        if not HEX16.fullmatch(header[key]):
-            raise CorruptInput(f"compressed file's header field {key!r} is not a 16-digit hash")
-    for key in ("llama_cpp_python", "system_sha", "backend"):
-        _field(build, key, (str, 256))
-    if header["n_tokens"] > header["original_bytes"] or header["fallback_bytes"] > header["original_bytes"]:
-        raise CorruptInput("compressed file's header claims more tokens than bytes")
+def unpack_words(payload: bytes):
+    """Payload bytes -> words, the trimmed zeros put back (a whole trimmed word is read as zero anyway)."""
+    padded = payload + b"\0" * (-len(payload) % 4)
+    return np.frombuffer(padded, dtype=">u4").astype(np.uint32)

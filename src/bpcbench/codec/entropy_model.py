@@ -99,3 +99,31 @@ class TwoLevel:
 
     def join(self, blocks: np.ndarray, within: np.ndarray) -> np.ndarray:
         return (blocks * self.block + within).astype(np.int32)
+
+
+# constriction's Categorical(perfect=False) moves each entry of an n-entry table by at most a
+# few units of 2**-24 (the leaky floor and the rounding of its cumulative table); the bound below
+# allows 16x that, so it stays under what the coder really charges.
+_QUANTIZATION_SLACK = 2.0**-20
+_RELATIVE_SLACK = 2.0**-10
+PAYLOAD_SLACK_BITS = 256  # the decoder's allowance beyond 8 x payload bytes; the encoder keeps half of it spare
+
+
+def min_code_bits(table: np.ndarray, chosen: np.ndarray) -> float:
+    """What the range coder spent on `chosen` under `table` (one row per position), from below.
+
+    Both ends sum it over the file. The decoder refuses a file once the sum passes 8 x payload
+    bytes + PAYLOAD_SLACK_BITS, so a forged token count stops when the payload is spent, not hours
+    later. The encoder makes that true of every file it writes (payload_bytes_needed): a range
+    coder cannot code more information than its payload holds, except for a lucky final interval,
+    and trimming trailing zero bytes can make that luck large (a text of token 0 codes to zeros).
+    """
+    rows = np.arange(len(chosen))
+    p = table[rows, chosen] / table.sum(axis=1)
+    q = np.minimum(1.0, p * (1 + _RELATIVE_SLACK) + table.shape[1] * _QUANTIZATION_SLACK)
+    return float(-np.log2(q).sum())
+
+
+def payload_bytes_needed(spent_bits: float) -> int:
+    """The shortest payload whose decoder allowance covers `spent_bits` with half the slack to spare."""
+    return max(0, int(np.ceil((spent_bits - PAYLOAD_SLACK_BITS / 2) / 8)))

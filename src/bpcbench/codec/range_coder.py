@@ -12,6 +12,8 @@ from importlib.metadata import version
 import constriction
 import numpy as np
 
+from bpcbench.errors import CorruptInput
+
 _FAMILY = constriction.stream.model.Categorical(perfect=False)
 VERSION = f"constriction-{version('constriction')}/range/two-level"
 
@@ -35,4 +37,7 @@ class Decoder:
     def decode(self, probabilities: np.ndarray) -> np.ndarray:
         if len(probabilities) == 0:
             return np.zeros(0, dtype=np.int32)
-        return np.asarray(self._dec.decode(_FAMILY, probabilities), dtype=np.int32)
+        try:
+            return np.asarray(self._dec.decode(_FAMILY, probabilities), dtype=np.int32)
+        except (AssertionError, ValueError, RuntimeError) as exc:  # constriction on a payload it cannot read
+            raise CorruptInput(f"compressed file's payload cannot be decoded ({type(exc).__name__})") from None

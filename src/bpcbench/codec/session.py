@@ -5,6 +5,8 @@ The defaults live here and nowhere else: the CLI, the bench matrix and the ladde
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -55,6 +57,16 @@ def environment(settings: Settings) -> dict:
         "numpy": np.__version__,
         "coder": range_coder.VERSION,
     }
+
+
+def codec_fingerprint(session: "Session", settings: Settings) -> str:
+    """What else must match for bit-exact decoding (llama.cpp build and CPU features, numpy, the
+    coder, the vocabulary as bpcbench builds it), hashed to 8 hex digits for the container."""
+    env = environment(settings)
+    parts = {k: env[k] for k in ("build", "numpy", "coder")}
+    parts.update(vocab=session.vocab.fingerprint, start_token=session.model.start_token,
+                 n_symbols=session.vocab.n_symbols)
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:8]
 
 
 class Session(Closeable):

@@ -36,8 +36,9 @@ from typing import Callable
 import numpy as np
 
 from bpcbench import __version__, corpora, models, stats
-from bpcbench.codec.compress import compress, decompress
+from bpcbench.codec.compress import compress
 from bpcbench.codec.cross_entropy import ideal_plan
+from bpcbench.codec.decompress import decompress
 from bpcbench.codec.session import Session, Settings
 from bpcbench.codec.tokenization import Vocabulary
 from bpcbench.environment import PeakMemory
@@ -120,7 +121,7 @@ def coded_check(path: str, data: bytes, settings: Settings) -> tuple[str, float,
     ('ok'|'FAIL', coded bits/byte, message)."""
     try:
         with Session(path) as session:
-            blob, result = compress(data, session, settings)
+            blob, result = compress(data, session, settings, fallback=False)
             out, _ = decompress(blob, session, settings=settings)
     except BpcError as e:
         return "FAIL", float("nan"), f"coded check: {e}"

@@ -1,0 +1,175 @@
+"""decompress: a .bpcz container -> the original bytes, or one line saying why not.
+
+The header has been range-checked by the container reader; here the decoder re-derives the
+encoder's plan, finds the model by the hash the file records (never by a path from the file),
+refuses a decode whose distributions could differ from the encoder's, and stops as soon as the
+payload cannot hold the tokens still claimed. The original's hash guards every output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+import zstandard
+
+from bpcbench.codec import entropy_model, range_coder
+from bpcbench.codec.compress import Stats, on_step
+from bpcbench.codec.container import HASH_BYTES, Container, Header, unpack_words
+from bpcbench.codec.session import Session, Settings, codec_fingerprint
+from bpcbench.errors import BpcError, CorruptInput, Mismatch
+from bpcbench.llama.binding import default_threads
+from bpcbench.llama.evaluation import Plan, plan_chunks
+from bpcbench.llama.lanes import LanePlan, plan_lanes
+from bpcbench.models import find_by_hash
+
+DEFAULT_MAX_OUTPUT_BYTES = 4 << 30  # a decode writes at most this much unless told otherwise
+MAX_CHUNKS = 1 << 20  # chunk plans: more chunks than this is a forged plan
+
+
+def decompress(blob: bytes, session: Session | None = None, model_spec: str | None = None,
+               settings: Settings | None = None, force: bool = False, progress=None, *,
+               threads: int | None = None, n_gpu_layers: int | None = None, model_dirs: Sequence[str] = (),
+               max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES) -> tuple[bytes, Stats]:
+    """Restore the bytes of a .bpcz file.
+
+    Threads and offload are `settings`', or `threads` / `n_gpu_layers`, or the defaults; never
+    the file's, which only says what the encoder used (a difference is refused unless `force`).
+    Without `session`, the model is `model_spec`, or the one whose sha256 the file records, looked
+    up in the registry, `model_dirs`, $BPCBENCH_MODEL_PATH and the cache.
+    """
+    t0 = time.perf_counter()
+    container = Container.from_bytes(blob)
+    h = container.header
+    if h.original_bytes > max_output_bytes:
+        raise BpcError(f"the file would decode to {h.original_bytes:,} bytes, more than the limit of "
+                       f"{max_output_bytes:,} (--max-output-bytes)")
+    if h.method == "model":
+        data, n_pieces = _decode_model(container, session, model_spec, settings, force, progress,
+                                       threads, n_gpu_layers, model_dirs)
+    else:
+        data, n_pieces = _unpack(container), 0
+    if len(data) != h.original_bytes or hashlib.sha256(data).hexdigest()[: 2 * HASH_BYTES] != h.original_sha:
+        raise CorruptInput("decoded data fails its checksum: the file is corrupt or was made under a different "
+                           "model/build; nothing was written")
+    return data, Stats(input_bytes=len(data), container_bytes=len(blob), n_tokens=h.n_tokens, n_chunks=n_pieces,
+                       lanes=n_pieces, policy=h.policy if h.method == "model" else "", method=h.method,
+                       coded_bytes=len(container.payload) if h.method == "model" else 0,
+                       header_bytes=container.header_bytes, seconds=time.perf_counter() - t0)
+
+
+def _unpack(container: Container) -> bytes:
+    """A stored or zstd container's bytes; a zstd frame is read no further than the size the header allows."""
+    if container.header.method == "stored":
+        return container.payload
+    limit = container.header.original_bytes
+    try:
+        with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(container.payload)) as reader:
+            out = bytearray()
+            while len(out) <= limit and (piece := reader.read(min(1 << 20, limit + 1 - len(out)))):
+                out += piece
+    except zstandard.ZstdError:
+        raise CorruptInput("compressed file's zstd frame is corrupt") from None
+    return bytes(out)
+
+
+def _decode_model(container, session, model_spec, settings, force, progress, threads, n_gpu_layers, model_dirs):
+    h = container.header
+    plan = decoder_plan(h)
+    settings = settings or Settings(threads=threads or default_threads(), n_gpu_layers=n_gpu_layers or 0)
+    # the plan comes from the file, threads and offload never do
+    settings = replace(settings, policy=h.policy, context=h.context, width=h.width, discard=h.discard,
+                       min_lane_tokens=h.min_lane_tokens)
+    if (early := _run_differences(h, settings)) and not force:  # before any model file is opened
+        raise Mismatch(_refusal(early[0]))
+    own = session is None
+    if own:
+        session = Session(model_spec or find_by_hash(h.model_sha, h.model_name, model_dirs),
+                          n_gpu_layers=settings.n_gpu_layers)
+    try:
+        check_compatible(h, session, settings, force)
+        tokens = _decode_tokens(container, session, plan, settings.threads, progress)
+        return session.vocab.detokenize(tokens), len(plan.lengths)
+    finally:
+        if own:
+            session.close()
+
+
+def decoder_plan(h: Header) -> Plan | LanePlan:
+    """The plan a header describes; sizes are bounded before anything is allocated from them."""
+    if h.policy == "chunks":
+        if -(-h.n_tokens // h.context) > MAX_CHUNKS:
+            raise CorruptInput(f"compressed file's chunk plan has more than {MAX_CHUNKS} chunks")
+        return plan_chunks(h.n_tokens, h.context, h.width)
+    try:
+        return plan_lanes(h.n_tokens, h.width, h.min_lane_tokens, h.context, h.discard)
+    except (BpcError, ValueError) as exc:
+        raise CorruptInput(f"compressed file's lane plan is invalid ({exc})") from None
+
+
+def check_compatible(h: Header, session: Session, settings: Settings, force: bool = False) -> list[str]:
+    """Refuse (or, forced, warn about) a decode whose distributions could differ from the encoder's."""
+    if not session.info.sha256.startswith(h.model_sha):
+        raise Mismatch(f"model mismatch: file was compressed with {h.model_name} (sha256 {h.model_sha}…), "
+                       f"this model has sha256 {session.info.sha256[:16]}…")
+    problems = _run_differences(h, settings)
+    here = codec_fingerprint(session, settings)
+    if h.codec != here:
+        problems.append(f"llama.cpp build, CPU features, numpy, coder or vocabulary differ from the encoder's "
+                        f"(fingerprint: file {h.codec}, here {here})")
+    if problems and not force:
+        raise Mismatch(_refusal(problems[0]))
+    return problems
+
+
+def _refusal(problem: str) -> str:
+    return problem + (" (decoding could produce wrong bytes; --allow-mismatch tries anyway, the checksum still "
+                      "guards the output)")
+
+
+def _run_differences(h: Header, settings: Settings) -> list[str]:
+    """Thread count and offload: what the file recorded against what this run uses."""
+    problems = []
+    if h.threads != settings.threads:
+        problems.append(f"thread count differs: file has {h.threads}, here {settings.threads} "
+                        f"(pass --threads {h.threads})")
+    if h.n_gpu_layers != settings.n_gpu_layers:
+        problems.append(f"GPU offload (n_gpu_layers) differs: file has {h.n_gpu_layers}, here "
+                        f"{settings.n_gpu_layers} (pass --n-gpu-layers {h.n_gpu_layers})")
+    return problems
+
+
+def _decode_tokens(container: Container, session: Session, plan, threads: int, progress) -> np.ndarray:
+    tokens = np.zeros(plan.n_tokens, dtype=np.int32)
+    offs = plan.offsets()
+    dec = range_coder.Decoder(unpack_words(container.payload))
+    n_escapes = len(session.vocab.escape_bytes)
+    factor = entropy_model.TwoLevel.for_alphabet(session.vocab.n_symbols)
+    budget = 8 * len(container.payload) + entropy_model.PAYLOAD_SLACK_BITS
+    spent = 0.0
+
+    def step(piece_ids: np.ndarray, t: int, logits: np.ndarray) -> np.ndarray:
+        nonlocal spent
+        weights = entropy_model.weights(logits, n_escapes)
+        outer, inner = factor.tables(weights)
+        blocks = dec.decode(outer)
+        within_tables = inner(blocks)
+        within = dec.decode(within_tables)
+        spent += entropy_model.min_code_bits(outer, blocks) + entropy_model.min_code_bits(within_tables, within)
+        symbols = factor.join(blocks, within)
+        if spent > budget:
+            raise CorruptInput("compressed file's payload is spent before its tokens are: the file is corrupt "
+                               "or forged")
+        if symbols.max() >= factor.n_symbols:
+            raise CorruptInput("decoded a symbol outside the alphabet: the file does not match this model/build")
+        tokens[offs[piece_ids] + t] = symbols
+        return session.vocab.model_input(symbols)
+
+    if plan.lengths:
+        session.evaluator(plan, threads, shift=container.header.shift if isinstance(plan, LanePlan) else None).run(
+            plan, step, on_step(progress, plan))
+    return tokens
