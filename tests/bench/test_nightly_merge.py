@@ -8,6 +8,7 @@ import json
 import shutil
 from datetime import datetime, timezone
 
+import pandas as pd
 import pytest
 from tiny_matrices import tiny_matrix
 
@@ -148,6 +149,31 @@ def test_merge_refuses_an_interrupted_shard(runs, tmp_path):
         merge(tmp_path / "out", [cut], allow_incomplete=True)
 
 
+def test_merge_writes_nothing_when_a_shard_results_csv_is_damaged(runs, tmp_path, capsys):
+    """results.read_csv refuses the shard before anything is written: no new directory, no temp
+    file, and a merged run already there (merging again with -f) is left as it was."""
+    _, shards, _ = runs
+    k = next(i for i, d in enumerate(shards) if shard_doc(d)["cells"])
+    bad = tmp_path / "bad"
+    shutil.copytree(shards[k], bad)
+    frame = pd.read_csv(bad / "results.csv", dtype=str, keep_default_na=False)
+    frame.loc[0, "cached"] = "yes"
+    frame.to_csv(bad / "results.csv", index=False, lineterminator="\n")
+    damaged = [str(bad) if i == k else str(d) for i, d in enumerate(shards)]
+    assert main(["merge", str(tmp_path / "out"), *damaged]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{bad / 'results.csv'}: row 1 (line 2), column cached" in err
+    assert not (tmp_path / "out").exists()
+
+    assert main(["merge", str(tmp_path / "merged"), *map(str, shards)]) == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "merged").iterdir()}
+    capsys.readouterr()
+    assert main(["merge", str(tmp_path / "merged"), "-f", *damaged]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert {p.name: p.read_bytes() for p in (tmp_path / "merged").iterdir()} == before
+    assert not [p for p in tmp_path.rglob("*.tmp")]
+
+
 def test_empty_shard_and_default_shard_directory(tmp_path):
     """A shard can get no cells at all; it still writes a valid (empty) run that merges."""
     m = loads('[run]\nname = "one"\nmodels = []\ncorpora = ["random-org-10k"]\nbaselines = ["gzip-9"]\nmax_bytes = 500\n',
@@ -222,7 +248,8 @@ def test_nightly_twice_then_a_regression(bench_dir, tmp_path, monkeypatch, capsy
     history = (res / "history.csv").read_text().splitlines()
     assert history[0].startswith("nightly_dir,nightly_utc,schema_version,run_id,")
     assert [line.split(",")[0] for line in history[1:]] == ["2026-11-27"] * 3 + ["2026-11-27.2"] * 3
-    assert results.read_csv(res / "history.csv")["codec"].tolist()[:3] == results.read_csv(day)["codec"].tolist()
+    history_codecs = pd.read_csv(res / "history.csv", dtype=str)["codec"].tolist()
+    assert history_codecs[:3] == results.read_csv(day)["codec"].tolist()  # history.csv is not a results.csv
     png = res / "nightly" / "history.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -242,3 +269,26 @@ def test_nightly_twice_then_a_regression(bench_dir, tmp_path, monkeypatch, capsy
     r = nightly.run_nightly(bench_dir / "nightly.toml", res, progress=False,
                             now=datetime(2026, 11, 28, 2, 15, tzinfo=timezone.utc))
     assert r.run_dir.name == "2026-11-28" and r.previous == third and r.exit_code == 0
+
+
+def test_nightly_refuses_a_damaged_previous_run_before_measuring(bench_dir, tmp_path, monkeypatch, capsys):
+    """A NaN in the previous night's results.csv: one line, exit 2, and this night leaves nothing behind."""
+    monkeypatch.setenv("BPCBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(nightly, "datetime", _Nov27)
+    res = tmp_path / "results"
+    argv = ["nightly", str(bench_dir / "nightly.toml"), "--results-dir", str(res), "-q"]
+    assert main(argv) == 0
+    first = res / "nightly" / "2026-11-27"
+    frame = pd.read_csv(first / "results.csv", dtype=str, keep_default_na=False)
+    frame.loc[1, "bits_per_byte"] = "nan"
+    frame.to_csv(first / "results.csv", index=False, lineterminator="\n")
+    before = {p: p.read_bytes() for p in res.rglob("*") if p.is_file()}
+    capsys.readouterr()
+
+    monkeypatch.setattr(nightly, "run_matrix", lambda *a, **k: pytest.fail("measured before validating"))
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert f"{first / 'results.csv'}: row 2 (line 3), column bits_per_byte: 'nan' is not a finite number" in err
+    assert {p: p.read_bytes() for p in res.rglob("*") if p.is_file()} == before
+    assert [p.name for p in (res / "nightly").iterdir() if p.is_dir()] == ["2026-11-27"]

@@ -193,6 +193,39 @@ def test_compare_flags_speed_failures_and_missing_cells(tmp_path, capsys):
     assert smol["encode_change"] == "2.00x slower" and smol["decode_change"] == "1.00x faster"
 
 
+def test_compare_a_cell_without_bits_per_byte_is_a_failure_not_no_change(tmp_path, capsys):
+    """Empty bits/byte in a row that claims success: the cell is reported FAILED, never 'same'."""
+    a = write_run(tmp_path / "a", run_rows())
+    new = run_rows()
+    new[1]["bits_per_byte"] = None  # zstd-22-long: no error, round trip ok, but no number
+    b = write_run(tmp_path / "b", new)
+    assert main(["compare", str(a), str(b)]) == 1
+    out = capsys.readouterr().out
+    assert "REGRESSION zstd-22-long · alice29[:20k]: FAILED in the new run: no bits/byte" in out
+    assert main(["compare", str(b), str(a)]) == 0  # missing in the old run: a note, nothing to judge
+    assert "note: zstd-22-long · alice29[:20k]: failed in the old run: no bits/byte" in capsys.readouterr().out
+
+
+def test_compare_frames_with_a_nan_bits_per_byte():
+    """A NaN in an in-memory frame (no reader in between) fails the cell too."""
+    a = results.to_frame(run_rows())
+    b = results.to_frame(run_rows())
+    b.loc[3, "bits_per_byte"] = math.nan
+    c = compare.compare_frames(a, b)
+    assert c.regressions == ["llm:smollm2-135m (coded lanes ctx 512) · alice29[:20k]: FAILED in the new run: "
+                             "no bits/byte"]
+    assert "FAILED" in compare.format_text(c)
+
+
+@pytest.mark.parametrize("flag", ["--bpb-threshold", "--speed-threshold"])
+@pytest.mark.parametrize("value", ["nan", "-1", "-0.5", "inf", "x"])
+def test_compare_refuses_a_nan_or_negative_threshold(tmp_path, capsys, flag, value):
+    a = write_run(tmp_path / "a", run_rows())
+    assert main(["compare", str(a), str(a), f"{flag}={value}"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and flag in err and repr(value) in err
+
+
 def test_speed_of_very_short_cells_is_not_judged():
     a = results.to_frame([row("gzip-9", size=7000, encode_seconds=0.001)])
     b = results.to_frame([row("gzip-9", size=7000, encode_seconds=0.004)])

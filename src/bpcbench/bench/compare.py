@@ -10,8 +10,8 @@ Cells are matched on (corpus, measured bytes, codec, measure, policy, context). 
   MIN_TIMED_SECONDS are too short to time and are not judged.
 
 A regression is: bits/byte worse by more than the threshold and significant; a speed lower
-by more than the threshold; any failed round trip or error in the new run; a cell of the
-old run missing from the new one.
+by more than the threshold; any failed round trip or error in the new run, or a cell of it
+without bits/byte (empty or NaN); a cell of the old run missing from the new one.
 """
 
 from __future__ import annotations
@@ -113,9 +113,9 @@ class Comparison:
 
 
 def _failed(row) -> str | None:
-    """Why the row failed (results.row_failed), or None."""
+    """Why the row failed (results.row_failed, or no bits/byte to compare: never 'no change'), or None."""
     if not row_failed(row):
-        return None
+        return None if _v(row["bits_per_byte"]) is not None else "no bits/byte"
     return str(row["error"]) if _v(row["error"]) else "round trip failed"
 
 

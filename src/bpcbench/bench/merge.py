@@ -8,7 +8,8 @@ belong together before anything is written, and refuses (one line, exit 2) when:
 * they ran different matrices (matrix sha256 differs) or different versions;
 * they split the matrix into different numbers of shards;
 * a shard index is given twice, or a cell turns up in two shards;
-* a shard's results.csv does not hold the cells its shard.json lists (an interrupted shard);
+* a shard's results.csv does not hold the cells its shard.json lists (an interrupted shard),
+  or is damaged (results.read_csv names the file, row and column);
 * a shard is missing, unless ``allow_incomplete`` (then it warns and merges what is there).
 
 The merged directory is an ordinary run: results.csv (rows in the matrix's order),

@@ -10,8 +10,10 @@
         history.png          bits/byte and tokens/s over time per (codec, corpus)
 
 Each run is compared with the previous finished one (the latest earlier directory that has
-nightly.json) by compare.compare_runs; a regression makes the exit status 1. The first run
-has nothing to compare with and exits 0 unless a cell failed.
+nightly.json) by compare.compare_frames; a regression makes the exit status 1. The first run
+has nothing to compare with and exits 0 unless a cell failed. The previous run's results.csv
+is read (results.read_csv validates it) before anything is measured: a damaged one is one
+line and exit 2, and that night leaves no directory and no history row behind.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ from pathlib import Path
 import pandas as pd
 
 from bpcbench.atomic import atomic_open, write_text
-from bpcbench.bench import compare
+from bpcbench.bench import compare, results
 from bpcbench.bench import matrix as matrix_mod
 from bpcbench.bench.runner import RunResult, run_matrix
+from bpcbench.errors import BpcError
 from bpcbench.report import plots
 
 DEFAULT_MATRIX = matrix_mod.NIGHTLY_MATRIX
@@ -114,8 +117,9 @@ def _locked(path: Path):
 def append_history(history: Path, run_dir: Path, nightly_utc: str) -> int:
     """Append a run's results.csv rows to history.csv: read + concatenate + write a temp file + rename.
 
-    Values are kept as the text results.csv wrote them. Columns are the union, old ones first,
-    so history written under an older schema stays readable (its schema_version says which).
+    Values are kept as the text results.csv wrote them (the caller has validated it with
+    results.read_csv). Columns are the union, old ones first, so history written under an older
+    schema stays readable (its schema_version says which).
     """
     def read(path: Path):
         return pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -128,6 +132,17 @@ def append_history(history: Path, run_dir: Path, nightly_utc: str) -> int:
         with atomic_open(history, "w") as fh:
             frame.to_csv(fh, index=False, lineterminator="\n")
     return len(new)
+
+
+def _previous_rows(previous: Path | None, run_dir: Path):
+    """The previous run's results, read (so validated) before anything is measured or written."""
+    if previous is None:
+        return None
+    try:
+        return results.read_csv(previous)
+    except BpcError:
+        run_dir.rmdir()  # still empty: a refused night leaves no directory behind
+        raise
 
 
 @dataclass
@@ -163,9 +178,11 @@ def run_nightly(matrix_path: str | os.PathLike | None = None, results_dir: str |
     tag = shard_tag(shard)
     run_dir = new_run_dir(nightly_dir, f"{now:%Y-%m-%d}", tag)
     previous = previous_run(nightly_dir, run_dir, tag)
+    old = _previous_rows(previous, run_dir)
     print(f"bpcbench nightly: {run_dir}" + (f" (previous: {previous.name})" if previous else ""), file=sys.stderr)
 
     run = run_matrix(m, run_dir, use_cache=use_cache, cache_dir=cache_dir, progress=progress, shard=shard)
+    new = results.read_csv(run_dir)  # validated before history.csv gets its rows
     nightly_utc = now.isoformat(timespec="seconds")
     history = results_dir / HISTORY_FILE
     n_hist = append_history(history, run_dir, nightly_utc)
@@ -180,7 +197,7 @@ def run_nightly(matrix_path: str | os.PathLike | None = None, results_dir: str |
     if previous is None:
         print("first nightly run, nothing to compare", file=out)
     else:
-        comparison = compare.compare_runs(previous, run_dir, bpb_threshold, speed_threshold)
+        comparison = compare.compare_frames(old, new, bpb_threshold, speed_threshold, str(previous), str(run_dir))
         text = compare.format_text(comparison)
         write_text(run_dir / "compare.txt", text + "\n")
         write_text(run_dir / "compare.json", compare.format_json(comparison) + "\n")

@@ -8,6 +8,7 @@ per byte of the input the row measured (``corpus_bytes``).
 
 from __future__ import annotations
 
+import csv
 import math
 import os
 import sys
@@ -110,6 +111,9 @@ COLUMN_NAMES = [c.name for c in COLUMNS]
 SIZE_COLUMNS = ("coded_bytes", "container_bytes", "bits_per_byte", "bits_per_byte_ci95_low",
                 "bits_per_byte_ci95_high", "coded_bits_per_byte", "bits_per_character",
                 "compression_ratio", "overhead_percent")
+# filled in every row the runner writes, failed ones too (measure.describe_row, finish_row)
+REQUIRED_COLUMNS = ("schema_version", "run_id", "timestamp_utc", "host", "cached", "codec", "measure",
+                    "corpus_name", "max_bytes")
 
 
 # --- the failed-row rule ------------------------------------------------------------------
@@ -197,7 +201,7 @@ def _clean(value):
     return value
 
 
-# --- CSV ---------------------------------------------------------------------------------
+# --- CSV: one writer, one validating reader -----------------------------------------------
 
 
 def _pandas_dtype(dtype: str) -> str:
@@ -217,33 +221,123 @@ def write_csv(path: str | os.PathLike, rows_or_frame) -> None:
 
 
 def read_csv(path: str | os.PathLike):
-    """Read a results.csv (a run directory works too), typed by the schema."""
+    """Read a results.csv (a run directory works too), typed by the schema: THE reader of every tool.
+
+    Anything the writer does not write is refused with one line naming the file, the row and
+    the column, before a caller writes anything: an unknown, missing or repeated column, a row
+    of the wrong length, a bad number, NaN or infinity, a boolean not spelled True/False, an
+    empty required cell, another schema version, a cell key twice. Other empty cells (failed
+    rows, baselines, optional columns) load as NA.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / "results.csv"
+    header, rows, lines = _read_rows(path)
+    _check_header(path, header, rows)
+    frame = pd.DataFrame(rows, columns=header, dtype=object).reindex(columns=COLUMN_NAMES)
+    problems = [(row, i, what) for i, c in enumerate(COLUMNS) for row, what in _column_problems(frame, c)]
+    if problems:
+        row, _, what = min(problems)  # the earliest in the file
+        raise BpcError(f"{path}: row {row + 1} (line {lines[row]}), column {what}")
+    return pd.DataFrame({c.name: _typed(frame[c.name], c.dtype) for c in COLUMNS}, index=frame.index)
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
+    """Header, data rows (text, "" = empty) and the line each data row starts on."""
     try:
-        frame = pd.read_csv(path, dtype={c.name: "string" for c in COLUMNS if c.dtype == "str"},
-                            keep_default_na=False, na_values=[""])
+        fh = open(path, newline="", encoding="utf-8")
     except FileNotFoundError:
         raise BpcError(f"no results found: {path}") from None
-    except (OSError, ValueError) as exc:
-        raise BpcError(f"{path}: cannot read results: {exc}") from None
-    missing = [c for c in COLUMN_NAMES if c not in frame.columns]
+    except OSError as exc:
+        raise BpcError(f"{path}: cannot read results: {exc.strerror or exc}") from None
+    rows, lines, end = [], [], 0
+    with fh:
+        reader = csv.reader(fh, strict=True)
+        try:
+            for row in reader:
+                if row:  # a blank line holds no row
+                    rows.append(row)
+                    lines.append(end + 1)
+                end = reader.line_num
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise BpcError(f"{path}: line {reader.line_num + 1}: cannot read results: {exc}") from None
+    if not rows:
+        raise BpcError(f"{path}: empty file, not a bpcbench results.csv")
+    header = rows[0]
+    for n, (row, line) in enumerate(zip(rows[1:], lines[1:]), start=1):
+        if len(row) != len(header):
+            where = f"{path}: row {n} (line {line})"
+            if len(row) < len(header):
+                raise BpcError(f"{where}, column {header[len(row)]}: missing (the row ends after {len(row)} "
+                               f"of {len(header)} fields; truncated?)")
+            raise BpcError(f"{where}: {len(row)} fields, but the header has {len(header)}")
+    return header, rows[1:], lines[1:]
+
+
+def _check_header(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    """Exactly the schema's columns, each once (in any order); another schema version is named as such."""
+    where = f"{path}: header (line 1), column"
+    if "schema_version" in header and rows:
+        version = rows[0][header.index("schema_version")]
+        if version.isdigit() and int(version) != SCHEMA_VERSION:
+            raise BpcError(f"{path}: row 1, column schema_version: {version}, but this bpcbench reads "
+                           f"{SCHEMA_VERSION} (re-run the bench, or use the bpcbench that wrote it)")
+    for i, name in enumerate(header):
+        if name not in COLUMN_NAMES:
+            raise BpcError(f"{where} {name!r}: unknown (not in results schema version {SCHEMA_VERSION})")
+        if name in header[:i]:
+            raise BpcError(f"{where} {name}: given twice")
+    missing = [c for c in COLUMN_NAMES if c not in header]
     if missing:
-        raise BpcError(f"{path}: not a bpcbench results.csv (missing column(s) {', '.join(missing[:5])})")
-    versions = set(frame["schema_version"].dropna().astype(int)) if len(frame) else {SCHEMA_VERSION}
-    if versions != {SCHEMA_VERSION}:
-        raise BpcError(f"{path}: schema_version {sorted(versions)} but this bpcbench reads {SCHEMA_VERSION}")
-    for c in COLUMNS:
-        if c.dtype == "bool":
-            frame[c.name] = frame[c.name].map(_parse_bool, na_action="ignore")
-    return frame[COLUMN_NAMES].astype({c.name: _pandas_dtype(c.dtype) for c in COLUMNS})
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise BpcError(f"{where} {missing[0]}{more}: missing (not a bpcbench results.csv of schema version "
+                       f"{SCHEMA_VERSION}?)")
 
 
-def _parse_bool(value):
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    return {"true": True, "false": False}[str(value).strip().lower()]
+_SPELLING = {"int": (r"-?\d{1,18}", "not an integer"), "bool": (r"True|False", "not True or False")}
+
+
+def _column_problems(frame, c: Column) -> list[tuple[int, str]]:
+    """(row, 'column: what') of the first bad cell of column c, or nothing."""
+    cells = frame[c.name]
+    filled = cells != ""
+    checks = []  # (bad rows, why), in the order they are reported for one cell
+    if c.name in REQUIRED_COLUMNS:
+        checks.append((~filled, "empty, but every row has one"))
+    if c.dtype in _SPELLING:
+        pattern, why = _SPELLING[c.dtype]
+        checks.append((filled & ~cells.str.fullmatch(pattern).astype(bool), why))
+    elif c.dtype == "float":
+        checks.append((filled & ~np.isfinite(cells.map(_number).astype(float)), "not a finite number"))
+    if c.name == "schema_version":
+        checks.append((filled & (cells != str(SCHEMA_VERSION)), f"not schema version {SCHEMA_VERSION}"))
+    if c.name == "cell_key":
+        checks.append((filled & cells.duplicated(), "a cell key already in row {first}"))
+    found = [(int(np.argmax(bad.to_numpy())), k, why) for k, (bad, why) in enumerate(checks) if bad.any()]
+    if not found:
+        return []
+    row, _, why = min(found)
+    first = int(np.argmax((cells == cells.iloc[row]).to_numpy())) + 1
+    return [(row, f"{c.name}: {cells.iloc[row]!r} is {why.format(first=first)}")]
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
+def _typed(cells, dtype: str):
+    """Validated text cells -> the schema's pandas dtype, "" -> NA."""
+    cells = cells.where(cells != "")
+    if dtype == "int":
+        cells = cells.map(int, na_action="ignore")
+    elif dtype == "float":
+        cells = cells.map(float, na_action="ignore")
+    elif dtype == "bool":
+        cells = cells.map({"True": True, "False": False}.get, na_action="ignore")
+    return cells.astype(_pandas_dtype(dtype))
 
 
 # --- the schema as Markdown --------------------------------------------------------------
@@ -266,6 +360,12 @@ def schema_markdown() -> str:
         "",
         "A cell whose round trip failed has `roundtrip_ok` = False and empty size columns; a cell",
         "that raised has its message in `error`. Neither is ever shown as a result.",
+        "",
+        "`report`, `compare`, `merge` and `nightly` read the file through one validating reader. It",
+        "refuses, in one line that names the file, the row and the column: a number that does not",
+        "parse, NaN or infinity, a boolean not written `True`/`False`, a `cell_key` twice, an unknown",
+        "or missing column, or an empty cell in a column every row fills:",
+        ", ".join(f"`{c}`" for c in REQUIRED_COLUMNS) + ".",
         "",
         "Units: bytes are 8-bit bytes; kB = 1000 bytes; MiB = 2^20 bytes; s = wall-clock seconds.",
         "",

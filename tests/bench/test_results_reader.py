@@ -1,0 +1,178 @@
+"""results.read_csv, the one reader of report, compare, merge and nightly: a real results.csv
+(tiny model, one corpus removed after loading so some rows fail) loads; each kind of damage is
+refused with one line naming the file, the row and the column."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+
+import pytest
+from tiny_matrices import tiny_matrix
+
+from bpcbench.bench import matrix, results, runner
+from bpcbench.cli import main
+from bpcbench.corpora import load_manifest
+from bpcbench.errors import BpcError
+
+MATRIX = tiny_matrix("reader", ["text.txt", "gone.txt"], 1000)
+
+
+@pytest.fixture(scope="module")
+def run(make_bench_dir):
+    """A run directory as the runner writes it: 3 measured rows, 3 failed ones (corpus gone)."""
+    d = make_bench_dir("reader", load_manifest()["alice29"].read_bytes()[:2000], m=MATRIX)
+    (d / "gone.txt").write_text("x" * 100)
+    m = matrix.load(d / "m.toml")
+    (d / "gone.txt").unlink()
+    res = runner.run_matrix(m, d / "run", cache_dir=d / "cache", progress=False)
+    assert len(res.rows) == 6 and len(res.failed) == 3
+    return d / "run"
+
+
+def damaged(tmp_path, run, edit):
+    """A copy of the run whose results.csv (rows of text, header first) went through edit(rows)."""
+    dst = tmp_path / "damaged"
+    shutil.copytree(run, dst)
+    with open(dst / "results.csv", newline="") as fh:
+        rows = list(csv.reader(fh))
+    edit(rows)
+    with open(dst / "results.csv", "w", newline="") as fh:
+        csv.writer(fh, lineterminator="\n").writerows(rows)
+    return dst
+
+
+def set_cell(row: int, column: str, value: str):
+    """An edit: data row `row` (1 = the first after the header) gets `value` in `column`."""
+    return lambda rows: rows[row].__setitem__(rows[0].index(column), value)
+
+
+def refused(run_dir, where: str, column: str) -> str:
+    with pytest.raises(BpcError) as e:
+        results.read_csv(run_dir)
+    message = str(e.value)
+    assert "\n" not in message
+    assert message.startswith(f"{run_dir / 'results.csv'}: {where}") and f"column {column}" in message, message
+    return message
+
+
+def test_the_writers_file_loads_failed_rows_and_empty_cells_included(run, tmp_path):
+    frame = results.read_csv(run)
+    assert len(frame) == 6 and list(frame.columns) == results.COLUMN_NAMES
+    failed = results.failed_mask(frame)
+    assert failed.sum() == 3 and frame.loc[failed, "cell_key"].isna().all()
+    assert frame.loc[failed, "bits_per_byte"].isna().all() and frame.loc[~failed, "bits_per_byte"].notna().all()
+    assert frame.loc[frame["measure"] == "baseline", "context_tokens"].isna().all()  # optional, empty
+    results.write_csv(tmp_path / "again.csv", frame)  # what the reader gives back is what was written
+    assert (tmp_path / "again.csv").read_text() == (run / "results.csv").read_text()
+
+
+@pytest.mark.parametrize("value", ["abc", "1.2.3", "0x10", "1,5"])
+def test_a_bad_number(run, tmp_path, value):
+    d = damaged(tmp_path, run, set_cell(2, "bits_per_byte", value))
+    assert f"{value!r} is not a finite number" in refused(d, "row 2 (line 3)", "bits_per_byte")
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-Infinity"])
+def test_nan_or_infinity_where_a_number_is_required(run, tmp_path, value):
+    d = damaged(tmp_path, run, set_cell(1, "encode_seconds", value))
+    assert "not a finite number" in refused(d, "row 1 (line 2)", "encode_seconds")
+
+
+@pytest.mark.parametrize("value", ["12.5", "1e3", "twelve", "nan"])
+def test_a_bad_integer(run, tmp_path, value):
+    d = damaged(tmp_path, run, set_cell(3, "corpus_bytes", value))
+    assert "is not an integer" in refused(d, "row 3 (line 4)", "corpus_bytes")
+
+
+@pytest.mark.parametrize("column, value", [("roundtrip_ok", "true"), ("roundtrip_ok", "1"),
+                                           ("cached", "FALSE"), ("cached", "no")])
+def test_a_boolean_not_spelled_as_the_writer_spells_it(run, tmp_path, column, value):
+    d = damaged(tmp_path, run, set_cell(2, column, value))
+    assert "is not True or False" in refused(d, "row 2 (line 3)", column)
+
+
+@pytest.mark.parametrize("column", ["run_id", "codec", "schema_version", "cached"])
+def test_an_empty_required_cell(run, tmp_path, column):
+    d = damaged(tmp_path, run, set_cell(4, column, ""))
+    assert "empty, but every row has one" in refused(d, "row 4 (line 5)", column)
+
+
+def test_an_unknown_column(run, tmp_path):
+    def add(rows):
+        for i, row in enumerate(rows):
+            row.append("chunk_tokens" if i == 0 else "512")
+
+    assert "unknown" in refused(damaged(tmp_path, run, add), "header (line 1)", "'chunk_tokens'")
+
+
+def test_a_missing_column(run, tmp_path):
+    def drop(rows):
+        i = rows[0].index("bits_per_byte")
+        for row in rows:
+            del row[i]
+
+    assert "missing" in refused(damaged(tmp_path, run, drop), "header (line 1)", "bits_per_byte")
+
+
+def test_a_column_given_twice(run, tmp_path):
+    d = damaged(tmp_path, run, lambda rows: rows[0].__setitem__(rows[0].index("note"), "codec"))
+    assert "given twice" in refused(d, "header (line 1)", "codec")
+
+
+def test_the_same_cell_twice(run, tmp_path):
+    d = damaged(tmp_path, run, lambda rows: rows.append(list(rows[2])))
+    assert "already in row 2" in refused(d, "row 7 (line 8)", "cell_key")
+
+
+def test_a_truncated_row(run, tmp_path):
+    d = damaged(tmp_path, run, lambda rows: rows[-1].__delitem__(slice(20, None)))
+    column = results.COLUMN_NAMES[20]
+    assert "truncated?" in refused(d, "row 6 (line 7)", column)
+
+
+def test_a_row_with_too_many_fields(run, tmp_path):
+    n = len(results.COLUMN_NAMES)
+    d = damaged(tmp_path, run, lambda rows: rows[3].append("x"))
+    with pytest.raises(BpcError, match=rf"results\.csv: row 3 \(line 4\): {n + 1} fields, but the header has {n}$"):
+        results.read_csv(d)
+
+
+def test_another_schema_version(run, tmp_path):
+    d = damaged(tmp_path, run, set_cell(1, "schema_version", "1"))
+    assert "1, but this bpcbench reads 2" in refused(d, "row 1", "schema_version")
+    d2 = damaged(tmp_path / "b", run, set_cell(5, "schema_version", "3"))
+    assert "not schema version 2" in refused(d2, "row 5 (line 6)", "schema_version")
+
+
+def test_the_earliest_damage_is_named(run, tmp_path):
+    def two(rows):
+        set_cell(5, "bits_per_byte", "x")(rows)
+        set_cell(2, "threads", "x")(rows)
+
+    refused(damaged(tmp_path, run, two), "row 2 (line 3)", "threads")
+
+
+def test_not_a_results_file(tmp_path):
+    (tmp_path / "results.csv").write_bytes(b"")
+    with pytest.raises(BpcError, match="empty file"):
+        results.read_csv(tmp_path)
+    (tmp_path / "results.csv").write_bytes(b"codec,\xff\n")
+    with pytest.raises(BpcError, match="line 1: cannot read results"):
+        results.read_csv(tmp_path)
+    with pytest.raises(BpcError, match="no results found"):
+        results.read_csv(tmp_path / "nope")
+
+
+@pytest.mark.parametrize("command", [["report", "{bad}"], ["compare", "{good}", "{bad}"],
+                                     ["compare", "{bad}", "{good}", "--json"]])
+def test_report_and_compare_refuse_a_damaged_file_in_one_line(run, tmp_path, capsys, command):
+    bad = damaged(tmp_path, run, set_cell(2, "roundtrip_ok", "yes"))
+    before = sorted(p.name for p in bad.iterdir())
+    stamp = (bad / "summary.md").stat().st_mtime_ns
+    argv = [a.format(bad=bad, good=run) for a in command]
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert err.startswith(f"bpcbench: error: {bad / 'results.csv'}: row 2 (line 3), column roundtrip_ok")
+    assert sorted(p.name for p in bad.iterdir()) == before and (bad / "summary.md").stat().st_mtime_ns == stamp
