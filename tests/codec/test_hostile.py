@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from bpcbench.cli import main
 from bpcbench.codec import compress as codec
+from bpcbench.codec import lossy
 from bpcbench.codec.container import Container
 from bpcbench.codec.decompress import decompress
 from bpcbench.codec.session import Settings
@@ -130,7 +131,7 @@ def _mutate(blob: bytes, other: bytes, kind: str, at: int, value: int, fix_crc: 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.function_scoped_fixture])
 @given(kind=st.sampled_from(["flip", "truncate", "splice"]), at=st.integers(0, 10**6), value=st.integers(0, 10**6),
-       fix_crc=st.booleans(), source=st.sampled_from(["model", "chunks", "stored", "zstd"]))
+       fix_crc=st.booleans(), source=st.sampled_from(["model", "chunks", "stored", "zstd", "lossy"]))
 def test_fuzz_never_a_traceback_never_a_wrong_byte(tiny_session, fuzz_blobs, kind, at, value, fix_crc, source):
     blob, original = fuzz_blobs[source]
     other, other_original = fuzz_blobs["chunks" if source == "model" else "model"]
@@ -151,6 +152,8 @@ def fuzz_blobs(tiny_session):
         s = dataclasses.replace(SMALL, policy="chunks") if name == "chunks" else SMALL
         blob, _ = codec.compress(data, tiny_session, s, fallback=name in ("stored", "zstd"))
         out[name] = (blob, data)
-    for name in ("model", "stored", "zstd"):
+    r = lossy.encode(TEXT, tiny_session, SMALL, 4.0)
+    out["lossy"] = (r.blob, r.reconstruction)  # what a lossy file decodes to is its reconstruction
+    for name in ("model", "stored", "zstd", "lossy"):
         assert Container.from_bytes(out[name][0]).header.method == name
     return out

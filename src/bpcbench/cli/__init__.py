@@ -11,7 +11,7 @@ import signal
 import sys
 
 from bpcbench import __version__
-from bpcbench.cli import bench, codec, ladder
+from bpcbench.cli import bench, codec, ladder, lossy
 from bpcbench.errors import BpcError
 
 
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     codec.register(sub)
     bench.register(sub)
     ladder.register(sub)
+    lossy.register(sub)
     return parser
 
 

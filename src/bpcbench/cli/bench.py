@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import sys
 
-from bpcbench.bench import matrix as matrix_mod
-from bpcbench.bench import results
-from bpcbench.bench.compare import compare_runs, format_json, format_text
-from bpcbench.bench.merge import merge
-from bpcbench.bench.nightly import run_nightly
-from bpcbench.bench.runner import run_matrix
-from bpcbench.bench.shard import parse as parse_shard
 from bpcbench.cli import options
 from bpcbench.errors import BpcError
-from bpcbench.report.markdown import overview
-from bpcbench.report.render import render
+
+# The bench modules are imported inside each command: pandas and matplotlib cost seconds and
+# ~70 MB that `bpcbench decompress` (which registers these parsers too) should not pay.
 
 
 def cmd_bench(args) -> int:
+    from bpcbench.bench import matrix as matrix_mod
+    from bpcbench.bench import results
+    from bpcbench.bench.runner import run_matrix
+    from bpcbench.bench.shard import parse as parse_shard
+    from bpcbench.report.markdown import overview
+
     if args.quick and args.matrix:
         raise BpcError("give either a MATRIX file or --quick, not both")
     m = matrix_mod.load(matrix_mod.QUICK_MATRIX if args.quick else (args.matrix or matrix_mod.DEFAULT_MATRIX))
@@ -40,18 +40,24 @@ def cmd_bench(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from bpcbench.report.render import render
+
     for path in render(args.run_dir):
         print(path)
     return 0
 
 
 def cmd_compare(args) -> int:
+    from bpcbench.bench.compare import compare_runs, format_json, format_text
+
     c = compare_runs(args.run_a, args.run_b, args.bpb_threshold, args.speed_threshold)
     print(format_json(c) if args.json else format_text(c))
     return 0 if c.ok else 1
 
 
 def cmd_merge(args) -> int:
+    from bpcbench.bench.merge import merge
+
     r = merge(args.out_dir, args.shard_dirs, allow_incomplete=args.allow_incomplete, force=args.force)
     for w in r.warnings:
         print(f"bpcbench: warning: {w}", file=sys.stderr)
@@ -61,6 +67,9 @@ def cmd_merge(args) -> int:
 
 
 def cmd_nightly(args) -> int:
+    from bpcbench.bench.nightly import run_nightly
+    from bpcbench.bench.shard import parse as parse_shard
+
     r = run_nightly(args.matrix, args.results_dir, bpb_threshold=args.bpb_threshold,
                     speed_threshold=args.speed_threshold, shard=parse_shard(args.shard) if args.shard else None,
                     use_cache=not args.no_cache, progress=False if args.quiet else None,

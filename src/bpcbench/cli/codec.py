@@ -14,7 +14,11 @@ from bpcbench.atomic import atomic_open
 from bpcbench.cli import options
 from bpcbench.codec.compress import compress
 from bpcbench.codec.container import Container
-from bpcbench.codec.decompress import DEFAULT_MAX_OUTPUT_BYTES, decompress
+from bpcbench.codec.decompress import (
+    DEFAULT_MAX_KV_CELLS,
+    DEFAULT_MAX_OUTPUT_BYTES,
+    decompress,
+)
 from bpcbench.codec.session import Session, Settings
 from bpcbench.environment import PeakMemory
 from bpcbench.errors import BpcError
@@ -160,7 +164,8 @@ def cmd_decompress(args) -> int:
     return _code("decompress", out, args,
                  lambda bar: decompress(blob, model_spec=args.model, force=args.allow_mismatch, progress=bar,
                                         threads=args.threads, n_gpu_layers=args.n_gpu_layers,
-                                        model_dirs=args.model_dir, max_output_bytes=args.max_output_bytes),
+                                        model_dirs=args.model_dir, max_output_bytes=args.max_output_bytes,
+                                        max_kv_cells=args.max_kv_cells),
                  min(size, args.max_output_bytes))
 
 
@@ -228,6 +233,9 @@ def register(sub) -> None:
     options.add_gpu_layers(p, help="layers offloaded to a GPU build; must equal the encoder's (default 0)")
     p.add_argument("--max-output-bytes", type=options.positive_int, default=DEFAULT_MAX_OUTPUT_BYTES,
                    help=f"refuse a file that would decode to more (default {DEFAULT_MAX_OUTPUT_BYTES:,})")
+    p.add_argument("--max-kv-cells", type=options.positive_int, default=DEFAULT_MAX_KV_CELLS,
+                   help=f"refuse a file whose plan needs a larger KV cache, lanes x window "
+                        f"(default {DEFAULT_MAX_KV_CELLS:,}: the default settings at their widest)")
     p.set_defaults(func=cmd_decompress)
 
     p = sub.add_parser("models", help="list known models: file, size, architecture, vocabulary, quantization, sha256")

@@ -120,13 +120,7 @@ def compress(data: bytes, session: Session, settings: Settings | None = None, pr
     t0 = time.perf_counter()
     tok, plan = session.prepare(data, settings)
     payload, piece_bits, shift = _code_tokens(session, plan, tok.tokens, settings.threads, progress)
-    header = Header(
-        "model", len(data), hashlib.sha256(data).hexdigest()[: 2 * HASH_BYTES], n_tokens=plan.n_tokens,
-        policy=settings.policy, shift=shift is not False, context=plan.context if isinstance(plan, LanePlan) else
-        plan.chunk_tokens, width=settings.width, discard=getattr(plan, "discard", 0) or Header.discard,
-        min_lane_tokens=settings.min_lane_tokens, threads=settings.threads, n_gpu_layers=settings.n_gpu_layers,
-        model_name=session.info.name, model_sha=session.info.sha256[: 2 * HASH_BYTES],
-        codec=codec_fingerprint(session, settings))
+    header = coded_header("model", data, plan, settings, session, shift)
     container = Container(header, payload)
     if fallback:
         container = min([container, *_fallbacks(data, header)], key=lambda c: len(c.to_bytes()))
@@ -136,6 +130,18 @@ def compress(data: bytes, session: Session, settings: Settings | None = None, pr
                         context=settings.context, lanes=len(plan.lengths), method=container.header.method,
                         header_bytes=container.header_bytes)
     return blob, st
+
+
+def coded_header(method: str, data: bytes, plan: Plan | LanePlan, settings: Settings, session: Session,
+                 shift: bool | None) -> Header:
+    """The header of a model-coded container (lossless, or lossy with `data` the reconstruction)."""
+    return Header(
+        method, len(data), hashlib.sha256(data).hexdigest()[: 2 * HASH_BYTES], n_tokens=plan.n_tokens,
+        policy=settings.policy, shift=shift is not False, context=plan.context if isinstance(plan, LanePlan) else
+        plan.chunk_tokens, width=settings.width, discard=getattr(plan, "discard", 0) or Header.discard,
+        min_lane_tokens=settings.min_lane_tokens, threads=settings.threads, n_gpu_layers=settings.n_gpu_layers,
+        model_name=session.info.name, model_sha=session.info.sha256[: 2 * HASH_BYTES],
+        codec=codec_fingerprint(session, settings))
 
 
 def _fallbacks(data: bytes, model: Header) -> list[Container]:
@@ -172,17 +178,18 @@ def _code_tokens(session: Session, plan: Plan | LanePlan, tokens: np.ndarray, th
         ev = session.evaluator(plan, threads)
         shift = getattr(ev, "shift", None)
         ev.run(plan, step, on_step(progress, plan))
-    return _payload(enc.finish(), spent), piece_bits, shift
+    return payload_bytes(enc.finish(), spent, plan.n_tokens), piece_bits, shift
 
 
-def _payload(words: np.ndarray, spent: float) -> bytes:
-    """The words as trimmed bytes, but never so short that the decoder's payload check would refuse them."""
+def payload_bytes(words: np.ndarray, spent: float, n_tokens: int) -> bytes:
+    """The words as trimmed bytes, but never so short that the decoder's payload checks would
+    refuse them (zeros added back, or appended: the decoder reads missing words as zeros anyway)."""
     full = np.asarray(words, dtype=">u4").tobytes()
-    need = entropy_model.payload_bytes_needed(spent)
-    if need > len(full):  # the coder wrote less than the information it coded: a bug, never a bad file
+    if entropy_model.payload_bytes_needed(spent, 0) > len(full):  # fewer bytes than the information coded
         raise BpcError(f"internal error: the range coder wrote {len(full)} bytes for {spent:.0f} bits")
     payload = pack_words(words)
-    return payload if len(payload) >= need else full[:need]
+    need = entropy_model.payload_bytes_needed(spent, n_tokens)
+    return payload if len(payload) >= need else (full + bytes(need))[:need]
 
 
 def on_step(progress, plan):

@@ -6,7 +6,7 @@ Layout (varint = unsigned LEB128, minimal, at most 8 bytes; fixed integers littl
 
     b"BPCZ"  u8 version (3)  u8 flags
     varint original_bytes    8 bytes: sha256(original)[:8]
-    method "model" only:
+    methods "model" and "lossy" only:
         varint n_tokens  varint threads  varint n_gpu_layers   (threads/offload: the encoder's, for messages)
         u8 model: 0 = named (u8 length, UTF-8 file name; never used as a path), k >= 1 = REGISTRY[k - 1]
         8 bytes: sha256(model)[:8]   4 bytes: codec fingerprint (build, numpy, coder, vocabulary)
@@ -15,15 +15,16 @@ Layout (varint = unsigned LEB128, minimal, at most 8 bytes; fixed integers littl
     payload: "model": the range coder's 32-bit words, big-endian, trailing zero bytes trimmed
              (constriction reads missing words as zeros) as far as the decoder's payload check
              allows (entropy_model.min_code_bits);
+             "lossy": the same, for the flags and tokens of codec/lossy.py (original = the reconstruction);
              "zstd": one zstd frame; "stored": the original bytes
     u32 CRC-32 of everything before it
 
-flags: bits 0-1 method (0 stored, 1 zstd, 2 model), bit 2 chunks policy (else lanes), bit 3 the
+flags: bits 0-1 method (0 stored, 1 zstd, 2 model, 3 lossy), bit 2 chunks policy (else lanes), bit 3 the
 lanes re-evaluate instead of shifting the KV cache, bit 4 EXPLICIT; other bits must be zero.
 
 Guarantees: the CRC is checked before any field is read; every field is typed and range-checked,
 with n_tokens <= original_bytes (a token spells at least one byte) and the payload length
-checked against the method; nothing read here chooses threads, paths or allocation sizes beyond
+checked against the method (a payload byte may stand for at most 512 tokens); nothing read here chooses threads, paths or allocation sizes beyond
 original_bytes, which the caller bounds (--max-output-bytes) before decoding. Versions 1 and 2
 (JSON headers, bpcbench 0.1) are refused with a message naming the release that reads them.
 """
@@ -36,11 +37,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from bpcbench.codec.entropy_model import max_tokens
 from bpcbench.errors import CorruptInput
 
 MAGIC = b"BPCZ"
 FORMAT_VERSION = 3
-METHODS = ("stored", "zstd", "model")
+METHODS = ("stored", "zstd", "model", "lossy")
+CODED = ("model", "lossy")  # methods whose payload is range-coded under the model (the lossy one: codec/lossy.py)
 REGISTRY = ("smollm2-135m", "gemma3-270m")  # ids 1, 2: part of the format; append only
 LANE_DEFAULTS = {"context": 2048, "width": 32, "discard": 512, "min_lane_tokens": 8192}
 HASH_BYTES = 8  # original and model sha256 prefixes: plenty to catch a wrong model or decode
@@ -125,7 +128,7 @@ def _pack_header(h: Header) -> bytes:
     flags |= (0 if h.shift else _REEVAL) | (_EXPLICIT if h.explicit() else 0)
     out = bytearray(MAGIC + bytes([FORMAT_VERSION, flags]))
     out += _varint(h.original_bytes) + bytes.fromhex(h.original_sha)
-    if h.method != "model":
+    if h.method not in CODED:
         return bytes(out)
     out += _varint(h.n_tokens) + _varint(h.threads) + _varint(h.n_gpu_layers)
     if h.model_name in REGISTRY:
@@ -169,12 +172,12 @@ class _Reader:
 
 def _read_header(r: _Reader) -> Header:
     flags = r.take(1, "flags")[0]
-    if flags & ~0x1F or flags & 3 == 3:
+    if flags & ~0x1F:
         raise CorruptInput(f"compressed file's header has unknown flags {flags:#04x}")
     method = METHODS[flags & 3]
     original = r.varint("original_bytes", 0, MAX_ORIGINAL_BYTES)
     h = Header(method, original, r.take(HASH_BYTES, "original_sha").hex())
-    if method != "model":
+    if method not in CODED:
         if flags & ~3:
             raise CorruptInput(f"compressed file's header has flags {flags:#04x} without the model method")
         return h
@@ -211,6 +214,9 @@ def _model_name(r: _Reader) -> str:
 
 
 def _check_payload(h: Header, payload: bytes) -> None:
+    if h.method in CODED and h.n_tokens > max_tokens(len(payload)):
+        raise CorruptInput(f"compressed file claims {h.n_tokens:,} tokens, more than its {len(payload):,}-byte "
+                           "payload can hold")
     if h.method == "stored" and len(payload) != h.original_bytes:
         raise CorruptInput("compressed file's stored data does not match its length")
     if h.method == "zstd" and not payload:

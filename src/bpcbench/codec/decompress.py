@@ -17,9 +17,9 @@ from dataclasses import replace
 import numpy as np
 import zstandard
 
-from bpcbench.codec import entropy_model, range_coder
+from bpcbench.codec import entropy_model, lossy, range_coder
 from bpcbench.codec.compress import Stats, on_step
-from bpcbench.codec.container import HASH_BYTES, Container, Header, unpack_words
+from bpcbench.codec.container import CODED, HASH_BYTES, Container, Header, unpack_words
 from bpcbench.codec.session import Session, Settings, codec_fingerprint
 from bpcbench.errors import BpcError, CorruptInput, Mismatch
 from bpcbench.llama.binding import default_threads
@@ -28,13 +28,17 @@ from bpcbench.llama.lanes import LanePlan, plan_lanes
 from bpcbench.models import find_by_hash
 
 DEFAULT_MAX_OUTPUT_BYTES = 4 << 30  # a decode writes at most this much unless told otherwise
+# KV cells (lanes x window) a decode allocates at most unless told otherwise: what the default
+# settings use at their widest (32 lanes x 2,048), ~1.5 GB for SmolLM2's cache
+DEFAULT_MAX_KV_CELLS = 32 * 2048
 MAX_CHUNKS = 1 << 20  # chunk plans: more chunks than this is a forged plan
 
 
 def decompress(blob: bytes, session: Session | None = None, model_spec: str | None = None,
                settings: Settings | None = None, force: bool = False, progress=None, *,
                threads: int | None = None, n_gpu_layers: int | None = None, model_dirs: Sequence[str] = (),
-               max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES) -> tuple[bytes, Stats]:
+               max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+               max_kv_cells: int = DEFAULT_MAX_KV_CELLS) -> tuple[bytes, Stats]:
     """Restore the bytes of a .bpcz file.
 
     Threads and offload are `settings`', or `threads` / `n_gpu_layers`, or the defaults; never
@@ -48,17 +52,17 @@ def decompress(blob: bytes, session: Session | None = None, model_spec: str | No
     if h.original_bytes > max_output_bytes:
         raise BpcError(f"the file would decode to {h.original_bytes:,} bytes, more than the limit of "
                        f"{max_output_bytes:,} (--max-output-bytes)")
-    if h.method == "model":
+    if h.method in CODED:
         data, n_pieces = _decode_model(container, session, model_spec, settings, force, progress,
-                                       threads, n_gpu_layers, model_dirs)
+                                       threads, n_gpu_layers, model_dirs, max_kv_cells)
     else:
         data, n_pieces = _unpack(container), 0
     if len(data) != h.original_bytes or hashlib.sha256(data).hexdigest()[: 2 * HASH_BYTES] != h.original_sha:
         raise CorruptInput("decoded data fails its checksum: the file is corrupt or was made under a different "
                            "model/build; nothing was written")
     return data, Stats(input_bytes=len(data), container_bytes=len(blob), n_tokens=h.n_tokens, n_chunks=n_pieces,
-                       lanes=n_pieces, policy=h.policy if h.method == "model" else "", method=h.method,
-                       coded_bytes=len(container.payload) if h.method == "model" else 0,
+                       lanes=n_pieces, policy=h.policy if h.method in CODED else "", method=h.method,
+                       coded_bytes=len(container.payload) if h.method in CODED else 0,
                        header_bytes=container.header_bytes, seconds=time.perf_counter() - t0)
 
 
@@ -77,9 +81,14 @@ def _unpack(container: Container) -> bytes:
     return bytes(out)
 
 
-def _decode_model(container, session, model_spec, settings, force, progress, threads, n_gpu_layers, model_dirs):
+def _decode_model(container, session, model_spec, settings, force, progress, threads, n_gpu_layers, model_dirs,
+                  max_kv_cells):
     h = container.header
     plan = decoder_plan(h)
+    cells = (plan.n_lanes * plan.context) if isinstance(plan, LanePlan) else plan.width * plan.chunk_tokens
+    if cells > max_kv_cells:
+        raise BpcError(f"the file's plan needs {cells:,} KV cells, more than the limit of {max_kv_cells:,} "
+                       f"(--max-kv-cells)")
     settings = settings or Settings(threads=threads or default_threads(), n_gpu_layers=n_gpu_layers or 0)
     # the plan comes from the file, threads and offload never do
     settings = replace(settings, policy=h.policy, context=h.context, width=h.width, discard=h.discard,
@@ -91,8 +100,12 @@ def _decode_model(container, session, model_spec, settings, force, progress, thr
         session = Session(model_spec or find_by_hash(h.model_sha, h.model_name, model_dirs),
                           n_gpu_layers=settings.n_gpu_layers)
     try:
+        if session.model.n_ctx_train and h.context > session.model.n_ctx_train:
+            raise CorruptInput(f"compressed file's window ({h.context:,} tokens) is longer than the model's "
+                               f"training context ({session.model.n_ctx_train:,})")
         check_compatible(h, session, settings, force)
-        tokens = _decode_tokens(container, session, plan, settings.threads, progress)
+        decode = lossy.decode_tokens if h.method == "lossy" else _decode_tokens
+        tokens = decode(container, session, plan, settings.threads, progress)
         return session.vocab.detokenize(tokens), len(plan.lengths)
     finally:
         if own:

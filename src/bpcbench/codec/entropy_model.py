@@ -124,6 +124,21 @@ def min_code_bits(table: np.ndarray, chosen: np.ndarray) -> float:
     return float(-np.log2(q).sum())
 
 
-def payload_bytes_needed(spent_bits: float) -> int:
-    """The shortest payload whose decoder allowance covers `spent_bits` with half the slack to spare."""
-    return max(0, int(np.ceil((spent_bits - PAYLOAD_SLACK_BITS / 2) / 8)))
+# A payload byte may stand for at most this many tokens (beyond the first SLACK_TOKENS): a header
+# claiming more is refused before any model or KV cache is allocated. Real text costs ~1 bit per
+# token, so only a freak file (a megabyte of one repeated token) needs the encoder's zero padding.
+TOKENS_PER_PAYLOAD_BYTE = 512
+SLACK_TOKENS = 4096
+
+
+def max_tokens(payload_bytes: int) -> int:
+    """The most tokens a payload of this size may claim."""
+    return TOKENS_PER_PAYLOAD_BYTE * payload_bytes + SLACK_TOKENS
+
+
+def payload_bytes_needed(spent_bits: float, n_tokens: int) -> int:
+    """The shortest payload the decoder accepts: its allowance covers `spent_bits` with half the
+    slack to spare, and it may claim `n_tokens` (max_tokens)."""
+    by_bits = int(np.ceil((spent_bits - PAYLOAD_SLACK_BITS / 2) / 8))
+    by_tokens = -(-(n_tokens - SLACK_TOKENS) // TOKENS_PER_PAYLOAD_BYTE)
+    return max(0, by_bits, by_tokens)

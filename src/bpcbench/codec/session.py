@@ -45,6 +45,8 @@ class Settings:
             raise BpcError(f"unknown policy {self.policy!r} (known: {', '.join(POLICIES + WINDOW_POLICIES)})")
         context = self.context or (DEFAULT_CHUNK_TOKENS if self.policy == "chunks"
                                    else min(model.n_ctx_train or DEFAULT_CONTEXT_CAP, DEFAULT_CONTEXT_CAP))
+        if model.n_ctx_train and context > model.n_ctx_train:
+            raise BpcError(f"context {context} is longer than the model's training context ({model.n_ctx_train})")
         discard = self.discard or default_discard(context) if self.policy == "lanes" else None
         return replace(self, context=context, discard=discard)
 

@@ -250,3 +250,29 @@ def plot_ladder(doc: dict, path: Path) -> None:
     _ladder_size_panel(size_ax, levels, doc["meta"]["base"])
     _ladder_kld_panel(kld_ax, levels, doc["meta"]["base"])
     save(fig, path)
+
+
+def plot_rate_distortion(rows: list[dict], path: Path) -> None:
+    """One panel per distortion measure: rate (bits/byte, container included) on x, distortion on y,
+    one line per model and text over tau, the lossless point as a dot at zero distortion."""
+    from bpcbench.lossy.distortion import MEASURES
+
+    frame = pd.DataFrame([r for r in rows if r.get("roundtrip_ok") and r.get("bits_per_byte") != ""])
+    fig = figure(11, 7.5)
+    axes = fig.subplots(2, 2).ravel()
+    for ax, name in zip(axes, MEASURES):
+        for (model, corpus), g in frame.groupby(["model", "corpus"], sort=False):
+            lossy_rows = g[g["tau"] != ""].assign(tau=lambda d: d["tau"].astype(float)).sort_values("tau")
+            line = ax.plot(lossy_rows["bits_per_byte"], lossy_rows[name], marker="o", ms=3, label=f"{model} · {corpus}")
+            for _, r in lossy_rows.iterrows():  # the path runs in tau order: label each point
+                ax.annotate(f"{r['tau']:g}", (r["bits_per_byte"], r[name]), fontsize=6, xytext=(3, 3),
+                            textcoords="offset points", color=line[0].get_color())
+            lossless = g[g["tau"] == ""]
+            ax.plot(lossless["bits_per_byte"], [0.0] * len(lossless), "D", color=line[0].get_color(), ms=6)
+        ax.set_xlabel("rate: bits per byte of the original (file, header included)")
+        ax.set_ylabel(name.replace("_", " "))
+        ax.set_ylim(bottom=-0.02)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, title="◆ lossless", title_fontsize=7)
+    fig.suptitle("How much of a text the model holds: rate against distortion (labels: tau, the bits forgiven per token)")
+    save(fig, path)

@@ -1,0 +1,64 @@
+"""`bpcbench lossy`: rate-distortion curves of the lossy codec; the work is in bpcbench.lossy.
+
+    bpcbench lossy alice29 pytest_changelog_2026 --max-bytes 2000 --out results/lossy
+    bpcbench lossy notes.txt -m gemma3-270m --taus 0,2,8,inf
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bpcbench.cli import options
+from bpcbench.models import DEFAULT_MODEL
+
+
+def register(sub) -> None:
+    p = sub.add_parser("lossy", help="rate-distortion curves: how much of a text the model can rebuild from few bits")
+    p.add_argument("texts", nargs="+", help="corpus names, groups or files")
+    p.add_argument("-m", "--model", action="append", dest="models",
+                   help=f"model name or GGUF path, repeatable (default {DEFAULT_MODEL})")
+    p.add_argument("--taus", default="0,1,2,4,8,16,inf",
+                   help="thresholds in bits: a token costing at most tau bits is replaced by the model's guess "
+                        "(default 0,1,2,4,8,16,inf; 0 is lossless)")
+    p.add_argument("--max-bytes", type=options.non_negative_int, default=2000,
+                   help="measure this prefix of each text, cut to a UTF-8 boundary (default 2000; 0: whole)")
+    p.add_argument("--out", help="output directory (default results/lossy-<UTC time>)")
+    options.add_context(p)
+    options.add_threads(p)
+    options.add_quiet(p)
+    p.set_defaults(func=cmd_lossy)
+
+
+def cmd_lossy(args: argparse.Namespace) -> int:
+    # imported here: pandas and matplotlib cost seconds that `bpcbench decompress` should not pay
+    from bpcbench.codec.session import Session, Settings
+    from bpcbench.lossy import curve
+    from bpcbench.report.plots import plot_rate_distortion
+
+    taus = curve.parse_taus(args.taus)
+    texts = curve.load_texts(args.texts, args.max_bytes)
+    out = Path(args.out or f"results/lossy-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}")
+    settings = Settings(**{k: v for k in ("context", "threads") if (v := getattr(args, k)) is not None})
+    log = (lambda m: None) if args.quiet else (lambda m: print(f"lossy: {m}", file=sys.stderr, flush=True))
+    rows, smallest = [], min([t for t in taus if t > 0], default=None)
+    for spec in args.models or [DEFAULT_MODEL]:
+        with Session(spec) as session:
+            for text in texts:
+                got, recons = curve.curve(session, text, taus, settings, log)
+                rows += got
+                if smallest is not None:
+                    curve.save_reconstruction(out, session.info.name, text.name, smallest, recons[smallest])
+    curve.write_csv(rows, out / "lossy.csv")
+    plot_rate_distortion(rows, out / "lossy.png")
+    print(f"{'model':<16} {'text':<28} {'tau':>5} {'bits/byte':>9}  " + "  ".join(f"{m:>16}" for m in curve.MEASURES))
+    for r in rows:
+        tau = "—" if r["tau"] == "" else ("inf" if r["tau"] == math.inf else f"{r['tau']:g}")
+        vals = "  ".join(f"{r.get(m, float('nan')):>16.4f}" for m in curve.MEASURES)
+        bpb = r["bits_per_byte"] if r["bits_per_byte"] != "" else float("nan")
+        print(f"{r['model']:<16} {r['corpus'][:28]:<28} {tau:>5} {bpb:>9.4f}  {vals}")
+    print(f"wrote {out}/lossy.csv, {out}/lossy.png", file=sys.stderr)
+    return 0 if all(r["roundtrip_ok"] for r in rows) else 1

@@ -1,0 +1,114 @@
+"""Rate-distortion curves: for each model, text and tau, a real lossy file, decoded and checked.
+
+Each row is a container that was written, decoded again and found to rebuild exactly the
+reconstruction the encoder reported (sha256); a row whose decode differs is marked failed and
+gets no numbers. The lossless point (the ordinary codec, same model and window) is a row
+too, with tau empty. Rate is the whole container, header included, per byte of the original.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bpcbench import corpora, stats
+from bpcbench.atomic import write_bytes, write_text
+from bpcbench.codec import lossy
+from bpcbench.codec.compress import compress
+from bpcbench.codec.decompress import decompress
+from bpcbench.codec.session import Session, Settings
+from bpcbench.errors import BpcError
+from bpcbench.lossy.distortion import MEASURES, measure
+
+DEFAULT_TAUS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, math.inf)
+COLUMNS = ("model", "model_sha256", "corpus", "corpus_bytes", "context", "tau", "bits_per_byte", "container_bytes",
+           "header_bytes", "n_tokens", "stored_tokens", *MEASURES, "reconstruction_sha256", "roundtrip_ok",
+           "encode_seconds", "decode_seconds")
+
+
+def parse_taus(text: str) -> list[float]:
+    """'0,1,2,inf' -> [0.0, 1.0, 2.0, inf]; anything else is one line."""
+    try:
+        taus = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise BpcError(f"--taus must be comma-separated numbers of bits or inf, got {text!r}") from None
+    if not taus or any(not t >= 0 for t in taus):
+        raise BpcError(f"--taus must be numbers >= 0 (or inf), got {text!r}")
+    return sorted(set(taus))
+
+
+@dataclass
+class Text:
+    name: str
+    data: bytes
+
+
+def load_texts(specs: Sequence[str], max_bytes: int) -> list[Text]:
+    out = []
+    for name in corpora.expand(specs):
+        c = corpora.resolve(name)
+        data = corpora.take_prefix(c.path.read_bytes(), max_bytes)
+        if not data:
+            raise BpcError(f"{c.name}: empty text: nothing to reconstruct")
+        out.append(Text(c.name, data))
+    return out
+
+
+def curve(session: Session, text: Text, taus: Sequence[float], settings: Settings,
+          log: Callable[[str], None] = lambda m: None) -> tuple[list[dict], dict[float, bytes]]:
+    """The rows of one (model, text) curve, lossless point first, and each tau's reconstruction."""
+    s = settings.resolved(session.model)
+    base = {"model": session.info.name, "model_sha256": session.info.sha256, "corpus": text.name,
+            "corpus_bytes": len(text.data), "context": s.context}
+    blob, st = compress(text.data, session, s, fallback=False)
+    back, dst = decompress(blob, session, settings=s)
+    ok = back == text.data
+    rows = [{**base, "tau": "", "bits_per_byte": stats.bits_per_byte(8 * len(blob), len(text.data)) if ok else "",
+             "container_bytes": len(blob), "header_bytes": st.header_bytes, "n_tokens": st.n_tokens,
+             "stored_tokens": st.n_tokens, **{m: 0.0 for m in MEASURES},
+             "reconstruction_sha256": hashlib.sha256(back).hexdigest(), "roundtrip_ok": ok,
+             "encode_seconds": round(st.seconds, 3), "decode_seconds": round(dst.seconds, 3)}]
+    recons = {}
+    for tau in taus:
+        r = lossy.encode(text.data, session, s, tau)
+        back, dst = decompress(r.blob, session, settings=s)
+        ok = back == r.reconstruction
+        recons[tau] = r.reconstruction
+        row = {**base, "tau": tau, "container_bytes": len(r.blob), "header_bytes": r.header_bytes,
+               "n_tokens": len(r.tokens), "stored_tokens": r.stored_tokens,
+               "reconstruction_sha256": hashlib.sha256(r.reconstruction).hexdigest(), "roundtrip_ok": ok,
+               "encode_seconds": round(r.seconds, 3), "decode_seconds": round(dst.seconds, 3)}
+        if ok:  # a failed round trip is never reported as a result
+            row["bits_per_byte"] = stats.bits_per_byte(8 * len(r.blob), len(text.data))
+            row.update(measure(text.data, r.reconstruction, r.original_tokens, r.tokens))
+        rows.append(row)
+        log(f"{session.info.name} {text.name} tau={tau:g}: {row.get('bits_per_byte', float('nan')):.4f} bits/byte, "
+            f"{r.stored_tokens}/{len(r.tokens)} tokens stored, round trip {'ok' if ok else 'FAILED'}")
+    return rows, recons
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for row in rows:
+        w.writerow({k: _cell(row.get(k, "")) for k in COLUMNS})
+    write_text(path, buf.getvalue())
+
+
+def _cell(v):
+    return f"{v:.6g}" if isinstance(v, float) and not math.isinf(v) else ("inf" if v == math.inf else v)
+
+
+def save_reconstruction(out_dir: Path, model: str, corpus: str, tau: float, data: bytes) -> Path:
+    """What the model rebuilt at the smallest non-zero tau, for a person to read."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{model}-{corpus}")
+    path = out_dir / f"reconstruction-{safe}-tau{tau:g}.txt"
+    write_bytes(path, data)
+    return path
