@@ -21,6 +21,7 @@ from pathlib import Path
 from bpcbench import __version__
 from bpcbench.atomic import write_text
 from bpcbench.baselines import BASELINES
+from bpcbench.llama.binding import machine_load
 
 # git walks up from here: the checkout of an editable install; nothing for a wheel in site-packages
 SOURCE_DIR = Path(__file__).resolve().parent
@@ -71,6 +72,18 @@ def cpu_info(path: str = "/proc/cpuinfo") -> dict:
         "simd_flags": [f for f in INTERESTING_FLAGS if f in flags],
         "flags": flags,
     }
+
+
+def cpu_frequency(base: str = "/sys/devices/system/cpu/cpu0/cpufreq") -> dict:
+    """CPU 0's current frequency (kHz) and governor, where the kernel exposes them (pyperf records both)."""
+    out = {}
+    for key, name in (("scaling_cur_freq", "current_khz"), ("scaling_governor", "governor")):
+        try:
+            text = Path(base, key).read_text().strip()
+            out[name] = int(text) if text.isdigit() else text
+        except OSError:
+            pass
+    return out
 
 
 def memory_bytes(path: str = "/proc/meminfo") -> int | None:
@@ -133,6 +146,8 @@ def collect(n_gpu_layers: int = 0, argv: list[str] | None = None) -> dict:
         "kernel": platform.release(),
         "machine": platform.machine(),
         "cpu": cpu_info(),
+        "load": machine_load(),  # at the start of the run: a slow run explained afterwards
+        "cpu_frequency": cpu_frequency(),
         "memory_bytes": memory_bytes(),
         "gpus": gpus(),
         "python": {"version": platform.python_version(), "implementation": platform.python_implementation(),

@@ -30,7 +30,7 @@ from bpcbench.codec.session import (
 from bpcbench.corpora import Corpus, count_characters, resolve, take_prefix
 from bpcbench.environment import PeakMemory
 from bpcbench.errors import BpcError
-from bpcbench.llama.binding import build_info, default_threads
+from bpcbench.llama.binding import build_info, measurement_threads
 from bpcbench.models import ModelInfo, describe
 from bpcbench.stats import bootstrap_interval
 
@@ -39,7 +39,7 @@ def settings(cell: Cell) -> Settings:
     """The cell's settings as the matrix gave them (context None: the model's default, see Settings.resolved)."""
     return Settings(policy=cell.policy or DEFAULT_POLICY, context=cell.context, width=cell.width or DEFAULT_WIDTH,
                     min_lane_tokens=cell.min_lane_tokens or DEFAULT_MIN_LANE_TOKENS,
-                    threads=cell.threads or default_threads(), n_gpu_layers=cell.n_gpu_layers or 0)
+                    threads=cell.threads or measurement_threads(), n_gpu_layers=cell.n_gpu_layers or 0)
 
 
 class Inputs:

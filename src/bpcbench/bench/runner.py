@@ -31,6 +31,7 @@ from bpcbench.bench import shard as shard_mod
 from bpcbench.bench.matrix import BASELINE, Cell, Matrix
 from bpcbench.bench.measure import Inputs, describe_row, key_material, measure
 from bpcbench.errors import BpcError
+from bpcbench.llama.binding import load_warning
 from bpcbench.report.render import render as render_run
 
 SHARD_FILE = "shard.json"
@@ -161,6 +162,8 @@ class Runner:
             write_text(self.out_dir / SHARD_FILE, json.dumps(self.shard_record(), indent=1) + "\n")
         gpu_layers = max((c.n_gpu_layers or 0 for c in self.matrix.cells), default=0)
         environment.write(self.out_dir / "env.json", environment.collect(gpu_layers))
+        if (warning := load_warning()) is not None:
+            print(f"bpcbench: warning: {warning}", file=sys.stderr)
 
     def run(self) -> RunResult:
         t0 = time.perf_counter()

@@ -120,7 +120,44 @@ def usable_cores() -> int:
 
 
 def default_threads() -> int:
+    """The codec's default: the usable cores, at most 8. It does not follow the machine's load,
+    since a decoder must run the encoder's thread count and a file made on an idle machine
+    should decode with the same default on a busy one."""
     return min(8, usable_cores())
+
+
+def machine_load(path: str = "/proc/loadavg") -> dict:
+    """Load averages and runnable/total threads, as pyperf records them (Linux; None elsewhere)."""
+    out = {"load_1m": None, "load_5m": None, "load_15m": None, "runnable": None, "threads": None}
+    try:
+        out["load_1m"], out["load_5m"], out["load_15m"] = os.getloadavg()
+    except (AttributeError, OSError):
+        return out
+    try:
+        with open(path) as fh:
+            runnable, total = fh.read().split()[3].split("/")
+        out["runnable"], out["threads"] = int(runnable), int(total)
+    except (OSError, IndexError, ValueError):
+        pass
+    return out
+
+
+@lru_cache(maxsize=1)
+def measurement_threads() -> int:
+    """Threads for a timed run (bench cells that set none): the usable cores the 1-minute load
+    average leaves free, at least 1, at most 8. llama.cpp's threads spin; two of them sharing
+    a busy core ran 5-60x slower here. Chosen once per process, so every cell of a run agrees."""
+    load = machine_load()["load_1m"] or 0.0
+    return max(1, min(8, usable_cores() - int(round(load))))
+
+
+def load_warning() -> str | None:
+    """One line when the machine is already loaded: timings taken now will be slow and noisy."""
+    load = machine_load()["load_1m"]
+    if load is not None and load >= usable_cores():
+        return (f"load average {load:.1f} on {usable_cores()} usable core(s): the machine is busy, timings will "
+                f"be slow and noisy; running llama.cpp on {measurement_threads()} thread(s)")
+    return None
 
 
 class Closeable:
