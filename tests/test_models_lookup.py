@@ -363,3 +363,19 @@ def test_unreadable_file_is_skipped_silently(tmp_path, monkeypatch, no_registry)
 
     monkeypatch.setattr(models, "_hash_file", denied)
     assert find_by_hash(prefix, "a.gguf", [d]) == str(d / "b.gguf")
+
+
+def test_gguf_metadata_is_read_once_per_file_version(tmp_path, monkeypatch, tiny_model_path):
+    """`bpcbench models` parsed every GGUF on every call; now a (path, size, mtime) key caches it."""
+    import shutil
+
+    monkeypatch.setattr(models, "CACHE_DIR", tmp_path / "cache")
+    path = tmp_path / "m.gguf"
+    shutil.copy(tiny_model_path, path)
+    calls = []
+    real = models._read_metadata
+    monkeypatch.setattr(models, "_read_metadata", lambda p: calls.append(p) or real(p))
+    first = models.describe(str(path))
+    assert models.describe(str(path)) == first and len(calls) == 1
+    os.utime(path, ns=(1, 1))  # a changed file is read again
+    assert models.describe(str(path)).vocab_size == first.vocab_size and len(calls) == 2
