@@ -181,7 +181,7 @@ def test_compare_flags_speed_failures_and_missing_cells(tmp_path, capsys):
     new[0] = row("gzip-9", size=7000, roundtrip_ok=False, error="gzip-9: round trip mismatch")
     del new[5]
     b = write_run(tmp_path / "b", new)
-    assert main(["compare", str(a), str(b), "--json"]) == 1
+    assert main(["compare", str(a), str(b), "--json", "--require-all"]) == 1
     doc = json.loads(capsys.readouterr().out)
     assert doc["ok"] is False
     regressions = "\n".join(doc["regressions"])
@@ -236,3 +236,22 @@ def test_speed_of_very_short_cells_is_not_judged():
 def test_speed_change_wording():
     assert compare.speed_change(100, 123) == "1.23x faster"
     assert compare.speed_change(123, 100) == "1.23x slower"
+
+
+def test_compare_by_default_judges_only_the_cells_both_runs_share(tmp_path, capsys):
+    """A quick run against the reference run: the cells it lacks are listed, not regressions."""
+    a = write_run(tmp_path / "a", run_rows())
+    smaller = run_rows()[:3]
+    b = write_run(tmp_path / "b", smaller)
+    assert main(["compare", str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert "no regression (3 cells compared" in out and "old cell only (not compared" in out
+
+
+@pytest.mark.parametrize("factor, code", [(1.05, 0), (0.95, 0), (2.0, 1)])
+def test_timing_noise_of_five_percent_is_not_a_regression_but_twice_as_slow_is(tmp_path, capsys, factor, code):
+    a = write_run(tmp_path / "a", run_rows())
+    new = run_rows()
+    new[3] = row("llm:smollm2-135m", "coded", size=3000, encode_seconds=30.0 * factor)
+    b = write_run(tmp_path / "b", new)
+    assert main(["compare", str(a), str(b)]) == code

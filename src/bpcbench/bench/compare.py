@@ -11,7 +11,10 @@ Cells are matched on (corpus, measured bytes, codec, measure, policy, context). 
 
 A regression is: bits/byte worse by more than the threshold and significant; a speed lower
 by more than the threshold; any failed round trip or error in the new run, or a cell of it
-without bits/byte (empty or NaN); a cell of the old run missing from the new one.
+without bits/byte (empty or NaN); and, with `require_all` (`--require-all`, and always for
+`nightly`, whose runs share one matrix), a cell of the old run missing from the new one.
+Without it only the cells both runs share are compared, so runs of different shapes (the
+reference run against a quick one) compare on what they have in common.
 """
 
 from __future__ import annotations
@@ -92,11 +95,13 @@ class Comparison:
     cells: list[CellDelta] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # in A, not in B
     added: list[str] = field(default_factory=list)  # in B only
+    require_all: bool = False  # a missing cell is a regression (else it is only listed)
 
     @property
     def regressions(self) -> list[str]:
         out = [f"{c.label}: {p}" for c in self.cells for p in c.problems]
-        out += [f"{m}: missing from the new run" for m in self.missing]
+        if self.require_all:
+            out += [f"{m}: missing from the new run" for m in self.missing]
         return out
 
     @property
@@ -127,8 +132,8 @@ def _index(frame) -> dict[tuple, object]:
 
 
 def compare_frames(a, b, bpb_threshold: float = 0.5, speed_threshold: float = 10.0,
-                   name_a: str = "A", name_b: str = "B") -> Comparison:
-    result = Comparison(name_a, name_b, bpb_threshold, speed_threshold)
+                   name_a: str = "A", name_b: str = "B", require_all: bool = False) -> Comparison:
+    result = Comparison(name_a, name_b, bpb_threshold, speed_threshold, require_all=require_all)
     ia, ib = _index(a), _index(b)
     for key, ra in ia.items():
         d = CellDelta(*key, label=cell_label(ra))
@@ -177,9 +182,10 @@ def compare_frames(a, b, bpb_threshold: float = 0.5, speed_threshold: float = 10
 
 
 def compare_runs(run_a: str | Path, run_b: str | Path, bpb_threshold: float = 0.5,
-                 speed_threshold: float = 10.0) -> Comparison:
+                 speed_threshold: float = 10.0, require_all: bool = False) -> Comparison:
     """RUN_A and RUN_B are run directories or results.csv files."""
-    return compare_frames(read_csv(run_a), read_csv(run_b), bpb_threshold, speed_threshold, str(run_a), str(run_b))
+    return compare_frames(read_csv(run_a), read_csv(run_b), bpb_threshold, speed_threshold, str(run_a), str(run_b),
+                          require_all)
 
 
 def format_text(c: Comparison) -> str:
@@ -195,6 +201,9 @@ def format_text(c: Comparison) -> str:
             lines.append(f"note: {d.label}: {n}")
     for a in c.added:
         lines.append(f"new cell (not compared): {a}")
+    if not c.require_all:
+        for m in c.missing:
+            lines.append(f"old cell only (not compared; --require-all makes this a regression): {m}")
     lines.append("")
     if c.regressions:
         lines += [f"REGRESSION {r}" for r in c.regressions]

@@ -197,7 +197,8 @@ def run_nightly(matrix_path: str | os.PathLike | None = None, results_dir: str |
     if previous is None:
         print("first nightly run, nothing to compare", file=out)
     else:
-        comparison = compare.compare_frames(old, new, bpb_threshold, speed_threshold, str(previous), str(run_dir))
+        comparison = compare.compare_frames(old, new, bpb_threshold, speed_threshold, str(previous), str(run_dir),
+                                            require_all=True)  # one matrix: a vanished cell is a regression
         text = compare.format_text(comparison)
         write_text(run_dir / "compare.txt", text + "\n")
         write_text(run_dir / "compare.json", compare.format_json(comparison) + "\n")

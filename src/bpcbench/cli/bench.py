@@ -50,7 +50,7 @@ def cmd_report(args) -> int:
 def cmd_compare(args) -> int:
     from bpcbench.bench.compare import compare_runs, format_json, format_text
 
-    c = compare_runs(args.run_a, args.run_b, args.bpb_threshold, args.speed_threshold)
+    c = compare_runs(args.run_a, args.run_b, args.bpb_threshold, args.speed_threshold, args.require_all)
     print(format_json(c) if args.json else format_text(c))
     return 0 if c.ok else 1
 
@@ -106,6 +106,9 @@ def register(sub) -> None:
     p.add_argument("run_a", help="old run directory (or its results.csv)")
     p.add_argument("run_b", help="new run directory (or its results.csv)")
     options.add_thresholds(p)
+    p.add_argument("--require-all", action="store_true",
+                   help="a cell of the old run missing from the new one is a regression (default: compare the "
+                        "cells both runs share and list the others)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_compare)
 
