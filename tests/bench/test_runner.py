@@ -173,7 +173,7 @@ def test_no_cache_remeasures_and_a_failing_cell_does_not_stop_the_run(bench_dir,
     assert "**FAILED** llm:tiny (coded lanes ctx 64)" in summary
 
 
-def test_interrupted_run_resumes_from_the_cache(tmp_path, bench_dir, monkeypatch):
+def test_interrupted_run_resumes_from_the_cache(tmp_path, bench_dir, monkeypatch, capsys):
     m = matrix.loads(MATRIX.split("[[llm]]")[0], bench_dir / "m.toml")  # ideal cells only: faster
     calls = []
     real = runner.measure
@@ -188,11 +188,23 @@ def test_interrupted_run_resumes_from_the_cache(tmp_path, bench_dir, monkeypatch
     with pytest.raises(KeyboardInterrupt):
         runner.run_matrix(m, tmp_path / "a", cache_dir=tmp_path / "cache", progress=False, render=False)
     assert len(results.read_csv(tmp_path / "a")) == len(calls) == 4  # the baselines, saved as they finished
+    assert main(["report", str(tmp_path / "a")]) == 0  # the interrupted run renders, and says what it lacks
+    assert "INCOMPLETE run: 4 of 6 cells measured" in capsys.readouterr().err
+    assert "INCOMPLETE run: 4 of 6 cells measured" in (tmp_path / "a" / "summary.md").read_text()
     calls.clear()
     monkeypatch.setattr(runner, "measure", lambda cell, inputs, phase: calls.append(cell) or real(cell, inputs, phase))
     res = runner.run_matrix(m, tmp_path / "b", cache_dir=tmp_path / "cache", progress=False, render=False)
     assert res.ok and res.n_cached == 4
     assert sorted(c.measure for c in calls) == ["ideal", "ideal"]
+    assert not (tmp_path / "b" / "INCOMPLETE.json").exists()
+
+
+def test_bench_out_refuses_an_existing_run_without_force(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "results.csv").write_text("keep me")
+    assert main(["bench", "quick", "--out", str(tmp_path / "run")]) == 2
+    assert "run directory exists" in capsys.readouterr().err
+    assert (tmp_path / "run" / "results.csv").read_text() == "keep me"
 
 
 def test_unknown_corpus_file_removed_after_loading_is_a_failed_cell(tmp_path, tiny_model_path):

@@ -32,6 +32,7 @@ from bpcbench.bench.matrix import BASELINE, Cell, Matrix
 from bpcbench.bench.measure import Inputs, describe_row, key_material, measure
 from bpcbench.errors import BpcError
 from bpcbench.llama.binding import load_warning
+from bpcbench.report.render import INCOMPLETE, mark_incomplete
 from bpcbench.report.render import render as render_run
 
 SHARD_FILE = "shard.json"
@@ -171,6 +172,7 @@ class Runner:
         done: dict[int, dict] = {}
         result = RunResult(self.out_dir, self.run_id, [])
         cells = self.ordered_cells()
+        mark_incomplete(self.out_dir, 0, len(cells))  # removed once the last cell is in
         progress = _Progress(len(cells), self.progress_enabled)
         try:
             for index, cell in cells:
@@ -184,10 +186,12 @@ class Runner:
                     progress.write(f"bpcbench: {line}")
                 results.write_csv(self.out_dir / "results.csv", [done[i] for i in sorted(done)])
                 progress.cells.update(1)
+                mark_incomplete(self.out_dir, len(done), len(cells))
         finally:
             progress.close()
             self.inputs.close()
         result.rows = [done[i] for i in sorted(done)]
+        (self.out_dir / INCOMPLETE).unlink(missing_ok=True)
         if not result.rows:
             results.write_csv(self.out_dir / "results.csv", [])
         if self.render:

@@ -12,6 +12,8 @@ from bpcbench.errors import BpcError
 
 
 def cmd_bench(args) -> int:
+    from pathlib import Path
+
     from bpcbench.bench import matrix as matrix_mod
     from bpcbench.bench import results
     from bpcbench.bench.runner import run_matrix
@@ -20,6 +22,8 @@ def cmd_bench(args) -> int:
 
     if args.quick and args.matrix:
         raise BpcError("give either a MATRIX file or --quick, not both")
+    if args.out and (Path(args.out) / "results.csv").exists() and not args.force:
+        raise BpcError(f"run directory exists: {args.out} (use -f to overwrite it)")
     m = matrix_mod.load(matrix_mod.QUICK_MATRIX if args.quick else (args.matrix or matrix_mod.DEFAULT_MATRIX))
     overrides = options.model_overrides(args)
     if overrides:
@@ -40,10 +44,14 @@ def cmd_bench(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from bpcbench.report.render import render
+    from pathlib import Path
+
+    from bpcbench.report.render import incomplete_note, render
 
     for path in render(args.run_dir):
         print(path)
+    if (note := incomplete_note(Path(args.run_dir))) is not None:
+        print(f"bpcbench: warning: {note}", file=sys.stderr)
     return 0
 
 
@@ -93,6 +101,7 @@ def register(sub) -> None:
                    help="matrix TOML, or the name of a shipped one: default, quick, nightly (default: default)")
     p.add_argument("--quick", action="store_true", help="run the shipped quick matrix (a few minutes)")
     p.add_argument("--out", help="output directory (default results/<UTC time>-<matrix name>/)")
+    options.add_force(p, "an existing run directory given with --out")
     _add_run_options(p, no_cache="measure every cell again (results still refresh the cache)",
                      shard="run only shard K of N (1-based); default output results/<run-id>-shard-K-of-N/; "
                            "join the shards with `bpcbench merge`")

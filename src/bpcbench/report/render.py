@@ -13,6 +13,24 @@ from bpcbench.errors import BpcError
 from bpcbench.report import plots
 from bpcbench.report.markdown import summary_markdown
 
+INCOMPLETE = "INCOMPLETE.json"  # in a run directory while cells are still to run (left by an interrupted run)
+
+
+def mark_incomplete(run_dir: Path, done: int, total: int) -> None:
+    write_text(run_dir / INCOMPLETE, json.dumps({"cells_done": done, "cells_total": total}) + "\n")
+
+
+def incomplete_note(run_dir: Path) -> str | None:
+    """One line for a run that stopped before its last cell, or None."""
+    try:
+        doc = json.loads((run_dir / INCOMPLETE).read_text())
+        return (f"INCOMPLETE run: {int(doc['cells_done'])} of {int(doc['cells_total'])} cells measured "
+                f"(interrupted; the missing cells are not in results.csv)")
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return "INCOMPLETE run: its INCOMPLETE.json marker is unreadable"
+
 
 def render(run_dir: str | os.PathLike) -> list[Path]:
     """(Re)write summary.md and the plots of a run directory from its results.csv."""
@@ -30,7 +48,8 @@ def render(run_dir: str | os.PathLike) -> list[Path]:
     except OSError:
         matrix_text = None
     written = [run_dir / "summary.md"]
-    write_text(written[0], summary_markdown(frame, env, matrix_text))
+    note = incomplete_note(run_dir)
+    write_text(written[0], (f"> **{note}**\n\n" if note else "") + summary_markdown(frame, env, matrix_text))
     plots.plot_bpb_vs_model_size(frame, run_dir / plots.BENCH_PLOTS[0])
     plots.plot_bpb_by_codec(frame, run_dir / plots.BENCH_PLOTS[1])
     written += [run_dir / p for p in plots.BENCH_PLOTS]
