@@ -54,10 +54,10 @@ def fake_gguf(path: Path, seed: int = 0) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = b"GGUF" + hashlib.sha256(f"{path.name}-{seed}".encode()).digest() * 64
     path.write_bytes(data)
-    return hashlib.sha256(data).hexdigest()[:16]
+    return hashlib.sha256(data).hexdigest()[:12]
 
 
-ABSENT = "0123456789abcdef"
+ABSENT = "0123456789ab"
 
 
 def test_found_in_model_dir(tmp_path, no_registry):
@@ -189,7 +189,7 @@ def test_full_sha256_is_refused_too(tmp_path, no_registry):
     d = tmp_path / "models"
     fake_gguf(d / "m.gguf")
     full = models.sha256_file(d / "m.gguf")
-    with pytest.raises(BpcError, match="16 lowercase hex digits"):
+    with pytest.raises(BpcError, match="12 lowercase hex digits"):
         find_by_hash(full, "m.gguf", [d])
 
 
@@ -308,7 +308,7 @@ def test_registry_smollm2_found_by_its_hash(tmp_path, hashed):
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 22), b""):
             h.update(block)
-    prefix = h.hexdigest()[:16]
+    prefix = h.hexdigest()[:12]
     assert find_by_hash(prefix, "SmolLM2-135M-Instruct.Q4_1.gguf", [tmp_path]) == "smollm2-135m"
     assert find_by_hash(prefix, "renamed.gguf") == "smollm2-135m"
     assert hashed == [path.name]  # once, for both lookups
@@ -324,7 +324,7 @@ def test_registry_published_sha_needs_no_assembly(monkeypatch, isolated):
         raise AssertionError("assembled gemma3-270m")
 
     monkeypatch.setattr(models, "assemble_gemma", refuse)
-    assert find_by_hash(gemma.sha256[:16], "gemma-3-270m-q4_k_m.gguf") == "gemma3-270m"
+    assert find_by_hash(gemma.sha256[:12], "gemma-3-270m-q4_k_m.gguf") == "gemma3-270m"
     with pytest.raises(BpcError, match="not found"):
         find_by_hash(ABSENT, "gemma-3-270m-q4_k_m.gguf")
     assert not (isolated / "models").exists()

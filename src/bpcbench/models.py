@@ -189,11 +189,12 @@ def resolve_path(spec: str | os.PathLike) -> tuple[str, Path]:
     return path.stem, path
 
 
-_SHA_PREFIX = re.compile(r"[0-9a-f]{16}")
+SHA_PREFIX_DIGITS = 12  # .bpcz files record the model's sha256 to this many hex digits (48 bits)
+_SHA_PREFIX = re.compile(f"[0-9a-f]{{{SHA_PREFIX_DIGITS}}}")
 
 
 def find_by_hash(sha_prefix: str, name: str, model_dirs: Sequence[str | os.PathLike] = ()) -> str:
-    """The model a .bpcz file was made with, found by its sha256 prefix (16 lowercase hex digits).
+    """The model a .bpcz file was made with, found by its sha256 prefix (SHA_PREFIX_DIGITS lowercase hex digits).
 
     Returns a spec that describe()/resolve_path() accept: a registry name, or the absolute path
     of a GGUF file. Looks in the registry, then `model_dirs` (--model-dir), then the
@@ -201,7 +202,7 @@ def find_by_hash(sha_prefix: str, name: str, model_dirs: Sequence[str | os.PathL
     inside, by name, the recorded `name` first if it is a plain file name (a hint, never a path).
     """
     if not isinstance(sha_prefix, str) or not _SHA_PREFIX.fullmatch(sha_prefix):
-        raise BpcError(f"bad model sha256 prefix {_show(sha_prefix)}: expected 16 lowercase hex digits")
+        raise BpcError(f"bad model sha256 prefix {_show(sha_prefix)}: expected {SHA_PREFIX_DIGITS} lowercase hex digits")
     found = _find_in_registry(sha_prefix)
     if found is not None:
         return found

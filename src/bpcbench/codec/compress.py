@@ -6,7 +6,7 @@ decodes them). That shared loop is what makes decoding bit-exact.
 
 A file is never much larger than its input: when the model's coding is not the smallest, the
 container holds a zstd frame or the bytes themselves (one flag says which), so random data
-costs its size plus a ~22-byte header, not the ~15 bits per byte the model would spend. The
+costs its size plus a ~20-byte header, not the ~15 bits per byte the model would spend. The
 bench and the ladder ask for the model's coding always, since that is what they measure.
 """
 

@@ -5,11 +5,11 @@ model is loaded or any buffer is sized from it.
 Layout (varint = unsigned LEB128, minimal, at most 8 bytes; fixed integers little-endian):
 
     b"BPCZ"  u8 version (3)  u8 flags
-    varint original_bytes    8 bytes: sha256(original)[:8]
+    varint original_bytes    6 bytes: sha256(original)[:6]
     methods "model" and "lossy" only:
-        varint n_tokens  varint threads  varint n_gpu_layers   (threads/offload: the encoder's, for messages)
+        varint n_tokens  varint threads  [flag OFFLOAD: varint n_gpu_layers]  (the encoder's, for messages)
         u8 model: 0 = named (u8 length, UTF-8 file name; never used as a path), k >= 1 = REGISTRY[k - 1]
-        8 bytes: sha256(model)[:8]   4 bytes: codec fingerprint (build, numpy, coder, vocabulary)
+        6 bytes: sha256(model)[:6]   4 bytes: codec fingerprint (build, numpy, coder, vocabulary)
         flag EXPLICIT: varint context, varint width, lanes also varint discard, varint min_lane_tokens
                        (otherwise the lane defaults of this format, LANE_DEFAULTS)
     payload: "model": the range coder's 32-bit words, big-endian, trailing zero bytes trimmed
@@ -20,7 +20,8 @@ Layout (varint = unsigned LEB128, minimal, at most 8 bytes; fixed integers littl
     u32 CRC-32 of everything before it
 
 flags: bits 0-1 method (0 stored, 1 zstd, 2 model, 3 lossy), bit 2 chunks policy (else lanes), bit 3 the
-lanes re-evaluate instead of shifting the KV cache, bit 4 EXPLICIT; other bits must be zero.
+lanes re-evaluate instead of shifting the KV cache, bit 4 EXPLICIT, bit 5 OFFLOAD (layers on a
+GPU); other bits must be zero.
 
 Guarantees: the CRC is checked before any field is read; every field is typed and range-checked,
 with n_tokens <= original_bytes (a token spells at least one byte) and the payload length
@@ -39,6 +40,7 @@ import numpy as np
 
 from bpcbench.codec.entropy_model import max_tokens
 from bpcbench.errors import CorruptInput
+from bpcbench.models import SHA_PREFIX_DIGITS
 
 MAGIC = b"BPCZ"
 FORMAT_VERSION = 3
@@ -46,11 +48,11 @@ METHODS = ("stored", "zstd", "model", "lossy")
 CODED = ("model", "lossy")  # methods whose payload is range-coded under the model (the lossy one: codec/lossy.py)
 REGISTRY = ("smollm2-135m", "gemma3-270m")  # ids 1, 2: part of the format; append only
 LANE_DEFAULTS = {"context": 2048, "width": 32, "discard": 512, "min_lane_tokens": 8192}
-HASH_BYTES = 8  # original and model sha256 prefixes: plenty to catch a wrong model or decode
+HASH_BYTES = SHA_PREFIX_DIGITS // 2  # original and model sha256 prefixes (48 bits): plenty to catch a wrong model or decode
 CODEC_BYTES = 4
 MAX_ORIGINAL_BYTES = 1 << 48  # what any header may claim; decompress applies the user's own, smaller bound
 MAX_NAME_BYTES = 255
-_CHUNKS, _REEVAL, _EXPLICIT = 4, 8, 16
+_CHUNKS, _REEVAL, _EXPLICIT, _OFFLOAD = 4, 8, 16, 32
 _VARINT_BYTES = 8
 _CRC = struct.Struct("<I")
 
@@ -125,12 +127,12 @@ def _varint(value: int) -> bytes:
 
 def _pack_header(h: Header) -> bytes:
     flags = METHODS.index(h.method) | (_CHUNKS if h.policy == "chunks" else 0)
-    flags |= (0 if h.shift else _REEVAL) | (_EXPLICIT if h.explicit() else 0)
+    flags |= (0 if h.shift else _REEVAL) | (_EXPLICIT if h.explicit() else 0) | (_OFFLOAD if h.n_gpu_layers else 0)
     out = bytearray(MAGIC + bytes([FORMAT_VERSION, flags]))
     out += _varint(h.original_bytes) + bytes.fromhex(h.original_sha)
     if h.method not in CODED:
         return bytes(out)
-    out += _varint(h.n_tokens) + _varint(h.threads) + _varint(h.n_gpu_layers)
+    out += _varint(h.n_tokens) + _varint(h.threads) + (_varint(h.n_gpu_layers) if h.n_gpu_layers else b"")
     if h.model_name in REGISTRY:
         out.append(REGISTRY.index(h.model_name) + 1)
     else:
@@ -172,7 +174,7 @@ class _Reader:
 
 def _read_header(r: _Reader) -> Header:
     flags = r.take(1, "flags")[0]
-    if flags & ~0x1F:
+    if flags & ~0x3F:
         raise CorruptInput(f"compressed file's header has unknown flags {flags:#04x}")
     method = METHODS[flags & 3]
     original = r.varint("original_bytes", 0, MAX_ORIGINAL_BYTES)
@@ -182,7 +184,8 @@ def _read_header(r: _Reader) -> Header:
             raise CorruptInput(f"compressed file's header has flags {flags:#04x} without the model method")
         return h
     n_tokens = r.varint("n_tokens", 0, original)  # a token spells at least one byte
-    threads, ngl = r.varint("threads", 1, 1 << 20), r.varint("n_gpu_layers", 0, 1 << 20)
+    threads = r.varint("threads", 1, 1 << 20)
+    ngl = r.varint("n_gpu_layers", 1, 1 << 20) if flags & _OFFLOAD else 0
     h = replace(h, n_tokens=n_tokens, threads=threads, n_gpu_layers=ngl, policy="chunks" if flags & _CHUNKS else "lanes",
                 shift=not flags & _REEVAL, model_name=_model_name(r), model_sha=r.take(HASH_BYTES, "model_sha").hex(),
                 codec=r.take(CODEC_BYTES, "codec").hex())

@@ -128,7 +128,7 @@ def check_compatible(h: Header, session: Session, settings: Settings, force: boo
     """Refuse (or, forced, warn about) a decode whose distributions could differ from the encoder's."""
     if not session.info.sha256.startswith(h.model_sha):
         raise Mismatch(f"model mismatch: file was compressed with {h.model_name} (sha256 {h.model_sha}…), "
-                       f"this model has sha256 {session.info.sha256[:16]}…")
+                       f"this model has sha256 {session.info.sha256[: 2 * HASH_BYTES]}…")
     problems = _run_differences(h, settings)
     here = codec_fingerprint(session, settings)
     if h.codec != here:
