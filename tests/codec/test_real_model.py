@@ -65,3 +65,13 @@ def test_english_stays_model_coded_with_a_header_of_at_most_40_bytes(compressed)
     c = Container.from_bytes(blob)
     assert c.header.method == stats.method == "model"
     assert c.header_bytes == stats.header_bytes <= 40
+
+
+def test_a_lossy_file_decodes_to_its_reconstruction(smollm2_session, alice_prefix):
+    """SmolLM2 at tau = 4 bits: some tokens replaced by the model's guesses, the file rebuilds them exactly."""
+    from bpcbench.codec import lossy
+
+    s = Settings(context=128, threads=1)
+    r = lossy.encode(alice_prefix[:400], smollm2_session, s, 4.0)
+    assert 0 < r.stored_tokens < len(r.tokens) and r.reconstruction != alice_prefix[:400]
+    assert decompress(r.blob, smollm2_session, settings=s)[0] == r.reconstruction
