@@ -94,3 +94,16 @@ nightly: install
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .benchmarks
+
+# A GPU run that fits the lent machines' 64 MiB calls (docs/gpu.md): the kit, its sizes, a rehearsal here.
+.PHONY: gpu-kit gpu-kit-check gpu-rehearse
+GPU_MODELS ?= smollm2-135m,gemma3-270m
+
+gpu-kit: install
+	$(PY) scripts/gpu_kit.py --models $(GPU_MODELS)
+
+gpu-kit-check:
+	$(PY) scripts/gpu_kit.py --check
+
+gpu-rehearse: install
+	FLAVOUR=$(FLAVOUR) PY=$(abspath $(PY)) WHEELS=$(WHEELS) bash scripts/gpu-run.sh --rehearse
