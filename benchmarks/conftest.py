@@ -17,3 +17,16 @@ def smollm2():
         pytest.skip(str(e))
     with Model(path) as model:
         yield model
+
+
+@pytest.fixture(scope="module")
+def session():
+    """SmolLM2 as a codec session (model + vocabulary), per module."""
+    from bpcbench.codec.session import Session
+
+    try:
+        s = Session("smollm2-135m")
+    except BpcError as e:
+        pytest.skip(str(e))
+    with s:
+        yield s

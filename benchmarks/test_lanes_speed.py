@@ -10,23 +10,12 @@ from __future__ import annotations
 import pytest
 
 from bpcbench.codec.compress import compress
-from bpcbench.codec.session import Session, Settings
+from bpcbench.codec.session import Settings
 from bpcbench.corpora import load_manifest
-from bpcbench.errors import BpcError
 from bpcbench.llama.binding import Batch, Context, logits_rows
 
 STEPS = 256
 THREADS = 1  # the shared 2-core machine: one spinning thread per measurement
-
-
-@pytest.fixture(scope="module")
-def session():
-    try:
-        s = Session("smollm2-135m")
-    except BpcError as e:
-        pytest.skip(str(e))
-    with s:
-        yield s
 
 
 def _bare_loop(model, lanes: int, steps: int) -> None:

@@ -9,21 +9,10 @@ import pytest
 
 from bpcbench.codec import lossy
 from bpcbench.codec.compress import compress
-from bpcbench.codec.session import Session, Settings
+from bpcbench.codec.session import Settings
 from bpcbench.corpora import load_manifest
-from bpcbench.errors import BpcError
 
 SETTINGS = Settings(context=512, threads=1)  # one spinning thread on the shared machine
-
-
-@pytest.fixture(scope="module")
-def session():
-    try:
-        s = Session("smollm2-135m")
-    except BpcError as e:
-        pytest.skip(str(e))
-    with s:
-        yield s
 
 
 @pytest.fixture(scope="module")
