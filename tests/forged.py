@@ -59,6 +59,7 @@ def field_cases(blob: bytes) -> dict[str, tuple[bytes, str]]:
         "discard-equals-context": ({"discard": context}, "out of range"),
         "width-0": ({"width": 0}, "out of range"),
         "width-2e17": ({"width": 2**17}, "out of range"),
+        "width-257-lanes": ({"width": 257}, "out of range"),  # llama.cpp's most sequences is 256
         "name-a-path": ({"model_name": "/etc/shadow"}, "not a plain file name"),
         "name-dotdot": ({"model_name": ".."}, "not a plain file name"),
         "name-control-char": ({"model_name": "a\nb"}, "not a plain file name"),

@@ -71,6 +71,7 @@ def test_refuses_to_overwrite_without_force(tmp_path, tiny_model_path, capsys):
         (["compress", "{tmp}/in.txt", "-m", "{tmp}/truncated.gguf"], "truncated or corrupt", 2),
         (["compress", "{tmp}/in.txt", "-m", "{model}", "--context", "0"], "must be positive", 2),
         (["compress", "{tmp}/in.txt", "-m", "{model}", "--threads", "100000"], "usable core", 2),
+        (["compress", "{tmp}/in.txt", "-m", "{model}", "--width", "512"], "more lanes than llama.cpp allows (256)", 2),
         (["decompress", "{tmp}/in.txt", "-o", "{tmp}/out", "-m", "{model}"], "not a bpcbench compressed file", 3),
         (["decompress", "{tmp}/in.txt", "-m", "{model}"], "cannot derive an output name", 2),
     ],

@@ -47,6 +47,7 @@ from bpcbench.codec.session import (
 )
 from bpcbench.codec.session import POLICIES as CODED_POLICIES
 from bpcbench.errors import BpcError
+from bpcbench.llama.lanes import MAX_LANES
 from bpcbench.models import KNOWN_MODELS
 from bpcbench.report.labels import cell_label
 
@@ -192,6 +193,8 @@ class _Parser:
     def int_value(self, where: str, key: str, value: int, minimum: int) -> int:
         if value < minimum:
             raise self.fail(where, f"{key} must be >= {minimum}, got {value}")
+        if key == "width" and value > MAX_LANES:
+            raise self.fail(where, f"width must be <= {MAX_LANES} (llama.cpp's most sequences), got {value}")
         return value
 
     def string_list(self, where: str, key: str, value: list, allow_empty=False) -> list[str]:

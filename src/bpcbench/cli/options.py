@@ -16,6 +16,7 @@ from bpcbench.codec.session import (
     POLICIES,
 )
 from bpcbench.llama.binding import usable_cores
+from bpcbench.llama.lanes import MAX_LANES
 
 
 def positive_int(text: str) -> int:
@@ -80,8 +81,16 @@ def add_context(p: argparse.ArgumentParser) -> None:
                         f"chunks: tokens per chunk (default {DEFAULT_CHUNK_TOKENS})")
 
 
+def lane_count(text: str) -> int:
+    """argparse type: 1 … MAX_LANES (llama.cpp refuses more sequences in one context)."""
+    value = positive_int(text)
+    if value > MAX_LANES:
+        raise argparse.ArgumentTypeError(f"{value} is more lanes than llama.cpp allows ({MAX_LANES})")
+    return value
+
+
 def add_width(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--width", type=positive_int,
+    p.add_argument("--width", type=lane_count,
                    help=f"most lanes evaluated together per llama_decode call, a speed setting (default {DEFAULT_WIDTH})")
 
 

@@ -40,6 +40,7 @@ import numpy as np
 
 from bpcbench.codec.entropy_model import max_tokens
 from bpcbench.errors import CorruptInput
+from bpcbench.llama.lanes import MAX_LANES
 from bpcbench.models import SHA_PREFIX_DIGITS
 
 MAGIC = b"BPCZ"
@@ -192,7 +193,7 @@ def _read_header(r: _Reader) -> Header:
     if h.policy == "chunks" and not flags & _EXPLICIT:
         raise CorruptInput("compressed file's header lacks its chunk plan")
     if flags & _EXPLICIT:
-        h = replace(h, context=r.varint("context", 2, 1 << 24), width=r.varint("width", 1, 1 << 16))
+        h = replace(h, context=r.varint("context", 2, 1 << 24), width=r.varint("width", 1, MAX_LANES))
         if h.policy == "lanes":
             h = replace(h, discard=r.varint("discard", 1, h.context - 1),
                         min_lane_tokens=r.varint("min_lane_tokens", 1, MAX_ORIGINAL_BYTES))

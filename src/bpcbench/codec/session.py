@@ -16,7 +16,13 @@ from bpcbench.codec.tokenization import Tokenized, Vocabulary
 from bpcbench.errors import BpcError
 from bpcbench.llama.binding import Closeable, Model, build_info, default_threads
 from bpcbench.llama.evaluation import LockstepEvaluator, Plan, plan_chunks
-from bpcbench.llama.lanes import LaneEvaluator, LanePlan, default_discard, plan_lanes
+from bpcbench.llama.lanes import (
+    MAX_LANES,
+    LaneEvaluator,
+    LanePlan,
+    default_discard,
+    plan_lanes,
+)
 from bpcbench.models import describe
 
 POLICIES = ("lanes", "chunks")  # how the coder cuts the token stream (llama/lanes.py, llama/evaluation.py)
@@ -45,6 +51,8 @@ class Settings:
             raise BpcError(f"unknown policy {self.policy!r} (known: {', '.join(POLICIES + WINDOW_POLICIES)})")
         context = self.context or (DEFAULT_CHUNK_TOKENS if self.policy == "chunks"
                                    else min(model.n_ctx_train or DEFAULT_CONTEXT_CAP, DEFAULT_CONTEXT_CAP))
+        if self.width > MAX_LANES:
+            raise BpcError(f"width {self.width} is more lanes than llama.cpp allows ({MAX_LANES})")
         if model.n_ctx_train and context > model.n_ctx_train:
             raise BpcError(f"context {context} is longer than the model's training context ({model.n_ctx_train})")
         discard = self.discard or default_discard(context) if self.policy == "lanes" else None

@@ -31,6 +31,7 @@ import numpy as np
 from bpcbench.errors import BpcError
 from bpcbench.llama.binding import Batch, Closeable, Context, Model, logits_rows
 
+MAX_LANES = 256  # llama.cpp refuses a context with more sequences (LLAMA_MAX_SEQ in this build)
 REEVAL_BLOCK = 256  # tokens per llama_decode call when kept tokens are evaluated again
 PREFILL_BLOCK = 256
 
