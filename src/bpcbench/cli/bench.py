@@ -98,7 +98,8 @@ def register(sub) -> None:
     """Add the bench subcommands to the main parser's subparsers."""
     p = sub.add_parser("bench", help="run a bench matrix (models × corpora × codecs) into results/<run-id>/")
     p.add_argument("matrix", nargs="?",
-                   help="matrix TOML, or the name of a shipped one: default, quick, nightly (default: default)")
+                   help="matrix TOML, or the name of a shipped one: default, quick, nightly, context, gpu, "
+                        "gpu-rehearsal (default: default)")
     p.add_argument("--quick", action="store_true", help="run the shipped quick matrix (a few minutes)")
     p.add_argument("--out", help="output directory (default results/<UTC time>-<matrix name>/)")
     options.add_force(p, "an existing run directory given with --out")
