@@ -33,7 +33,8 @@ def incomplete_note(run_dir: Path) -> str | None:
 
 
 def render(run_dir: str | os.PathLike) -> list[Path]:
-    """(Re)write summary.md and the plots of a run directory from its results.csv."""
+    """(Re)write the plots of a run directory that carry information (plots.RUN_PLOTS; one that has
+    none now is removed, not left stale) and summary.md, which links exactly those, from its results.csv."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise BpcError(f"not a run directory: {run_dir}")
@@ -47,12 +48,13 @@ def render(run_dir: str | os.PathLike) -> list[Path]:
         matrix_text = (run_dir / "matrix.toml").read_text()
     except OSError:
         matrix_text = None
-    written = [run_dir / "summary.md"]
+    plot_links = []  # (file name, caption) of the plots written now: summary.md links these and no others
+    for name, caption, plot in plots.RUN_PLOTS:
+        if plot(frame, run_dir / name):
+            plot_links.append((name, caption))
+        else:  # nothing to show now: a plot left by an earlier render of this directory would be stale
+            (run_dir / name).unlink(missing_ok=True)
+    summary = run_dir / "summary.md"
     note = incomplete_note(run_dir)
-    write_text(written[0], (f"> **{note}**\n\n" if note else "") + summary_markdown(frame, env, matrix_text))
-    plots.plot_bpb_vs_model_size(frame, run_dir / plots.BENCH_PLOTS[0])
-    plots.plot_bpb_by_codec(frame, run_dir / plots.BENCH_PLOTS[1])
-    written += [run_dir / p for p in plots.BENCH_PLOTS]
-    if plots.plot_context_sweep(frame, run_dir / plots.SWEEP_PLOT):
-        written.append(run_dir / plots.SWEEP_PLOT)
-    return written
+    write_text(summary, (f"> **{note}**\n\n" if note else "") + summary_markdown(frame, env, matrix_text, plot_links))
+    return [summary] + [run_dir / name for name, _ in plot_links]
