@@ -1,7 +1,8 @@
 """Named, checksummed corpora: every reported number names the exact bytes it measured.
 
 The manifest (corpora/manifest.toml) pins each file's size and sha256, so a
-silently edited or re-encoded corpus fails loudly instead of skewing a table.
+silently edited or re-encoded corpus fails loudly instead of skewing a table. `add_entry`
+appends an entry (`bpcbench corpora add`), checked by the same parser that reads it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from bpcbench.atomic import atomic_open, write_bytes
 from bpcbench.errors import BpcError
 
 KINDS = ("english", "code", "non-english", "structured", "binary", "fresh")
@@ -82,6 +84,10 @@ def load_manifest(path: str | os.PathLike | None = None) -> dict[str, Corpus]:
         raw = path.read_bytes()
     except OSError as exc:
         raise BpcError(f"{path}: cannot read corpus manifest: {exc.strerror or exc}") from None
+    return _parse_manifest(path, raw)
+
+
+def _parse_manifest(path: Path, raw: bytes) -> dict[str, Corpus]:
     try:
         doc = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
@@ -284,11 +290,79 @@ def verify_all(corpora: Mapping[str, Corpus] | None = None) -> list[str]:
     return problems
 
 
+def _toml_string(text: str) -> str:
+    """A TOML basic string: quote and backslash escaped, control characters as \\uXXXX."""
+    return '"' + "".join("\\" + c if c in '"\\' else f"\\u{ord(c):04x}" if c < " " or c == "\x7f" else c
+                         for c in text) + '"'
+
+
+def add_entry(file: str | os.PathLike, name: str, kind: str, source: str, licence: str, note: str = "",
+              groups: Iterable[str] = (), manifest: str | os.PathLike | None = None,
+              copy: bool = False) -> tuple[Corpus, Path]:
+    """Append a [[corpus]] entry for `file` (its bytes and sha256 computed now) to the manifest,
+    atomically, after checking the whole new manifest as load_manifest does (names, kinds,
+    duplicates, groups). The file must lie under the manifest's folder, or `copy` puts it in
+    `<folder>/<kind>/<file name>`. A manifest that does not exist yet is created."""
+    path, src = manifest_path(manifest), Path(file)
+    try:
+        data = src.read_bytes()
+        old = path.read_bytes() if path.exists() else b""
+    except OSError as exc:
+        raise BpcError(f"{exc.filename}: cannot read: {exc.strerror or exc}") from None
+    if not source.strip() or not licence.strip():
+        raise BpcError("a corpus needs a non-empty source and licence")
+    base = path.resolve().parent
+    located = Path(os.path.realpath(src.parent)) / src.name  # a link to the file stays a link
+    if not (located.is_relative_to(base) or copy):
+        raise BpcError(f"{file} is not under the manifest's folder {base}: move it there, or copy it (--copy)")
+    fields = {"name": name, "path": (located.relative_to(base) if located.is_relative_to(base) else
+                                     Path(kind, src.name)).as_posix(), "kind": kind, "bytes": len(data),
+              "sha256": hashlib.sha256(data).hexdigest(), "source": source, "licence": licence, "note": note}
+    entry = "[[corpus]]\n" + "".join(f"{k} = {v if isinstance(v, int) else _toml_string(v)}\n"
+                                     for k, v in fields.items() if v != "")
+    if groups:
+        entry += f"groups = [{', '.join(_toml_string(g) for g in groups)}]\n"
+    try:
+        new = (old.rstrip(b"\n") + b"\n\n" if old.strip() else b"") + entry.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BpcError("the name, source, licence, note, groups and file name must be valid UTF-8 text") from None
+    corpus = _parse_manifest(path, new)[name]  # every rule of the reader, before anything is written
+    try:
+        if corpus.path != located:  # --copy
+            if corpus.path.exists() and corpus.path.read_bytes() != data:
+                raise BpcError(f"{corpus.path} exists with other bytes; rename the file to add")
+            write_bytes(corpus.path, data)
+        with atomic_open(path, "wb") as fh:
+            fh.write(new)
+    except OSError as exc:
+        raise BpcError(f"{exc.filename or path}: cannot write: {exc.strerror or exc}") from None
+    return corpus, path
+
+
 def _table(rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows
     )
+
+
+def report(corpora: Mapping[str, Corpus], verify: bool = True) -> tuple[str, list[str]]:
+    """The table `corpora verify` prints (every file read and checked) and the problems found;
+    verify=False (`corpora ls`) reads no file and leaves out the chars and status columns."""
+    rows = [("name", "kind", "bytes", *(("chars",) if verify else ()), "sha256", *(("status",) if verify else ()),
+             "groups")]
+    problems = []
+    for c in corpora.values():
+        chars, status = (), ()
+        if verify:
+            try:
+                count = count_characters(c.read_bytes())
+                chars, status = ("-" if count is None else str(count),), ("ok",)
+            except BpcError as exc:
+                problems.append(str(exc))
+                chars, status = ("-",), ("FAIL",)
+        rows.append((c.name, c.kind, str(c.bytes), *chars, c.sha256[:12], *status, ",".join(c.groups)))
+    return _table(rows), problems
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -302,25 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     except BpcError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-
-    rows = [("name", "kind", "bytes", "chars", "sha256", "status", "groups")]
-    problems = []
-    for corpus in corpora.values():
-        chars = "-"
-        try:
-            data = corpus.read_bytes()
-        except BpcError as exc:
-            problems.append(str(exc))
-            status = "FAIL"
-        else:
-            status = "ok"
-            count = count_characters(data)
-            chars = "-" if count is None else str(count)
-        rows.append(
-            (corpus.name, corpus.kind, str(corpus.bytes), chars, corpus.sha256[:12], status,
-             ",".join(corpus.groups))
-        )
-    print(_table(rows))
+    table, problems = report(corpora)
+    print(table)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     print(f"{len(corpora) - len(problems)}/{len(corpora)} corpora ok")

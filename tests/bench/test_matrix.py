@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bpcbench.baselines import BASELINES
@@ -169,3 +171,24 @@ def test_every_shipped_matrix_loads_by_name(name):
 def test_a_context_sweep_makes_one_cell_per_window():
     contexts = sorted(c.context for c in matrix.load("context").cells if c.is_llm)
     assert contexts == [256, 512, 1024, 2048, 4096, 8192]
+
+
+def test_reference_doc_is_generated_from_the_key_table():
+    doc = Path(__file__).resolve().parents[2] / "docs" / "matrix.md"
+    assert doc.read_text() == matrix.reference_markdown(), "run: python -m bpcbench.bench.matrix > docs/matrix.md"
+    text = matrix.reference_markdown()
+    for key in matrix._RUN_KEYS:
+        assert f"| `{key}` |" in text
+    for key in matrix._TOP_LEVEL:
+        assert f"| `{key}` |" in text
+
+
+def test_the_documented_example_and_defaults_are_what_the_validator_does(tmp_path):
+    example = matrix.__doc__.split("```toml\n")[1].split("```")[0]
+    cells = load(example, tmp_path).cells
+    assert {c.measure for c in cells} == {"baseline", "ideal", "coded"}
+    llm = [c for c in load(BASE, tmp_path).cells if c.is_llm]
+    keys = matrix._RUN_KEYS
+    assert (llm[0].measure, [llm[0].policy], llm[0].width, llm[0].min_lane_tokens, llm[0].max_bytes) == (
+        keys["measure"].default, [keys["policy"].default], keys["width"].default, keys["min_lane_tokens"].default,
+        keys["max_bytes"].default)

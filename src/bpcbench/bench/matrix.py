@@ -1,37 +1,42 @@
 """Bench matrix: a TOML file naming models × corpora × codecs -> the list of cells to run.
 
-A user edits models, corpora, context lengths and prefix sizes here, never in code::
+A user edits models, corpora, context lengths and prefix sizes here, never in code:
 
-    [run]
-    name = "quick"                      # part of the run id: results/<UTC time>-<name>/
-    models = ["smollm2-135m"]           # registry names or GGUF paths
-    corpora = ["alice29", "iso3166-1"]  # manifest names, groups ("canterbury", "all") or files
-    baselines = "all"                   # or a list: ["gzip-9", "zstd-22-long"]; [] for none
-    measure = "ideal"                   # what every model × corpus gets: "coded", "ideal", "none"
-    policy = "lanes"                    # lanes (the codec's), chunks; ideal only: llama-perplexity, lm-eval-rolling;
-                                        # a list measures each
-    context = [2048]                    # a list is a context sweep: one cell per value (default: the model's)
-    max_bytes = 20000                   # measure a prefix of each corpus (0 = the whole file)
+```toml
+[run]
+name = "quick"                      # part of the run id: results/<UTC time>-<name>/
+models = ["smollm2-135m"]           # registry names or GGUF paths
+corpora = ["alice29", "iso3166-1"]  # manifest names, groups ("canterbury", "all") or files
+baselines = "all"                   # or a list: ["gzip-9", "zstd-22-long"]; [] for none
+measure = "ideal"                   # what every model × corpus gets: "coded", "ideal", "none"
+policy = "lanes"                    # or chunks; ideal only: llama-perplexity, lm-eval-rolling; a list: each
+context = [2048]                    # a list is a context sweep: one cell per value (default: the model's)
+max_bytes = 20000                   # measure a prefix of each corpus (0 = the whole file)
 
-    [[llm]]                             # overrides for some models × corpora, later tables win
-    models = ["smollm2-135m"]           # default: every model of [run]
-    corpora = ["alice29"]               # default: every corpus of [run]
-    measure = "coded"
+[[llm]]                             # overrides for some models × corpora, later tables win
+models = ["smollm2-135m"]           # default: every model of [run]
+corpora = ["alice29"]               # default: every corpus of [run]
+measure = "coded"
+```
 
 Cells:
-  * ``measure = "coded"``: compress, decompress, compare bytes (the real codec);
-  * ``measure = "ideal"``: cross-entropy only (the number a coder approaches, no file);
-  * ``measure = "baseline"``: every listed baseline on every (corpus, prefix) that any
-    model cell measures, so each table compares equal bytes (and on the [run] prefix of
-    a [run] corpus that no model measures).
 
-Everything is validated before anything runs: an unknown key, model, corpus or a value of
-the wrong type is a BpcError naming the file and the entry.
+* `measure = "coded"`: compress, decompress, compare bytes (the real codec);
+* `measure = "ideal"`: cross-entropy only (the number a coder approaches, no file);
+* `measure = "baseline"`: every listed baseline on every (corpus, prefix) that any
+  model cell measures, so each table compares equal bytes (and on the [run] prefix of
+  a [run] corpus that no model measures).
+
+Everything is validated before anything runs: an unknown key, a value of the wrong type or out
+of range, an unknown model, corpus, group, baseline, measure or policy, a window policy asked
+for coded rows, two GGUF files reported under one name, or a matrix with no cells is a
+BpcError naming the file and the entry (`m.toml: [[llm]] 2: unknown key 'contxt' (known: ...)`).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -39,12 +44,7 @@ from pathlib import Path
 from bpcbench import corpora as corpora_mod
 from bpcbench import models
 from bpcbench.baselines import BASELINES
-from bpcbench.codec.session import (
-    DEFAULT_MIN_LANE_TOKENS,
-    DEFAULT_POLICY,
-    DEFAULT_WIDTH,
-    WINDOW_POLICIES,
-)
+from bpcbench.codec import session
 from bpcbench.codec.session import POLICIES as CODED_POLICIES
 from bpcbench.errors import BpcError
 from bpcbench.llama.lanes import MAX_LANES
@@ -60,28 +60,62 @@ LADDER_CONFIG = MATRICES_DIR / "ladder.toml"
 MEASURES = ("coded", "ideal")
 LLM_MEASURES = MEASURES + ("none",)
 BASELINE = "baseline"
-ALL_POLICIES = CODED_POLICIES + WINDOW_POLICIES  # the window policies score ideal rows only
+ALL_POLICIES = CODED_POLICIES + session.WINDOW_POLICIES  # the window policies score ideal rows only
 
-# key -> (python type(s), description) for the error messages
+
+@dataclass(frozen=True)
+class Key:
+    """A matrix key as the validator checks it (types, minimum) and docs/matrix.md shows it (all of it)."""
+
+    types: type | tuple[type, ...]
+    what: str  # the allowed values, as error messages say them
+    doc: str
+    default: object = None  # None: unset (the doc says what that means)
+    minimum: int | None = None  # integers: the least allowed value
+    required: bool = False
+    llm: bool = True  # also allowed in [[llm]] tables
+
+
+# The one table of keys: what the validator accepts, and docs/matrix.md (`python -m bpcbench.bench.matrix`).
+_TOP_LEVEL = {"run": "[run]: one table, required: the run's name, models, corpora and default settings",
+              "llm": "[[llm]]: any number of tables, optional: settings for some models × corpora, later tables win"}
+_POSITIVE, _NON_NEGATIVE = "a positive integer", "a non-negative integer"
 _RUN_KEYS = {
-    "name": (str, "a string"),
-    "description": (str, "a string"),
-    "models": (list, "a list of model names or paths"),
-    "corpora": (list, "a list of corpus names, groups or files"),
-    "baselines": ((list, str), '"all" or a list of baseline names'),
-    "measure": (str, '"coded", "ideal" or "none"'),
-    "policy": ((list, str), '"lanes", "chunks", "llama-perplexity", "lm-eval-rolling" or a list of them'),
-    "context": ((list, int), "a positive integer or a list of them"),
-    "min_lane_tokens": (int, "a positive integer"),
-    "width": (int, "a positive integer"),
-    "threads": (int, "a positive integer (0 = default)"),
-    "n_gpu_layers": (int, "a non-negative integer"),
-    "max_bytes": (int, "a non-negative integer (0 = whole file)"),
-    "baseline_repeats": (int, "a positive integer"),
+    "name": Key(str, "a string", "Letters, digits, `.`, `_`, `-`; the run id is `<UTC time>-<name>`.",
+                required=True, llm=False),
+    "description": Key(str, "a string", "Free text for readers of the matrix and of the run's copy.", "", llm=False),
+    "models": Key(list, "a list of model names or paths", f"Registry names ({', '.join(f'`{m}`' for m in KNOWN_MODELS)})"
+                  " or GGUF paths, relative to the matrix file's folder first. [run]'s may be empty (baselines only).",
+                  required=True),
+    "corpora": Key(list, "a list of corpus names, groups or files", "Names or groups (`all`: every corpus) of the "
+                   "manifest, or file paths, relative to the matrix file's folder first. Not empty.", required=True),
+    "baselines": Key((list, str), '"all" or a list of baseline names', "Classical compressors run on every measured "
+                     f"prefix: {', '.join(f'`{b}`' for b in BASELINES)}; `[]` for none.", "all", llm=False),
+    "measure": Key(str, '"coded", "ideal" or "none"', "`coded`: compress, decompress, compare; `ideal`: the model's "
+                   "cross-entropy only, no file; `none`: no model cell (an [[llm]] table's way to skip).", "ideal"),
+    "policy": Key((list, str), f"one of {', '.join(ALL_POLICIES)} or a list of them", "How the model sees the text "
+                  f"(README: What the numbers mean); a list measures each. {', '.join(session.WINDOW_POLICIES)}: "
+                  "ideal rows only.", session.DEFAULT_POLICY),
+    "context": Key((list, int), f"{_POSITIVE} or a list of them", "Tokens of KV window (lanes) or per chunk; a list "
+                   f"is a sweep, one cell per value. Unset: {session.DEFAULT_CHUNK_TOKENS} for chunks, else the "
+                   f"model's training context, at most {session.DEFAULT_CONTEXT_CAP}."),
+    "min_lane_tokens": Key(int, _POSITIVE, "Coded rows: a lane per this many tokens, up to `width` lanes.",
+                           session.DEFAULT_MIN_LANE_TOKENS, 1),
+    "width": Key(int, _POSITIVE, f"The most lanes (or chunks) evaluated together, at most {MAX_LANES}.",
+                 session.DEFAULT_WIDTH, 1),
+    "threads": Key(int, f"{_POSITIVE} (0 = default)", "llama.cpp threads; 0: the usable cores the 1-minute load "
+                   "average leaves free, at least 1 (`measurement_threads`).", 0, 0),
+    "n_gpu_layers": Key(int, _NON_NEGATIVE, "Layers llama.cpp offloads to a GPU (99: all).", 0, 0),
+    "max_bytes": Key(int, f"{_NON_NEGATIVE} (0 = whole file)", "Measure this prefix of each corpus, cut back to a UTF-8 "
+                     "character boundary.", 0, 0),
+    "baseline_repeats": Key(int, _POSITIVE, "Timed values per baseline and direction, each >= 0.1 s of work "
+                            "(pyperf style); results.csv gets their mean, std and n.", 1, 1, llm=False),
+    "model_repeats": Key(int, _POSITIVE, "Times a model cell is evaluated, or compressed and decompressed, each "
+                         "repeat checked to give the same bits; 2 or more let `compare` test speed.", 1, 1),
 }
-_LLM_KEYS = {k: _RUN_KEYS[k] for k in ("models", "corpora", "measure", "policy", "context", "min_lane_tokens", "width",
-                                       "threads", "n_gpu_layers", "max_bytes")}
-_RUN_REQUIRED = ("name", "models", "corpora")
+_LLM_KEYS = {k: key for k, key in _RUN_KEYS.items() if key.llm}
+_SETTINGS = tuple(k for k in _LLM_KEYS if k not in ("models", "corpora"))  # what a model cell is measured with
+_RUN_REQUIRED = tuple(k for k, key in _RUN_KEYS.items() if key.required)
 
 
 @dataclass(frozen=True)
@@ -99,7 +133,7 @@ class Cell:
     width: int | None = None
     threads: int | None = None
     n_gpu_layers: int | None = None
-    repeats: int = 1  # baselines: best of this many timings
+    repeats: int = 1  # timed values: baseline_repeats or model_repeats
 
     @property
     def is_llm(self) -> bool:
@@ -158,10 +192,7 @@ def loads(text: str, path: str | os.PathLike = "<matrix>", manifest=None) -> Mat
 
 class _Parser:
     def __init__(self, path: Path, text: str, doc: dict, manifest):
-        self.path = path
-        self.text = text
-        self.doc = doc
-        self._manifest = manifest
+        self.path, self.text, self.doc, self._manifest = path, text, doc, manifest
         self.base = path.resolve().parent if path.name != "<matrix>" else Path.cwd()
 
     def fail(self, where: str, message: str) -> BpcError:
@@ -185,12 +216,12 @@ class _Parser:
         if missing:
             raise self.fail(where, f"missing key {missing[0]!r}")
         for key, value in table.items():
-            types, what = known[key]
-            if isinstance(value, bool) or not isinstance(value, types):
-                raise self.fail(where, f"{key} must be {what}, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, known[key].types):
+                raise self.fail(where, f"{key} must be {known[key].what}, got {value!r}")
         return table
 
-    def int_value(self, where: str, key: str, value: int, minimum: int) -> int:
+    def int_value(self, where: str, key: str, value: int) -> int:
+        minimum = _RUN_KEYS[key].minimum
         if value < minimum:
             raise self.fail(where, f"{key} must be >= {minimum}, got {value}")
         if key == "width" and value > MAX_LANES:
@@ -214,24 +245,22 @@ class _Parser:
                 raise self.fail(where, f"context entries must be positive integers, got {v!r}")
         return list(dict.fromkeys(values))
 
-    # -- names -> things ---------------------------------------------------------------
-
     def model(self, where: str, spec: str) -> str:
-        try:
-            return models.resolve_spec(spec, self.base)
-        except BpcError as exc:
-            raise self.fail(where, str(exc)) from None
+        return self.named(where, lambda: models.resolve_spec(spec, self.base))
 
     def corpora(self, where: str, items: list[str]) -> list[str]:
+        return self.named(where, lambda: corpora_mod.expand(items, self.manifest, self.base))
+
+    def named(self, where: str, resolve):
         try:
-            return corpora_mod.expand(items, self.manifest, self.base)
+            return resolve()
         except BpcError as exc:
             raise self.fail(where, str(exc)) from None
 
     # -- the whole document ------------------------------------------------------------
 
     def parse(self) -> Matrix:
-        unknown = sorted(set(self.doc) - {"run", "llm"})
+        unknown = sorted(set(self.doc) - set(_TOP_LEVEL))
         if unknown:
             raise self.fail("top level", f"unknown key {unknown[0]!r} (expected a [run] table and [[llm]] tables)")
         if "run" not in self.doc:
@@ -242,23 +271,14 @@ class _Parser:
             raise self.fail("[run]", f"name {name!r} must be letters, digits, '.', '_' or '-'")
         models = [self.model("[run] models", m) for m in self.string_list("[run]", "models", run["models"], True)]
         corpora = self.corpora("[run] corpora", self.string_list("[run]", "corpora", run["corpora"]))
-        defaults = {
-            "measure": self.measure("[run]", run.get("measure", "ideal")),
-            "policy": self.policy("[run]", run.get("policy", DEFAULT_POLICY)),
-            "context": self.chunk_list("[run]", run["context"]) if "context" in run else [None],
-            "min_lane_tokens": self.int_value("[run]", "min_lane_tokens",
-                                              run.get("min_lane_tokens", DEFAULT_MIN_LANE_TOKENS), 1),
-            "width": self.int_value("[run]", "width", run.get("width", DEFAULT_WIDTH), 1),
-            "threads": self.int_value("[run]", "threads", run.get("threads", 0), 0),
-            "n_gpu_layers": self.int_value("[run]", "n_gpu_layers", run.get("n_gpu_layers", 0), 0),
-            "max_bytes": self.int_value("[run]", "max_bytes", run.get("max_bytes", 0), 0),
-        }
+        run = {**{k: key.default for k, key in _RUN_KEYS.items() if key.default is not None}, **run}
+        defaults = {"context": [None], **self.settings("[run]", run)}
         plan = self.model_plan(models, corpora, defaults)
         cells, views = self.model_cells(plan)
         for c in corpora:  # a corpus no model measures still gets its baselines
             if not any(v[0] == c for v in views):
                 views[(c, defaults["max_bytes"])] = None
-        repeats = self.int_value("[run]", "baseline_repeats", run.get("baseline_repeats", 1), 1)
+        repeats = self.int_value("[run]", "baseline_repeats", run["baseline_repeats"])
         base_cells = [Cell(measure=BASELINE, codec=b, corpus=c, max_bytes=mb, repeats=repeats)
                       for (c, mb) in views for b in self.baselines(run)]
         if not cells and not base_cells:
@@ -267,7 +287,7 @@ class _Parser:
         return Matrix(path=self.path, name=name, text=self.text, cells=base_cells + cells)
 
     def baselines(self, run: dict) -> list[str]:
-        baselines = run.get("baselines", "all")
+        baselines = run["baselines"]
         if isinstance(baselines, str):
             if baselines != "all":
                 raise self.fail("[run]", f'baselines must be "all" or a list, got {baselines!r}')
@@ -292,18 +312,7 @@ class _Parser:
                          if "corpora" in table else corpora)
             if not t_models:
                 raise self.fail(where, "no models: list them here or in [run] models")
-            override = {}
-            for key in ("width", "threads", "n_gpu_layers", "max_bytes"):
-                if key in table:
-                    override[key] = self.int_value(where, key, table[key], 1 if key == "width" else 0)
-            if "measure" in table:
-                override["measure"] = self.measure(where, table["measure"])
-            if "context" in table:
-                override["context"] = self.chunk_list(where, table["context"])
-            if "policy" in table:
-                override["policy"] = self.policy(where, table["policy"])
-            if "min_lane_tokens" in table:
-                override["min_lane_tokens"] = self.int_value(where, "min_lane_tokens", table["min_lane_tokens"], 1)
+            override = self.settings(where, table)
             for m in t_models:
                 for c in t_corpora:
                     plan[(m, c)] = {**plan.get((m, c), defaults), **override}
@@ -323,9 +332,16 @@ class _Parser:
                                               f"{' or '.join(CODED_POLICIES)} ({m} on {c})")
                 cells += [Cell(measure=s["measure"], codec=model_codec(m), corpus=c, max_bytes=s["max_bytes"],
                                model=m, policy=policy, context=ctx, min_lane_tokens=s["min_lane_tokens"],
-                               width=s["width"], threads=s["threads"], n_gpu_layers=s["n_gpu_layers"])
+                               width=s["width"], threads=s["threads"], n_gpu_layers=s["n_gpu_layers"],
+                               repeats=s["model_repeats"])
                           for ctx in s["context"]]
         return cells, views
+
+    def settings(self, where: str, table: dict) -> dict:
+        """The model settings (_SETTINGS) a [run] or [[llm]] table sets, each validated."""
+        check = {"measure": self.measure, "policy": self.policy, "context": self.chunk_list}
+        return {k: check[k](where, v) if k in check else self.int_value(where, k, v)
+                for k, v in table.items() if k in _SETTINGS}
 
     def policy(self, where: str, value: str | list) -> list[str]:
         values = [value] if isinstance(value, str) else value
@@ -336,7 +352,7 @@ class _Parser:
 
     def measure(self, where: str, value: str) -> str:
         if value not in LLM_MEASURES:
-            raise self.fail(where, f'measure must be "coded", "ideal" or "none", got {value!r}')
+            raise self.fail(where, f"measure must be {_RUN_KEYS['measure'].what}, got {value!r}")
         return value
 
 
@@ -353,3 +369,31 @@ def with_overrides(matrix: Matrix, **settings) -> Matrix:
     """A copy whose model cells use other settings (e.g. threads from the command line)."""
     cells = [replace(c, **settings) if c.is_llm else c for c in matrix.cells]
     return replace(matrix, cells=cells)
+
+
+def reference_markdown() -> str:
+    """docs/matrix.md: the module docstring, then every key from the table the validator uses."""
+    names = ", ".join(sorted(p.stem for p in MATRICES_DIR.glob("*.toml") if p != LADDER_CONFIG))
+    lines = ["# Bench matrix reference", "",
+             "<!-- generated by `python -m bpcbench.bench.matrix > docs/matrix.md`; edit src/bpcbench/bench/matrix.py -->",
+             "", f"`bpcbench bench FILE` runs a matrix file, `bpcbench bench NAME` a shipped one ({names}: "
+             "`src/bpcbench/bench/matrices/`). Corpus and model names, `$BPCBENCH_CORPORA`, `$BPCBENCH_MODEL_PATH` "
+             "and the cell cache: [cache.md](cache.md).", "", __doc__.split("\n", 2)[2].rstrip(), "",
+             "## Top-level keys", "", "| key | meaning |", "|---|---|", *(f"| `{k}` | {d} |" for k, d in _TOP_LEVEL.items())]
+    for title, keys, note in (
+            ("[run]", _RUN_KEYS, "Settings here are the defaults of every model × corpus of the run."),
+            ("[[llm]]", _LLM_KEYS, "Each table applies to its `models` × `corpora` (default: all of [run]'s) and "
+                                   "overrides the values before it there (a key it leaves unset keeps them).")):
+        lines += ["", f"## `{title}`", "", note, "", "| key | type | default | allowed values | meaning |",
+                  "|---|---|---|---|---|"]
+        for k, key in keys.items():
+            default = ("[run]'s" if title != "[run]" else "required" if key.required else "unset"
+                       if key.default is None else f"`{key.default!r}`".replace("'", '"'))
+            types = " or ".join({str: "string", int: "integer", list: "array"}[t] for t in
+                                (key.types if isinstance(key.types, tuple) else (key.types,)))
+            lines.append(f"| `{k}` | {types} | {default} | {key.what} | {key.doc} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(reference_markdown())

@@ -11,7 +11,7 @@ import signal
 import sys
 
 from bpcbench import __version__
-from bpcbench.cli import bench, codec, ladder, lossy
+from bpcbench.cli import bench, codec, data, ladder, lossy
 from bpcbench.errors import BpcError
 
 
@@ -26,14 +26,26 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="bpcbench",
-        description="How many bits per byte a (quantized) language model needs to store real text, proven "
-                    "with an arithmetic coder, against gzip, bzip2, xz, zstd and brotli on the same bytes.")
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Compress files with a language model and an arithmetic coder, and measure how many bits\n"
+                    "per byte (quantized) models need on real text, against gzip, bzip2, xz, zstd and brotli\n"
+                    "on the same bytes.",
+        epilog="examples:\n"
+               "  bpcbench compress notes.txt --stats     # writes notes.txt.bpcz\n"
+               "  bpcbench decompress notes.txt.bpcz -o notes.copy.txt\n"
+               "  bpcbench bench --quick                  # a few minutes; results/<run-id>/summary.md\n"
+               "  bpcbench report results/<run-id>        # re-render a run's tables and plots\n"
+               "\n"
+               "bench, merge, nightly, ladder and lossy write into --out DIR; `bpcbench COMMAND -h` lists the\n"
+               "options of each command.\n"
+               "Units: kB = 1000 bytes, MB = 10^6 bytes, MiB = 2^20 bytes (memory).")
     parser.add_argument("--version", action="version", version=f"bpcbench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     codec.register(sub)
     bench.register(sub)
     ladder.register(sub)
     lossy.register(sub)
+    data.register(sub)
     return parser
 
 
