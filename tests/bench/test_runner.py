@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -57,7 +58,7 @@ def rows(frame, **match):
 def test_run_writes_every_output(first_run):
     rc, out, frame = first_run
     assert rc == 0
-    for name in ("results.csv", "summary.md", "env.json", "matrix.toml", "bpb_vs_model_size.png", "bpb_by_codec.png"):
+    for name in ("results.csv", "summary.md", "env.json", "matrix.toml", "bpb_vs_speed.png", "bpb_by_codec.png"):
         assert (out / name).stat().st_size > 0, name
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
     assert list(frame.columns) == results.COLUMN_NAMES
@@ -162,7 +163,8 @@ def test_no_cache_remeasures_and_a_failing_cell_does_not_stop_the_run(bench_dir,
     assert rc == 1
     printed = capsys.readouterr()
     assert "FAILED" in printed.err
-    assert printed.out.startswith("| corpus | gzip-9 |") and "| FAILED |" in printed.out
+    assert printed.out.startswith("text.txt (file, first 2,000 of")  # the lzbench-style tables
+    assert re.search(r"^\s+llm:tiny \(coded lanes ctx 64\)\s+FAILED$", printed.out, re.M)
     frame = results.read_csv(bench_dir / "run3")
     assert len(frame) == 6 and not frame["cached"].any()
     bad = rows(frame, measure="coded").iloc[0]
@@ -215,6 +217,54 @@ def test_unknown_corpus_file_removed_after_loading_is_a_failed_cell(tmp_path, ti
     res = runner.run_matrix(m, tmp_path / "out", cache_dir=tmp_path / "cache", progress=False, render=True)
     assert not res.ok and "neither a corpus name" in res.failed[0]
     assert "FAILED" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_off_a_terminal_each_finished_cell_is_one_line(tmp_path, capsys):
+    """cron and CI see no progress bar: one plain line per cell on stderr (capsys is not a TTY)."""
+    (tmp_path / "gone.txt").write_text("x" * 100)
+    m = matrix.loads('[run]\nname = "lines"\nmodels = []\ncorpora = ["random-org-10k", "gone.txt"]\n'
+                     'baselines = ["gzip-9"]\nmax_bytes = 500\n', tmp_path / "m.toml")
+    (tmp_path / "gone.txt").unlink()
+    res = runner.run_matrix(m, tmp_path / "a", cache_dir=tmp_path / "cache", progress=None, render=False)
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "warning:" not in ln]  # e.g. a busy machine
+    bpb = res.rows[0]["bits_per_byte"]
+    assert re.fullmatch(rf"\[1/2\] gzip-9 · random-org-10k\[:500\]: {bpb:.3f} bits/byte, \d+\.\d s", err[0]), err
+    assert re.fullmatch(r"\[2/2\] gzip-9 · gone\.txt\[:500\]: FAILED: .*neither a corpus name.*", err[1]), err
+    assert len(err) == 2
+
+    runner.run_matrix(m, tmp_path / "b", cache_dir=tmp_path / "cache", progress=None, render=False)
+    assert [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("[1/2]")][0].endswith(" s (cached)")
+    runner.run_matrix(m, tmp_path / "c", cache_dir=tmp_path / "cache", progress=False, render=False)
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "warning:" not in ln]  # quiet: the failure alone
+    assert len(err) == 1 and err[0].startswith("bpcbench: FAILED gzip-9 · gone.txt[:500]: ")
+
+
+@pytest.mark.parametrize("formats, written, absent", [
+    ("json", {"results.csv", "results.json"}, {"summary.md"}),
+    ("md,csv", {"results.csv", "summary.md"}, {"results.json"}),
+    ("csv", {"results.csv", "env.json", "matrix.toml"}, {"results.json", "summary.md"}),
+])
+def test_format_picks_the_files_besides_results_csv(tmp_path, monkeypatch, capsys, formats, written, absent):
+    monkeypatch.setenv("BPCBENCH_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "m.toml").write_text('[run]\nname = "fmt"\nmodels = []\ncorpora = ["random-org-10k", "alice29"]\n'
+                                     'baselines = ["gzip-9"]\nmax_bytes = 500\n')
+    out = tmp_path / "run"
+    assert main(["bench", str(tmp_path / "m.toml"), "--out", str(out), "--format", formats, "-q"]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert written <= names and not absent & names
+    assert ("md" in formats) or not [n for n in names if n.endswith(".png")]  # the plots go with summary.md
+    if "json" in formats:
+        records = json.loads((out / "results.json").read_text())
+        frame = results.read_csv(out)
+        assert [list(r) for r in records] == [results.COLUMN_NAMES] * len(frame) == [results.COLUMN_NAMES] * 2
+        assert [r["bits_per_byte"] for r in records] == frame["bits_per_byte"].tolist()
+        assert records[0]["coded_bytes"] == int(frame["coded_bytes"][0]) and records[0]["ideal_bits"] is None
+
+
+def test_an_unknown_format_is_one_line(capsys):
+    assert main(["bench", "quick", "--format", "csv,xml"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown format 'xml' (choose from csv, json, md" in err
 
 
 @pytest.mark.parametrize(

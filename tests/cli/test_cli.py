@@ -230,3 +230,40 @@ def test_stats_report_the_storage_method_and_header_size(tmp_path, tiny_model_pa
     err = capsys.readouterr().err
     assert "stored as stored, header" in err or "stored as zstd, header" in err
     assert (tmp_path / "r.bin.bpcz").stat().st_size <= 3000 + 40
+
+
+# --- --json: stdout, results.csv's names; refused where stdout holds the data ----------------------
+
+
+def test_json_goes_to_stdout_under_the_results_column_names(tmp_path, tiny_model_path, capsys):
+    import json
+
+    from bpcbench.bench.results import COLUMN_NAMES
+
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"hello json world\n" * 30)
+    assert run("compress", src, "-m", tiny_model_path, "--json", "--no-fallback", *ARGS) == 0
+    out, err = capsys.readouterr()
+    enc = json.loads(out)
+    assert "{" not in err
+    assert enc["direction"] == "compress" and enc["corpus_bytes"] == 510 and enc["method"] == "model"
+    assert enc["container_bytes"] == (tmp_path / "in.txt.bpcz").stat().st_size
+    assert enc["bits_per_byte"] == pytest.approx(8 * enc["container_bytes"] / 510)
+    assert enc["encode_kB_per_s"] == pytest.approx(510 / 1000 / enc["encode_seconds"])
+    own = {"direction", "method", "header_bytes", "container_bits_per_byte"}  # no results.csv column holds these
+    assert set(enc) - own <= set(COLUMN_NAMES), set(enc) - own - set(COLUMN_NAMES)
+    for name in ("coded_bytes", "n_tokens", "ideal_bits", "tokens_per_s", "context_tokens", "peak_rss_mb"):
+        assert name in enc, name
+
+    assert run("decompress", tmp_path / "in.txt.bpcz", "-o", tmp_path / "back.txt", "-m", tiny_model_path,
+               "-t", "1", "-q", "--json") == 0
+    dec = json.loads(capsys.readouterr().out)
+    assert dec["direction"] == "decompress" and dec["corpus_bytes"] == 510 and "decode_seconds" in dec
+    assert set(dec) - own - {"decode_tokens_per_s"} <= set(COLUMN_NAMES)
+
+
+def test_json_with_the_data_on_stdout_is_refused_before_the_work(tmp_path, tiny_model_path):
+    cmd = [sys.executable, "-m", "bpcbench", "compress", "-", "-m", str(tiny_model_path), "--json", *ARGS]
+    r = subprocess.run(cmd, input=b"some text", capture_output=True)
+    assert r.returncode == 2 and r.stdout == b""
+    assert r.stderr.decode().count("\n") == 1 and "--json prints to stdout" in r.stderr.decode()

@@ -18,7 +18,7 @@ matrix.toml, env.json (fields every shard shares at the top, each shard's own un
 
     bpcbench bench bench/default.toml --shard 1/2 --out r/s1    # machine 1
     bpcbench bench bench/default.toml --shard 2/2 --out r/s2    # machine 2
-    bpcbench merge r/merged r/s1 r/s2
+    bpcbench merge --out r/merged r/s1 r/s2
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@
 * results.csv is rewritten (atomically) after every cell, so a crash loses one cell at most.
 * A cell that fails is recorded with its error and the run goes on; the caller exits
   non-zero at the end (``RunResult.failed``).
-* With ``shard=(k, n)`` only shard k of n runs (shard.py decides, from each cell's own
-  content); ``shard.json`` in the run directory records which cells, of which matrix
+* On a terminal, progress bars; elsewhere (cron, CI) one plain line per finished cell on stderr.
+* With ``shard=(k, n)`` only shard k of n runs (shard.py decides, from the matrix alone,
+  balancing estimated cost); ``shard.json`` in the run directory records which cells, of which matrix
   (sha256 of its text), under which versions, so ``bpcbench merge`` can join the shards.
 """
 
@@ -17,6 +18,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Collection
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -36,6 +38,17 @@ from bpcbench.report.render import INCOMPLETE, mark_incomplete
 from bpcbench.report.render import render as render_run
 
 SHARD_FILE = "shard.json"
+JSON_FILE = "results.json"
+
+
+def write_json(run_dir: str | os.PathLike) -> Path:
+    """results.json: results.csv's rows as JSON records, under the CSV's column names (read back
+    through results.read_csv, so both files hold the same values; empty cells are null)."""
+    frame = results.read_csv(Path(run_dir) / "results.csv")
+    records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    path = Path(run_dir) / JSON_FILE
+    write_text(path, json.dumps(records, indent=1, allow_nan=False) + "\n")
+    return path
 
 
 def make_run_id(name: str, now: datetime | None = None) -> str:
@@ -66,11 +79,24 @@ class RunResult:
         return not self.failed
 
 
+def cell_line(k: int, n: int, label: str, row: dict, seconds: float, cached: bool) -> str:
+    """The plain per-cell line of a run off a terminal (cron, CI):
+    `[3/86] gzip-9 · alice29[:16k]: 3.391 bits/byte, 0.1 s (cached)`, or `...: FAILED: <why>`."""
+    if results.row_failed(row):
+        return f"[{k}/{n}] {label}: FAILED: {row.get('error') or 'round trip failed'}"
+    bpb = row.get("bits_per_byte")
+    what = "no bits/byte" if bpb is None else f"{bpb:.3f} bits/byte"
+    return f"[{k}/{n}] {label}: {what}, {seconds:.1f} s" + (" (cached)" if cached else "")
+
+
 class _Progress:
-    """An overall cells bar plus one token bar per cell phase; silent when not on a TTY."""
+    """On a terminal: an overall cells bar plus one token bar per cell phase. Elsewhere (progress
+    None and stderr not a TTY): one plain line per finished cell. progress=False: only failures."""
 
     def __init__(self, total: int, enabled: bool | None):
+        self.total = total
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.lines = enabled is None and not self.enabled
         self.cells = tqdm(total=total, desc="cells", unit="cell", position=0, disable=not self.enabled,
                           file=sys.stderr, dynamic_ncols=True)
 
@@ -83,7 +109,14 @@ class _Progress:
         if self.enabled:
             tqdm.write(line, file=sys.stderr)
         else:
-            print(line, file=sys.stderr)
+            print(line, file=sys.stderr, flush=True)
+
+    def cell_done(self, k: int, label: str, row: dict, seconds: float, cached: bool) -> None:
+        if self.lines:
+            self.write(cell_line(k, self.total, label, row, seconds, cached))
+        elif results.row_failed(row):
+            self.write(f"bpcbench: FAILED {label}: {row['error'] or 'round trip failed'}")
+        self.cells.update(1)
 
     def close(self):
         self.cells.close()
@@ -92,21 +125,24 @@ class _Progress:
 class Runner:
     def __init__(self, matrix: Matrix, out_dir: str | os.PathLike, *, use_cache: bool = True,
                  cache_dir: str | os.PathLike | None = None, progress: bool | None = None,
-                 run_id: str | None = None, render: bool = True, shard: tuple[int, int] | None = None):
+                 run_id: str | None = None, render: bool = True, shard: tuple[int, int] | None = None,
+                 formats: Collection[str] | None = None):
         self.full_matrix = matrix
         self.shard = shard
         # (index in the whole matrix, cell) of the cells this run measures, in matrix order
         self.indexed_cells = list(enumerate(matrix.cells))
         if shard is not None:
-            keep = {id(c) for c in shard_mod.select(matrix.cells, *shard)}
-            self.indexed_cells = [(i, c) for i, c in self.indexed_cells if id(c) in keep]
+            owners = shard_mod.assign(matrix.cells, shard[1])
+            self.indexed_cells = [(i, c) for i, c in self.indexed_cells if owners[i] == shard[0]]
             matrix = replace(matrix, cells=[c for _, c in self.indexed_cells])
         self.matrix = matrix
         self.out_dir = Path(out_dir)
         self.run_id = run_id or make_run_id(matrix.name)
         self.cache = cache.CellCache(Path(cache_dir) if cache_dir is not None else cache.cache_root(), read=use_cache)
         self.progress_enabled = progress
-        self.render = render
+        # results.csv is always written; "json" adds results.json, "md" summary.md and the plots (None: all)
+        self.formats = {"csv", "json", "md"} if formats is None else set(formats)
+        self.render = render and "md" in self.formats
         self.host = socket.gethostname()
         self.inputs = Inputs()
 
@@ -146,6 +182,7 @@ class Runner:
     def shard_record(self) -> dict:
         """shard.json: what `bpcbench merge` checks before joining shards (rows in results.csv order)."""
         k, n = self.shard
+        loads = shard_mod.loads(self.full_matrix.cells, n)
         return {
             "shard": k, "n": n, "run_id": self.run_id, "host": self.host,
             "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -153,6 +190,9 @@ class Runner:
             "matrix_cells": len(self.full_matrix.cells),
             "bpcbench_version": __version__, "llama_cpp_python_version": cache.llama_cpp_python_version(),
             "schema_version": results.SCHEMA_VERSION,
+            # shard.py's cost estimate (byte x parameter units): this shard's, every shard's, max / mean
+            "estimated_cost": loads[k - 1], "shard_costs": loads,
+            "imbalance": round(shard_mod.imbalance(self.full_matrix.cells, n), 4),
             "cells": [{"index": i, "key": shard_mod.cell_id(c), "label": c.label()} for i, c in self.indexed_cells],
         }
 
@@ -160,7 +200,13 @@ class Runner:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         write_text(self.out_dir / "matrix.toml", self.matrix.text)
         if self.shard is not None:
-            write_text(self.out_dir / SHARD_FILE, json.dumps(self.shard_record(), indent=1) + "\n")
+            record = self.shard_record()
+            write_text(self.out_dir / SHARD_FILE, json.dumps(record, indent=1) + "\n")
+            mean = sum(record["shard_costs"]) / record["n"]
+            share = record["estimated_cost"] / mean if mean else 1.0
+            print(f"bpcbench: shard {record['shard']}/{record['n']}: {len(record['cells'])} of "
+                  f"{record['matrix_cells']} cells, estimated cost {share:.2f} x the mean shard "
+                  f"(imbalance max/mean {record['imbalance']:.2f})", file=sys.stderr)
         gpu_layers = max((c.n_gpu_layers or 0 for c in self.matrix.cells), default=0)
         environment.write(self.out_dir / "env.json", environment.collect(gpu_layers))
         if (warning := load_warning()) is not None:
@@ -176,16 +222,16 @@ class Runner:
         progress = _Progress(len(cells), self.progress_enabled)
         try:
             for index, cell in cells:
-                progress.cells.set_postfix_str(cell.label(), refresh=True)
+                label = cell.label()
+                progress.cells.set_postfix_str(label, refresh=True)
+                t_cell = time.perf_counter()
                 row, cached = self.run_cell(cell, progress)
                 done[index] = row
                 result.n_cached += cached
                 if results.row_failed(row):
-                    line = f"FAILED {cell.label()}: {row['error'] or 'round trip failed'}"
-                    result.failed.append(line)
-                    progress.write(f"bpcbench: {line}")
+                    result.failed.append(f"FAILED {label}: {row['error'] or 'round trip failed'}")
                 results.write_csv(self.out_dir / "results.csv", [done[i] for i in sorted(done)])
-                progress.cells.update(1)
+                progress.cell_done(len(done), label, row, time.perf_counter() - t_cell, cached)
                 mark_incomplete(self.out_dir, len(done), len(cells))
         finally:
             progress.close()
@@ -194,6 +240,8 @@ class Runner:
         (self.out_dir / INCOMPLETE).unlink(missing_ok=True)
         if not result.rows:
             results.write_csv(self.out_dir / "results.csv", [])
+        if "json" in self.formats:
+            write_json(self.out_dir)
         if self.render:
             render_run(self.out_dir)
         result.seconds = time.perf_counter() - t0
@@ -202,13 +250,16 @@ class Runner:
 
 def run_matrix(matrix: Matrix, out_dir: str | os.PathLike | None = None, *, results_dir: str | os.PathLike = "results",
                use_cache: bool = True, cache_dir: str | os.PathLike | None = None, progress: bool | None = None,
-               render: bool = True, shard: tuple[int, int] | None = None) -> RunResult:
+               render: bool = True, shard: tuple[int, int] | None = None,
+               formats: Collection[str] | None = None) -> RunResult:
     """Run every cell of `matrix` (or only shard (k, n) of them) into out_dir.
 
     out_dir defaults to results/<run-id>/, and to results/<run-id>-shard-K-of-N/ for a shard.
+    results.csv is always written; `formats` picks the others: "json" (results.json), "md"
+    (summary.md and the plots); None writes all.
     """
     run_id = make_run_id(matrix.name)
     if out_dir is None:
         out_dir = Path(results_dir) / (run_id if shard is None else shard_dir_name(run_id, *shard))
     return Runner(matrix, out_dir, use_cache=use_cache, cache_dir=cache_dir, progress=progress,
-                  run_id=run_id, render=render, shard=shard).run()
+                  run_id=run_id, render=render, shard=shard, formats=formats).run()

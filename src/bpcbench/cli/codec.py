@@ -97,11 +97,27 @@ def _settings(args) -> Settings:
     return Settings(**given)
 
 
+# --json keys: results.csv's column names where the quantity is the same (bench/results.py COLUMNS)
+_JSON_NAMES = {"input_bytes": "corpus_bytes", "context": "context_tokens", "container_bits_per_byte": "bits_per_byte"}
+_JSON_DIRECTED = {"compress": {"seconds": "encode_seconds", "kb_per_second": "encode_kB_per_s",
+                               "tokens_per_second": "tokens_per_s"},
+                  "decompress": {"seconds": "decode_seconds", "kb_per_second": "decode_kB_per_s",
+                                 "tokens_per_second": "decode_tokens_per_s"}}
+
+
+def stats_json(direction: str, stats) -> dict:
+    """What --json prints: Stats.as_dict() under results.csv's names (corpus_bytes, bits_per_byte,
+    encode_seconds, encode_kB_per_s, tokens_per_s, ...); NaN becomes null."""
+    names = {**_JSON_NAMES, **_JSON_DIRECTED[direction]}
+    d = {names.get(k, k): v for k, v in stats.as_dict().items()}
+    return {"direction": direction, **{k: None if isinstance(v, float) and v != v else v for k, v in d.items()}}
+
+
 def _print_stats(direction: str, stats, args) -> None:
-    d = stats.as_dict()
-    if args.json:
-        print(json.dumps({"direction": direction, **d}, indent=1), file=sys.stderr)
+    if args.json:  # stdout: _code refused --json where stdout holds the data
+        print(json.dumps(stats_json(direction, stats), indent=1, allow_nan=False))
         return
+    d = stats.as_dict()
     lines = [
         f"{direction}: {d['input_bytes']:,} bytes <-> {d['container_bytes']:,} bytes "
         f"(coded payload {d['coded_bytes']:,} bytes), {d['n_tokens']:,} tokens in {d['n_chunks']} "
@@ -124,6 +140,9 @@ def _print_stats(direction: str, stats, args) -> None:
 def _code(direction: str, out: str, args, work, out_bytes: int) -> int:
     """Run `work(progress bar)` -> (bytes, stats) measuring peak memory; write `out`; report.
     `out_bytes` bounds the output's size, checked against the free space before the work."""
+    if args.json and out == "-":
+        raise BpcError(f"--json prints to stdout, which holds the {direction}ed data here: "
+                       "use -o FILE, or --stats for the same figures as text on stderr")
     _refuse_existing(out, args.force, args.input)
     check_free_space(out, out_bytes)
     with PeakMemory() as mem, _progress(direction, not args.quiet) as bar:
@@ -196,8 +215,11 @@ def cmd_models(args) -> int:
 
 def _add_report_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stats", action="store_true", help="print sizes, bits per byte, speed and peak memory to stderr")
-    p.add_argument("--json", action="store_true", help="print the same statistics as JSON to stderr")
-    options.add_quiet(p)
+    p.add_argument("--json", action="store_true",
+                   help="print the same statistics as one JSON object on stdout, keyed by results.csv's column "
+                        "names (corpus_bytes, container_bytes, bits_per_byte, ...); refused when the data itself "
+                        "goes to stdout (stdin input without -o FILE)")
+    options.add_quiet(p, help="no progress bar")
     p.add_argument("--max-input-bytes", type=options.positive_int, default=DEFAULT_MAX_INPUT_BYTES,
                    help=f"refuse a larger input, from a file, pipe or device (default {DEFAULT_MAX_INPUT_BYTES:,})")
 

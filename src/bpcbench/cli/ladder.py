@@ -24,7 +24,8 @@ def register(sub) -> None:
         "ladder",
         help="quantize one base GGUF to many levels and measure bits/byte, KL divergence and speed of each",
         description="Quantize one base GGUF with llama.cpp's quantizer to each level, evaluate base and level "
-                    "side by side on the same corpora, and write ladder.csv, ladder.md, ladder.png and ladder.json. "
+                    "side by side on the same corpora, and write ladder.csv (always), ladder.json, ladder.md and "
+                    "ladder.png (--format). "
                     "With neither BASE nor --config, the shipped ladder config is run.",
     )
     p.add_argument("base", nargs="?",
@@ -46,9 +47,11 @@ def register(sub) -> None:
     p.add_argument("--reexpand", action="store_true", default=None,
                    help="the base is quantized: widen it to F16 first (the ladder then measures requantization)")
     p.add_argument("--out", help="run directory (default results/ladder-<UTC timestamp>)")
+    options.add_formats(p, csv="ladder.csv", json="ladder.json (run metadata and the same rows, same column names)",
+                        md="ladder.md and ladder.png")
     p.add_argument("--config", help="TOML file with a [ladder] table, or a shipped one's name (ladder); "
                                     "options given here win")
-    options.add_quiet(p)
+    options.add_quiet(p, help="no progress bar and no log lines")
     p.set_defaults(func=cmd_ladder)
 
 
@@ -56,6 +59,7 @@ def cmd_ladder(args: argparse.Namespace) -> int:
     # imported here: pandas and matplotlib cost seconds that `bpcbench decompress` should not pay
     from bpcbench.ladder import results
     from bpcbench.ladder.run import run_ladder
+    from bpcbench.report.findings import ladder_markdown
 
     cfg, out_dir = config.merged(args.config, {k: getattr(args, k) for k in config.CONFIG_KEYS if k in args})
     log = (lambda msg: None) if args.quiet else (lambda msg: print(f"ladder: {msg}", file=sys.stderr, flush=True))
@@ -67,7 +71,7 @@ def cmd_ladder(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    paths = results.write_outputs(result, out_dir)
-    print(paths["md"].read_text(encoding="utf-8"))
-    log(f"{result.meta['wall_seconds']:.0f} s; wrote {', '.join(str(p) for p in paths.values())}")
+    paths = results.write_outputs(result, out_dir, args.formats).values()
+    print(ladder_markdown(results.document(result)))
+    log(f"{result.meta['wall_seconds']:.0f} s; wrote {', '.join(str(p) for p in paths)}")
     return 0

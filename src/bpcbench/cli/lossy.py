@@ -29,7 +29,7 @@ def register(sub) -> None:
     p.add_argument("--out", help="output directory (default results/lossy-<UTC time>)")
     options.add_context(p)
     options.add_threads(p)
-    options.add_quiet(p)
+    options.add_quiet(p, help="no progress lines on stderr")
     p.set_defaults(func=cmd_lossy)
 
 
@@ -37,7 +37,7 @@ def cmd_lossy(args: argparse.Namespace) -> int:
     # imported here: pandas and matplotlib cost seconds that `bpcbench decompress` should not pay
     from bpcbench.codec.session import Session, Settings
     from bpcbench.lossy import curve
-    from bpcbench.report.plots import plot_rate_distortion
+    from bpcbench.report.curves import plot_rate_distortion
 
     taus = curve.parse_taus(args.taus)
     texts = curve.load_texts(args.texts, args.max_bytes)

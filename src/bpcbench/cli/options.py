@@ -7,6 +7,7 @@ usage line and exit 2 before any command runs, and commands never re-check them.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from bpcbench.codec.session import (
     DEFAULT_CHUNK_TOKENS,
@@ -94,8 +95,45 @@ def add_width(p: argparse.ArgumentParser) -> None:
                    help=f"most lanes evaluated together per llama_decode call, a speed setting (default {DEFAULT_WIDTH})")
 
 
-def add_quiet(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+def add_quiet(p: argparse.ArgumentParser, help: str = "no progress bars") -> None:
+    p.add_argument("-q", "--quiet", action="store_true", help=help)
+
+
+OUTPUT_FORMATS = ("csv", "json", "md")  # bench and ladder: which files a run writes besides its CSV
+
+
+def output_formats(text: str) -> frozenset[str]:
+    """argparse type: a comma-separated subset of OUTPUT_FORMATS; the CSV is always written."""
+    given = [f.strip().lower() for f in text.split(",") if f.strip()]
+    unknown = [f for f in given if f not in OUTPUT_FORMATS]
+    if unknown or not given:
+        what = f"unknown format {unknown[0]!r}" if unknown else "no format given"
+        raise argparse.ArgumentTypeError(f"{what} (choose from {', '.join(OUTPUT_FORMATS)}, comma-separated)")
+    return frozenset(given) | {"csv"}
+
+
+def add_formats(p: argparse.ArgumentParser, csv: str, json: str, md: str) -> None:
+    p.add_argument("--format", type=output_formats, default=frozenset(OUTPUT_FORMATS), dest="formats",
+                   metavar="LIST",
+                   help=f"comma-separated outputs to write: csv = {csv} (always written), json = {json}, "
+                        f"md = {md} (default {','.join(OUTPUT_FORMATS)})")
+
+
+class _Deprecated(argparse.Action):
+    """An old spelling of a flag: stores into the new flag's dest and warns once on stderr."""
+
+    def __init__(self, option_strings, dest, new: str = "", **kw):
+        self.new = new
+        super().__init__(option_strings, dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"bpcbench: warning: {option_string} is deprecated; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_deprecated_alias(p: argparse.ArgumentParser, old: str, new: str, dest: str) -> None:
+    """`old` still works like `new` (hidden from -h, warns when used)."""
+    p.add_argument(old, action=_Deprecated, dest=dest, new=new)
 
 
 def add_force(p: argparse.ArgumentParser, what: str = "an existing output") -> None:

@@ -29,8 +29,8 @@ from bpcbench.bench.results import Column
 from bpcbench.errors import BpcError
 from bpcbench.ladder.run import LadderResult, LevelResult
 from bpcbench.ladder.scoring import POOLED
+from bpcbench.report.curves import plot_ladder
 from bpcbench.report.findings import ladder_markdown
-from bpcbench.report.plots import plot_ladder
 
 C = Column
 COLUMNS: list[Column] = [
@@ -148,18 +148,24 @@ def to_csv(table: list[dict]) -> str:
     return buf.getvalue()
 
 
-def write_outputs(result: LadderResult, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """ladder.csv, ladder.md, ladder.png and ladder.json (metadata + rows), each written atomically."""
+def write_outputs(result: LadderResult, out_dir: str | os.PathLike,
+                  formats=("csv", "json", "md")) -> dict[str, Path]:
+    """ladder.csv always; ladder.json (metadata + rows) and ladder.md with ladder.png as `formats`
+    asks (`--format`); each written atomically."""
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise BpcError(f"cannot create output directory {out_dir}: {e.strerror}") from None
     doc = document(result)
-    paths = {k: out_dir / f"ladder.{k}" for k in ("csv", "md", "png", "json")}
+    paths = {"csv": out_dir / "ladder.csv"}
     write_text(paths["csv"], to_csv(doc["rows"]))
-    write_text(paths["md"], ladder_markdown(doc))
-    plot_ladder(doc, paths["png"])
-    with atomic_open(paths["json"], "w") as fh:
-        json.dump(doc, fh, indent=1)
+    if "md" in formats:
+        paths.update(md=out_dir / "ladder.md", png=out_dir / "ladder.png")
+        write_text(paths["md"], ladder_markdown(doc))
+        plot_ladder(doc, paths["png"])
+    if "json" in formats:
+        paths["json"] = out_dir / "ladder.json"
+        with atomic_open(paths["json"], "w") as fh:
+            json.dump(doc, fh, indent=1)
     return paths

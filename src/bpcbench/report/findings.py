@@ -171,7 +171,7 @@ def _head(names: list[str], coded_bytes: int) -> list[str]:
     head = (["level", "file MB", "bits/weight", "tensors as asked / fell back / total"]
             + [f"bits/byte {n}" for n in names]
             + (["bits/byte all"] if len(names) > 1 else [])
-            + ["Δ bits/byte", "KLD mean", "KLD median", "KLD p99", "same top %", "tok/s", "peak RSS MB", "Pareto"])
+            + ["Δ bits/byte", "KLD mean", "KLD median", "KLD p99", "same top %", "tok/s", "peak RSS MiB", "Pareto"])
     if coded_bytes:
         head.insert(-1, f"coded check ({coded_bytes} B)")
     return head
