@@ -5,4 +5,4 @@ corpora -> tokenization -> evaluation (llama.cpp) -> entropy_model -> coder -> c
 -> codec, with baselines -> runner -> report / compare -> cli.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -15,7 +15,6 @@ import gzip
 import lzma
 import math
 import platform
-import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import numpy as np
 import zstandard
 
 from bpcbench.errors import BpcError
+from bpcbench.timing import Timing, time_calls
 
 # `zstd --long` means a 128 MiB window; the decoder must be allowed that much.
 ZSTD_LONG_WINDOW_LOG = 27
@@ -46,12 +46,20 @@ class BaselineResult:
     codec: str
     input_bytes: int
     coded_bytes: int
-    encode_seconds: float
-    decode_seconds: float
+    encode: Timing  # seconds per call: mean ± std of `repeats` values (timing.time_calls)
+    decode: Timing  # no values if decompression raised
     roundtrip_ok: bool
     bits_per_byte: float
     library_version: str
     error: str | None = None  # why roundtrip_ok is False; None when it is True
+
+    @property
+    def encode_seconds(self) -> float:
+        return self.encode.mean
+
+    @property
+    def decode_seconds(self) -> float:
+        return self.decode.mean
 
 
 def _c_library_version(module: object, symbol: str) -> str:
@@ -139,16 +147,6 @@ def _build() -> dict[str, Baseline]:
 BASELINES: dict[str, Baseline] = _build()
 
 
-def _best_seconds(func: Callable[[bytes], bytes], arg: bytes, repeats: int) -> tuple[bytes, float]:
-    """Best of `repeats`: the minimum is the least noisy estimate of the codec's own cost."""
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = func(arg)
-        best = min(best, time.perf_counter() - start)
-    return out, best
-
-
 def _describe_mismatch(decoded: bytes, data: bytes) -> str:
     common = min(len(decoded), len(data))
     differs = np.frombuffer(decoded, np.uint8, common) != np.frombuffer(data, np.uint8, common)
@@ -161,6 +159,9 @@ def _describe_mismatch(decoded: bytes, data: bytes) -> str:
 def run_baseline(name: str, data: bytes, repeats: int = 1) -> BaselineResult:
     """Compress, decompress, compare: a failed round trip comes back flagged, never as a bare size.
 
+    Each direction is timed as `repeats` values of at least timing.MIN_VALUE_SECONDS of
+    work each, after one warm-up call whose output is the one checked.
+
     Decoder errors are caught on purpose: a broken baseline must show up as
     roundtrip_ok False in the result table rather than abort a whole matrix.
     """
@@ -171,12 +172,12 @@ def run_baseline(name: str, data: bytes, repeats: int = 1) -> BaselineResult:
         raise BpcError(f"repeats must be a positive integer, got {repeats!r}")
     data = bytes(data)
 
-    coded, encode_seconds = _best_seconds(baseline.compress, data, repeats)
+    coded, encode = time_calls(baseline.compress, data, repeats)
     error = None
     try:
-        decoded, decode_seconds = _best_seconds(baseline.decompress, coded, repeats)
+        decoded, decode = time_calls(baseline.decompress, coded, repeats)
     except Exception as exc:  # any decoder failure is a failed round trip, reported below
-        decode_seconds = math.nan
+        decode = Timing(())
         error = f"{name}: decompression failed: {type(exc).__name__}: {exc}"
     else:
         if not isinstance(decoded, bytes):
@@ -188,8 +189,8 @@ def run_baseline(name: str, data: bytes, repeats: int = 1) -> BaselineResult:
         codec=name,
         input_bytes=len(data),
         coded_bytes=len(coded),
-        encode_seconds=encode_seconds,
-        decode_seconds=decode_seconds,
+        encode=encode,
+        decode=decode,
         roundtrip_ok=error is None,
         bits_per_byte=len(coded) * 8 / len(data) if data else math.nan,
         library_version=baseline.library_version,

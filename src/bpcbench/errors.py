@@ -1,4 +1,4 @@
-"""One exception type that the CLI turns into a one-line message and a non-zero exit."""
+"""The exception types that the CLI turns into a one-line message and a non-zero exit (exit_code)."""
 
 
 class BpcError(Exception):
@@ -17,3 +17,7 @@ class Mismatch(BpcError):
     """Decoding was asked for under conditions that differ from the encoder's."""
 
     exit_code = 4
+
+
+class OtherSchema(BpcError):
+    """A results.csv written under another schema version: readable by the bpcbench that wrote it."""

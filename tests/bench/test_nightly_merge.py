@@ -59,6 +59,9 @@ def test_shards_record_what_merge_checks(runs):
         assert doc["bpcbench_version"] and doc["llama_cpp_python_version"] == cache.llama_cpp_python_version()
         frame = results.read_csv(shards[k - 1])
         assert len(frame) == len(doc["cells"])
+        # the cost split, the same in every shard's record
+        assert doc["shard_costs"] == docs[0]["shard_costs"] and doc["estimated_cost"] == doc["shard_costs"][k - 1]
+        assert doc["imbalance"] == pytest.approx(max(doc["shard_costs"]) * N / sum(doc["shard_costs"]), abs=1e-4)
     indices = sorted(c["index"] for doc in docs for c in doc["cells"])
     assert indices == list(range(N_CELLS))  # every cell in exactly one shard
 
@@ -66,12 +69,12 @@ def test_shards_record_what_merge_checks(runs):
 def test_merged_shards_equal_the_unsharded_run(runs, capsys):
     bench_dir, shards, full = runs
     out = bench_dir / "merged"
-    assert main(["merge", str(out), *map(str, reversed(shards))]) == 0
+    assert main(["merge", "--out", str(out), *map(str, reversed(shards))]) == 0
     assert f"{N_CELLS} cells" in capsys.readouterr().err
     merged, whole = results.read_csv(out), results.read_csv(full)
     keep = [c for c in results.COLUMN_NAMES if c not in ("run_id", "cached")]
     assert merged[keep].equals(whole[keep])  # same cells, same numbers, same (matrix) order
-    for name in ("summary.md", "matrix.toml", "env.json", "bpb_by_codec.png", "bpb_vs_model_size.png"):
+    for name in ("summary.md", "matrix.toml", "env.json", "bpb_by_codec.png", "bpb_vs_speed.png"):
         assert (out / name).stat().st_size > 0, name
     assert (out / "matrix.toml").read_text() == MATRIX
     env = json.loads((out / "env.json").read_text())
@@ -79,9 +82,9 @@ def test_merged_shards_equal_the_unsharded_run(runs, capsys):
     assert all(s["env"]["cpu"] for s in env["shards"]) and env["cpu"]  # one machine: the CPU is shared
     assert f"{N_CELLS} cells" in (out / "summary.md").read_text()
     # merging again into the same directory needs -f
-    assert main(["merge", str(out), *map(str, shards)]) == 2
+    assert main(["merge", "--out", str(out), *map(str, shards)]) == 2
     assert "output exists" in capsys.readouterr().err
-    assert main(["merge", str(out), "-f", *map(str, shards)]) == 0
+    assert main(["merge", "--out", str(out), "-f", *map(str, shards)]) == 0
 
 
 def edited(tmp_path, src, name, **changes):
@@ -102,7 +105,7 @@ def edited(tmp_path, src, name, **changes):
 def test_merge_refuses_shards_that_do_not_belong_together(runs, tmp_path, capsys, change, message):
     _, shards, _ = runs
     odd = edited(tmp_path, shards[1], "odd", **change)
-    assert main(["merge", str(tmp_path / "out"), str(shards[0]), str(odd), str(shards[2])]) == 2
+    assert main(["merge", "--out", str(tmp_path / "out"), str(shards[0]), str(odd), str(shards[2])]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
@@ -111,26 +114,26 @@ def test_merge_refuses_shards_that_do_not_belong_together(runs, tmp_path, capsys
 def test_merge_refuses_duplicates_other_n_and_missing_shards(runs, tmp_path, capsys):
     bench_dir, shards, full = runs
     out = str(tmp_path / "out")
-    assert main(["merge", out, str(shards[0]), str(shards[0]), str(shards[1])]) == 2
+    assert main(["merge", "--out", out, str(shards[0]), str(shards[0]), str(shards[1])]) == 2
     assert f"shard 1/{N} given twice" in capsys.readouterr().err
 
     other_n = edited(tmp_path, shards[1], "n4", n=4)
-    assert main(["merge", out, str(shards[0]), str(other_n)]) == 2
+    assert main(["merge", "--out", out, str(shards[0]), str(other_n)]) == 2
     assert "shards of different N" in capsys.readouterr().err
 
     full_shard = next(d for d in shards if shard_doc(d)["cells"])  # a shard with cells, relabelled
     k = shard_doc(full_shard)["shard"]
     twin = edited(tmp_path, full_shard, "twin", shard=k % N + 1)
-    assert main(["merge", out, str(full_shard), str(twin)]) == 2
+    assert main(["merge", "--out", out, str(full_shard), str(twin)]) == 2
     assert "is in two shards" in capsys.readouterr().err
 
-    assert main(["merge", out, str(full)]) == 2
+    assert main(["merge", "--out", out, str(full)]) == 2
     assert "no shard.json" in capsys.readouterr().err
 
-    assert main(["merge", out, str(shards[0]), str(shards[1])]) == 2
+    assert main(["merge", "--out", out, str(shards[0]), str(shards[1])]) == 2
     err = capsys.readouterr().err
     assert f"missing shard(s) 3 of {N}" in err and "--allow-incomplete" in err
-    assert main(["merge", out, str(shards[0]), str(shards[1]), "--allow-incomplete"]) == 0
+    assert main(["merge", "--out", out, str(shards[0]), str(shards[1]), "--allow-incomplete"]) == 0
     assert f"warning: missing shard(s) 3 of {N}" in capsys.readouterr().err
     expected = len(shard_doc(shards[0])["cells"]) + len(shard_doc(shards[1])["cells"])
     assert len(results.read_csv(out)) == expected
@@ -160,15 +163,15 @@ def test_merge_writes_nothing_when_a_shard_results_csv_is_damaged(runs, tmp_path
     frame.loc[0, "cached"] = "yes"
     frame.to_csv(bad / "results.csv", index=False, lineterminator="\n")
     damaged = [str(bad) if i == k else str(d) for i, d in enumerate(shards)]
-    assert main(["merge", str(tmp_path / "out"), *damaged]) == 2
+    assert main(["merge", "--out", str(tmp_path / "out"), *damaged]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{bad / 'results.csv'}: row 1 (line 2), column cached" in err
     assert not (tmp_path / "out").exists()
 
-    assert main(["merge", str(tmp_path / "merged"), *map(str, shards)]) == 0
+    assert main(["merge", "--out", str(tmp_path / "merged"), *map(str, shards)]) == 0
     before = {p.name: p.read_bytes() for p in (tmp_path / "merged").iterdir()}
     capsys.readouterr()
-    assert main(["merge", str(tmp_path / "merged"), "-f", *damaged]) == 2
+    assert main(["merge", "--out", str(tmp_path / "merged"), "-f", *damaged]) == 2
     assert capsys.readouterr().err.count("\n") == 1
     assert {p.name: p.read_bytes() for p in (tmp_path / "merged").iterdir()} == before
     assert not [p for p in tmp_path.rglob("*.tmp")]
@@ -229,7 +232,7 @@ def test_nightly_twice_then_a_regression(bench_dir, tmp_path, monkeypatch, capsy
     monkeypatch.setenv("BPCBENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(nightly, "datetime", _Nov27)
     res = tmp_path / "results"
-    argv = ["nightly", str(bench_dir / "nightly.toml"), "--results-dir", str(res), "-q"]
+    argv = ["nightly", str(bench_dir / "nightly.toml"), "--out", str(res), "-q"]
     day = res / "nightly" / "2026-11-27"
 
     assert main(argv) == 0
@@ -265,21 +268,48 @@ def test_nightly_twice_then_a_regression(bench_dir, tmp_path, monkeypatch, capsy
     assert json.loads((third / "nightly.json").read_text())["exit_code"] == 1
     assert len((res / "history.csv").read_text().splitlines()) == 1 + 9
 
-    # the next day compares against the latest earlier run
+    # the next day compares against the last PASSING run, not the failed third: the regression
+    # stays visible until it is fixed instead of becoming the new baseline
     r = nightly.run_nightly(bench_dir / "nightly.toml", res, progress=False,
                             now=datetime(2026, 11, 28, 2, 15, tzinfo=timezone.utc))
-    assert r.run_dir.name == "2026-11-28" and r.previous == third and r.exit_code == 0
+    assert r.run_dir.name == "2026-11-28" and r.previous == second and r.exit_code == 1
+    # once the numbers are good again (here: the better baseline is undone), it passes and
+    # becomes the run the next night compares with
+    results.write_csv(second / "results.csv", results.read_csv(r.run_dir))
+    r = nightly.run_nightly(bench_dir / "nightly.toml", res, progress=False,
+                            now=datetime(2026, 11, 28, 3, 15, tzinfo=timezone.utc))
+    assert r.previous == second and r.exit_code == 0
+    r = nightly.run_nightly(bench_dir / "nightly.toml", res, progress=False,
+                            now=datetime(2026, 11, 28, 4, 15, tzinfo=timezone.utc))
+    assert r.previous.name == "2026-11-28.2" and r.exit_code == 0
+
+
+def first_night(bench_dir, tmp_path, monkeypatch):
+    """One finished nightly run on 2026-11-27: (the argv that ran it, its directory, its rows as text)."""
+    monkeypatch.setenv("BPCBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(nightly, "datetime", _Nov27)
+    argv = ["nightly", str(bench_dir / "nightly.toml"), "--out", str(tmp_path / "results"), "-q"]
+    assert main(argv) == 0
+    first = tmp_path / "results" / "nightly" / "2026-11-27"
+    return argv, first, pd.read_csv(first / "results.csv", dtype=str, keep_default_na=False)
+
+
+def test_nightly_does_not_compare_with_a_run_of_another_schema(bench_dir, tmp_path, monkeypatch, capsys):
+    """After an upgrade the previous night's results.csv has an older schema: a note, not a refusal."""
+    argv, first, frame = first_night(bench_dir, tmp_path, monkeypatch)
+    frame["schema_version"] = str(results.SCHEMA_VERSION - 1)
+    frame.to_csv(first / "results.csv", index=False, lineterminator="\n")
+    capsys.readouterr()
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert f"not compared with 2026-11-27: {first / 'results.csv'}: row 1, column schema_version" in err
+    assert "first nightly run, nothing to compare" in out
 
 
 def test_nightly_refuses_a_damaged_previous_run_before_measuring(bench_dir, tmp_path, monkeypatch, capsys):
     """A NaN in the previous night's results.csv: one line, exit 2, and this night leaves nothing behind."""
-    monkeypatch.setenv("BPCBENCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(nightly, "datetime", _Nov27)
+    argv, first, frame = first_night(bench_dir, tmp_path, monkeypatch)
     res = tmp_path / "results"
-    argv = ["nightly", str(bench_dir / "nightly.toml"), "--results-dir", str(res), "-q"]
-    assert main(argv) == 0
-    first = res / "nightly" / "2026-11-27"
-    frame = pd.read_csv(first / "results.csv", dtype=str, keep_default_na=False)
     frame.loc[1, "bits_per_byte"] = "nan"
     frame.to_csv(first / "results.csv", index=False, lineterminator="\n")
     before = {p: p.read_bytes() for p in res.rglob("*") if p.is_file()}

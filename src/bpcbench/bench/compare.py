@@ -6,11 +6,18 @@ Cells are matched on (corpus, measured bytes, codec, measure, policy, context). 
   interval of the difference (stats.significant: the two runs' bootstrap half-widths added
   in quadrature). The same bytes through a deterministic codec have no sampling noise, so
   there any change is real.
-* speed as "1.23x faster" / "1.23x slower" (encode and decode); cells that ran in under
-  MIN_TIMED_SECONDS are too short to time and are not judged.
+* speed as "1.23x faster" / "1.23x slower" (encode and decode), pyperf's compare_to rule:
+  Welch's t-test on the two timings (mean, std, n: timing.Timing) and "not significant"
+  when the difference lies within their noise (stats.speed_significant). A timing of one
+  value has no spread to test with and is not judged either ("1 value: not judged"), as
+  pyperf refuses to: a single whole-file timing on a shared machine moves by 50% from one
+  minute to the next (measured: the tiny model's nightly cell, 1.47x "slower", nothing
+  changed). Model cells are gated on speed when the matrix times them more than once
+  (`model_repeats`). Nor is a cell judged whose values covered less than MIN_TIMED_SECONDS
+  of work, or whose new row came from the cell cache (an old timing replayed, not measured).
 
 A regression is: bits/byte worse by more than the threshold and significant; a speed lower
-by more than the threshold; any failed round trip or error in the new run, or a cell of it
+by more than the threshold and significant; any failed round trip or error in the new run, or a cell of it
 without bits/byte (empty or NaN); and, with `require_all` (`--require-all`, and always for
 `nightly`, whose runs share one matrix), a cell of the old run missing from the new one.
 Without it only the cells both runs share are compared, so runs of different shapes (the
@@ -70,6 +77,8 @@ class CellDelta:
     decode_kB_per_s_b: float | None = None
     encode_change: str = ""
     decode_change: str = ""
+    encode_significant: bool | None = None  # Welch's t-test; None: untested (n < 2) or not judged
+    decode_significant: bool | None = None
     problems: list[str] = field(default_factory=list)  # regressions found in this cell
     notes: list[str] = field(default_factory=list)
     label: str = ""  # labels.cell_label of the cell
@@ -131,6 +140,38 @@ def _index(frame) -> dict[tuple, object]:
     return out
 
 
+def _timing(row, phase: str) -> tuple[float, float, int]:
+    """(mean, std, n) of a row's timing of one phase; std NaN and n 1 where it has no spread."""
+    std = _v(row[f"{phase}_seconds_std"])
+    return _v(row[f"{phase}_seconds"]), float("nan") if std is None else std, _v(row["timing_values"]) or 1
+
+
+def _judge_speed(d: CellDelta, phase: str, ra, rb, threshold: float) -> None:
+    sa, sb = _v(ra[f"{phase}_kB_per_s"]), _v(rb[f"{phase}_kB_per_s"])
+    setattr(d, f"{phase}_kB_per_s_a", sa)
+    setattr(d, f"{phase}_kB_per_s_b", sb)
+    if not sa or not sb:
+        return
+    change = speed_change(sa, sb)
+
+    def say(text: str) -> None:
+        setattr(d, f"{phase}_change", f"{change} ({text})" if text else change)
+
+    if _v(rb["cached"]):
+        return say("cached: not measured again")
+    (ma, xa, na), (mb, xb, nb) = _timing(ra, phase), _timing(rb, phase)
+    work = [m * (_v(r["timing_loops"]) or 1) for m, r in ((ma, ra), (mb, rb))]
+    if max(work) < MIN_TIMED_SECONDS:
+        return say("too short to judge")
+    sig = stats.speed_significant(ma, xa, na, mb, xb, nb)
+    setattr(d, f"{phase}_significant", sig)
+    if sig is None:
+        return say("1 value: not judged")
+    say("" if sig else "not significant")
+    if sig and sb < sa * (1 - threshold / 100):
+        d.problems.append(f"{phase} speed {change} (lower by more than {threshold}%)")
+
+
 def compare_frames(a, b, bpb_threshold: float = 0.5, speed_threshold: float = 10.0,
                    name_a: str = "A", name_b: str = "B", require_all: bool = False) -> Comparison:
     result = Comparison(name_a, name_b, bpb_threshold, speed_threshold, require_all=require_all)
@@ -163,18 +204,7 @@ def compare_frames(a, b, bpb_threshold: float = 0.5, speed_threshold: float = 10
             if d.bpb_significant and d.bpb_change_percent > bpb_threshold:
                 d.problems.append(f"bits/byte {d.bpb_change_percent:+.2f}% (worse by more than {bpb_threshold}%)")
         for phase in ("encode", "decode"):
-            sa, sb = _v(ra[f"{phase}_kB_per_s"]), _v(rb[f"{phase}_kB_per_s"])
-            setattr(d, f"{phase}_kB_per_s_a", sa)
-            setattr(d, f"{phase}_kB_per_s_b", sb)
-            ta, tb = _v(ra[f"{phase}_seconds"]), _v(rb[f"{phase}_seconds"])
-            if not sa or not sb:
-                continue
-            setattr(d, f"{phase}_change", speed_change(sa, sb))
-            if (ta or 0) < MIN_TIMED_SECONDS and (tb or 0) < MIN_TIMED_SECONDS:
-                setattr(d, f"{phase}_change", getattr(d, f"{phase}_change") + " (too short to judge)")
-                continue
-            if sb < sa * (1 - speed_threshold / 100):
-                d.problems.append(f"{phase} speed {speed_change(sa, sb)} (lower by more than {speed_threshold}%)")
+            _judge_speed(d, phase, ra, rb, speed_threshold)
     for key in ib:
         if key not in ia:
             result.added.append(cell_label(ib[key]))

@@ -6,6 +6,10 @@ time (the runner orders cells model by model). `measure` dispatches on the cell'
 * ``baseline``: the classical compressor, round trip checked (baselines.run_baseline);
 * ``ideal``: the model's cross-entropy, no file (codec.cross_entropy);
 * ``coded``: compress, decompress with the same session, compare byte for byte.
+
+Every timed quantity is `cell.repeats` values (timing.Timing: mean, std, n). A model cell
+repeats the whole evaluation, compression or decompression, and every repeat must give the
+same bits and the same file: a codec that is not deterministic fails the cell.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from bpcbench.errors import BpcError
 from bpcbench.llama.binding import build_info, measurement_threads
 from bpcbench.models import ModelInfo, describe
 from bpcbench.stats import bootstrap_interval
+from bpcbench.timing import Timing
 
 
 def settings(cell: Cell) -> Settings:
@@ -133,6 +138,15 @@ def describe_row(cell: Cell, inputs: Inputs, run_id: str, host: str) -> dict:
     return row
 
 
+def timing_columns(encode: Timing, decode: Timing | None = None) -> dict:
+    """The timing columns of a row: mean, std and n of each direction (results.COLUMNS)."""
+    out = {"encode_seconds": encode.mean, "encode_seconds_std": encode.std, "timing_values": encode.n,
+           "timing_loops": encode.loops}
+    if decode is not None and decode.n:
+        out.update(decode_seconds=decode.mean, decode_seconds_std=decode.std)
+    return out
+
+
 def measure(cell: Cell, inputs: Inputs, phase) -> dict:
     """The measured columns of one cell; `phase(desc)` gives a progress bar context (or None)."""
     data = inputs.data(cell)
@@ -140,17 +154,13 @@ def measure(cell: Cell, inputs: Inputs, phase) -> dict:
         with PeakMemory() as mem:
             r = baselines.run_baseline(cell.codec, data, repeats=cell.repeats)
         return {"coded_bytes": r.coded_bytes, "container_bytes": r.coded_bytes, "roundtrip_ok": r.roundtrip_ok,
-                "encode_seconds": r.encode_seconds, "decode_seconds": r.decode_seconds,
-                "peak_rss_mb": mem.mb, "error": r.error}
+                **timing_columns(r.encode, r.decode), "peak_rss_mb": mem.mb, "error": r.error}
     session = inputs.session(cell)
     s = settings(cell)
     out = {"backend": build_info(s.n_gpu_layers).backend}
-    name = os.path.basename(cell.corpus)
     with PeakMemory() as mem:
         if cell.measure == "ideal":
-            with phase(f"{cell.codec} ideal {name}") as bar:
-                st = cross_entropy.cross_entropy(data, session, s, progress=bar)
-            out.update(encode_seconds=st.seconds)
+            st = _ideal(cell, session, s, data, phase, out)
         else:
             st = _coded(cell, session, s, data, phase, out)
     out.update(n_tokens=st.n_tokens, n_chunks=st.n_chunks, fallback_bytes=st.fallback_bytes,
@@ -161,20 +171,56 @@ def measure(cell: Cell, inputs: Inputs, phase) -> dict:
     return out
 
 
+def _desc(cell: Cell, what: str, k: int) -> str:
+    repeat = f" ({k + 1}/{cell.repeats})" if cell.repeats > 1 else ""
+    return f"{cell.codec} {what} {os.path.basename(cell.corpus)}{repeat}"
+
+
+def _ideal(cell: Cell, session: Session, s: Settings, data: bytes, phase, out: dict):
+    """Cross-entropy, `cell.repeats` times; every repeat must give the same bits."""
+    seconds, first = [], None
+    for k in range(cell.repeats):
+        with phase(_desc(cell, "ideal", k)) as bar:
+            st = cross_entropy.cross_entropy(data, session, s, progress=bar)
+        seconds.append(st.seconds)
+        first = first or st
+        if st.ideal_bits != first.ideal_bits:
+            out["error"] = (f"not deterministic: repeat {k + 1} gave {st.ideal_bits!r} ideal bits, "
+                            f"the first {first.ideal_bits!r}")
+            break
+    out.update(timing_columns(Timing(tuple(seconds))))
+    return first
+
+
 def _coded(cell: Cell, session: Session, s: Settings, data: bytes, phase, out: dict):
-    """Compress, decompress, compare: the verdict goes into `out` (roundtrip_ok, error)."""
-    name = os.path.basename(cell.corpus)
-    with phase(f"{cell.codec} compress {name}") as bar:
-        blob, st = coding.compress(data, session, s, progress=bar, fallback=False)  # measure the model
-    out.update(coded_bytes=st.coded_bytes, container_bytes=st.container_bytes, encode_seconds=st.seconds)
-    try:
-        with phase(f"{cell.codec} decompress {name}") as bar:
-            back, dst = decoding.decompress(blob, session, settings=s, progress=bar)
-    except BpcError as exc:
-        out.update(roundtrip_ok=False, error=f"decompression failed: {exc}")
-        return st
-    out["decode_seconds"] = dst.seconds
-    out["roundtrip_ok"] = back == data
-    if back != data:
-        out["error"] = f"round trip mismatch: decoded {len(back)} bytes, expected {len(data)}"
-    return st
+    """Compress and decompress `cell.repeats` times, compare every output: the verdict goes
+    into `out` (roundtrip_ok, error)."""
+    enc, dec, blob, first = [], [], None, None
+    for k in range(cell.repeats):
+        with phase(_desc(cell, "compress", k)) as bar:
+            b, st = coding.compress(data, session, s, progress=bar, fallback=False)  # measure the model
+        enc.append(st.seconds)
+        if blob is None:
+            blob, first = b, st
+            out.update(coded_bytes=st.coded_bytes, container_bytes=st.container_bytes)
+        elif b != blob:
+            out.update(roundtrip_ok=False, error=f"not deterministic: compression {k + 1} wrote another file "
+                                                 f"({len(b)} bytes, the first {len(blob)})")
+            break
+    else:
+        for k in range(cell.repeats):
+            try:
+                with phase(_desc(cell, "decompress", k)) as bar:
+                    back, dst = decoding.decompress(blob, session, settings=s, progress=bar)
+            except BpcError as exc:
+                out.update(roundtrip_ok=False, error=f"decompression failed: {exc}")
+                break
+            dec.append(dst.seconds)
+            if back != data:
+                out.update(roundtrip_ok=False,
+                           error=f"round trip mismatch: decoded {len(back)} bytes, expected {len(data)}")
+                break
+        else:
+            out["roundtrip_ok"] = True
+    out.update(timing_columns(Timing(tuple(enc)), Timing(tuple(dec))))
+    return first

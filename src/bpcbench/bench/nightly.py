@@ -9,11 +9,18 @@
         latest               a text file naming the latest run directory
         history.png          bits/byte and tokens/s over time per (codec, corpus)
 
-Each run is compared with the previous finished one (the latest earlier directory that has
-nightly.json) by compare.compare_frames; a regression makes the exit status 1. The first run
-has nothing to compare with and exits 0 unless a cell failed. The previous run's results.csv
-is read (results.read_csv validates it) before anything is measured: a damaged one is one
-line and exit 2, and that night leaves no directory and no history row behind.
+Each run is compared with the last *passing* run (the latest earlier directory whose
+nightly.json has exit code 0; the latest finished one if none passed) by
+compare.compare_frames, so a regression stays visible on the following nights until it is
+fixed instead of becoming the new baseline. A regression makes the exit status 1. The first
+run has nothing to compare with and exits 0 unless a cell failed. The previous run's
+results.csv is read (results.read_csv validates it) before anything is measured: a damaged
+one is one line and exit 2, and that night leaves no directory and no history row behind; one
+written under another results schema (an older bpcbench) is not compared, with a note.
+
+Every cell is measured by default: a nightly gate that replays cached timings compares old
+numbers with old numbers. `use_cache=True` (`--cache`) takes unchanged cells from the cell
+cache; their speeds are then not judged (compare says "cached").
 """
 
 from __future__ import annotations
@@ -33,8 +40,8 @@ from bpcbench.atomic import atomic_open, write_text
 from bpcbench.bench import compare, results
 from bpcbench.bench import matrix as matrix_mod
 from bpcbench.bench.runner import RunResult, run_matrix
-from bpcbench.errors import BpcError
-from bpcbench.report import plots
+from bpcbench.errors import BpcError, OtherSchema
+from bpcbench.report import curves
 
 DEFAULT_MATRIX = matrix_mod.NIGHTLY_MATRIX
 NIGHTLY_SUBDIR = "nightly"
@@ -85,16 +92,27 @@ def new_run_dir(nightly_dir: Path, day: str, tag: str = "") -> Path:
 
 
 def previous_run(nightly_dir: Path, current: Path, tag: str = "") -> Path | None:
-    """The latest finished run (it has nightly.json) before `current`."""
-    earlier = []
+    """The run to compare with: the latest passing run before `current` (nightly.json exit code 0),
+    else the latest finished one (it has nightly.json), else None."""
+    finished = []
     for p in run_dirs(nightly_dir, tag):
         if p.name == current.name:
             break
-        earlier.append(p)
-    for p in reversed(earlier):
         if (p / DONE_FILE).is_file() and (p / "results.csv").is_file():
+            finished.append(p)
+    for p in reversed(finished):
+        if _exit_code(p) == 0:
             return p
-    return None
+    return finished[-1] if finished else None
+
+
+def _exit_code(run_dir: Path) -> int | None:
+    try:
+        doc = json.loads((run_dir / DONE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    code = doc.get("exit_code") if isinstance(doc, dict) else None
+    return code if isinstance(code, int) and not isinstance(code, bool) else None
 
 
 @contextmanager
@@ -135,11 +153,15 @@ def append_history(history: Path, run_dir: Path, nightly_utc: str) -> int:
 
 
 def _previous_rows(previous: Path | None, run_dir: Path):
-    """The previous run's results, read (so validated) before anything is measured or written."""
+    """The previous run's results, read (so validated) before anything is measured or written;
+    None if there is none or it has another schema version (an older bpcbench wrote it)."""
     if previous is None:
         return None
     try:
         return results.read_csv(previous)
+    except OtherSchema as exc:
+        print(f"bpcbench nightly: not compared with {previous.name}: {exc}", file=sys.stderr)
+        return None
     except BpcError:
         run_dir.rmdir()  # still empty: a refused night leaves no directory behind
         raise
@@ -162,7 +184,7 @@ class NightlyResult:
 
 def run_nightly(matrix_path: str | os.PathLike | None = None, results_dir: str | os.PathLike = "results", *,
                 bpb_threshold: float = 0.5, speed_threshold: float = 10.0, shard: tuple[int, int] | None = None,
-                use_cache: bool = True, cache_dir: str | os.PathLike | None = None, progress: bool | None = None,
+                use_cache: bool = False, cache_dir: str | os.PathLike | None = None, progress: bool | None = None,
                 overrides: dict | None = None, now: datetime | None = None, out=None) -> NightlyResult:
     """Run, record, compare; the comparison (or the first-run line) goes to `out` (stdout).
 
@@ -179,7 +201,10 @@ def run_nightly(matrix_path: str | os.PathLike | None = None, results_dir: str |
     run_dir = new_run_dir(nightly_dir, f"{now:%Y-%m-%d}", tag)
     previous = previous_run(nightly_dir, run_dir, tag)
     old = _previous_rows(previous, run_dir)
-    print(f"bpcbench nightly: {run_dir}" + (f" (previous: {previous.name})" if previous else ""), file=sys.stderr)
+    if old is None:
+        previous = None
+    print(f"bpcbench nightly: {run_dir}" + (f" (compared with: {previous.name})" if previous else ""),
+          file=sys.stderr)
 
     run = run_matrix(m, run_dir, use_cache=use_cache, cache_dir=cache_dir, progress=progress, shard=shard)
     new = results.read_csv(run_dir)  # validated before history.csv gets its rows
@@ -187,7 +212,7 @@ def run_nightly(matrix_path: str | os.PathLike | None = None, results_dir: str |
     history = results_dir / HISTORY_FILE
     n_hist = append_history(history, run_dir, nightly_utc)
     write_text(nightly_dir / LATEST_FILE, run_dir.name + "\n")
-    plots.plot_history(history, nightly_dir / HISTORY_PLOT)
+    curves.plot_history(history, nightly_dir / HISTORY_PLOT)
     print(f"{len(run.rows)} cells ({run.n_cached} from cache) in {run.seconds:.1f} s; "
           f"{n_hist} rows appended to {history}", file=sys.stderr)
     for line in run.failed:

@@ -20,9 +20,9 @@ import pandas as pd
 
 from bpcbench import stats
 from bpcbench.atomic import atomic_open
-from bpcbench.errors import BpcError
+from bpcbench.errors import BpcError, OtherSchema
 
-SCHEMA_VERSION = 2  # 2: policy, context_tokens (was chunk_tokens), lanes, context_mean/min/max
+SCHEMA_VERSION = 3  # 2: policy, context_tokens, lanes, context_*; 3: timing mean ± std and n, BCa, ci_warning
 
 
 @dataclass(frozen=True)
@@ -81,8 +81,9 @@ COLUMNS: list[Column] = [
     C("coded_bytes", "int", "bytes", "Compressed payload: the range coder's output (coded) or the compressor's whole output stream (baseline). Empty for ideal rows and failed round trips."),
     C("container_bytes", "int", "bytes", "The complete file that decompresses to the input: .bpcz container with header (coded), the compressor's output (baseline). Empty for ideal rows and failed round trips."),
     C("bits_per_byte", "float", "bits/byte", "HEADLINE. coded and baseline: 8 × container_bytes / corpus_bytes, the size of the file that restores the input; ideal: ideal_bits / corpus_bytes, a bound that no file backs. Empty for failed round trips."),
-    C("bits_per_byte_ci95_low", "float", "bits/byte", "Lower end of the 95% bootstrap interval of bits_per_byte: chunks resampled with replacement (1000 resamples, fixed seed), ratio Σ ideal bits / Σ chunk bytes, shifted by bits_per_byte − ideal_bits_per_byte. Says how much the number depends on which text was sampled. Empty for baselines."),
+    C("bits_per_byte_ci95_low", "float", "bits/byte", "Lower end of the 95% bootstrap interval of bits_per_byte: the n_chunks pieces resampled with replacement (BCa, 1000 resamples, fixed seed; percentile where BCa is undefined), ratio Σ ideal bits / Σ piece bytes, shifted by bits_per_byte − ideal_bits_per_byte. Says how much the number depends on which text was sampled. Empty for baselines."),
     C("bits_per_byte_ci95_high", "float", "bits/byte", "Upper end of the same interval."),
+    C("ci_warning", "str", "-", "Why the interval is weak, e.g. `only 5 pieces (< 30)`: a bootstrap over fewer than 30 pieces understates the spread. Empty when the interval rests on 30 or more pieces, and for baselines."),
     C("ideal_bits_per_byte", "float", "bits/byte", "ideal_bits / corpus_bytes (model rows)."),
     C("coded_bits_per_byte", "float", "bits/byte", "8 × coded_bytes / corpus_bytes: the payload alone, without container header."),
     C("bits_per_character", "float", "bits/character", "bits_per_byte × corpus_bytes / corpus_characters; empty unless the input is valid UTF-8."),
@@ -90,8 +91,12 @@ COLUMNS: list[Column] = [
     C("overhead_percent", "float", "%", "Coded rows: how much larger the payload is than the ideal size, 100 × (8 × coded_bytes / ideal_bits − 1)."),
     C("roundtrip_ok", "bool", "-", "True if decompressing gave back exactly the input bytes; False if not (its sizes are then empty); empty for ideal rows, which write no file."),
     # time and memory
-    C("encode_seconds", "float", "s", "Wall time to compress (baselines: best of `baseline_repeats`); for ideal rows, the cross-entropy evaluation."),
-    C("decode_seconds", "float", "s", "Wall time to decompress; empty for ideal rows."),
+    C("encode_seconds", "float", "s", "Mean wall time of one compression over `timing_values` timed values (ideal rows: one cross-entropy evaluation). pyperf style: a baseline value averages `timing_loops` calls covering at least 0.1 s of work, after one warm-up call; a model value is one whole compression."),
+    C("encode_seconds_std", "float", "s", "Sample standard deviation (n − 1) of the encode values; empty with fewer than 2 values."),
+    C("decode_seconds", "float", "s", "Mean wall time of one decompression, timed like encode_seconds; empty for ideal rows."),
+    C("decode_seconds_std", "float", "s", "Sample standard deviation of the decode values; empty with fewer than 2 values."),
+    C("timing_values", "int", "values", "n: timed values behind each of encode_seconds and decode_seconds (the matrix's `baseline_repeats` or `model_repeats`). `compare` tests speed changes with Welch's t-test when both runs have n >= 2."),
+    C("timing_loops", "int", "calls", "Calls averaged into one value (baselines: calibrated so a value covers at least 0.1 s; models: 1)."),
     C("encode_kB_per_s", "float", "kB/s", "corpus_bytes / 1000 / encode_seconds (kB = 1000 bytes of input)."),
     C("decode_kB_per_s", "float", "kB/s", "corpus_bytes / 1000 / decode_seconds."),
     C("tokens_per_s", "float", "tokens/s", "n_tokens / encode_seconds (model rows)."),
@@ -109,7 +114,7 @@ del C
 
 COLUMN_NAMES = [c.name for c in COLUMNS]
 SIZE_COLUMNS = ("coded_bytes", "container_bytes", "bits_per_byte", "bits_per_byte_ci95_low",
-                "bits_per_byte_ci95_high", "coded_bits_per_byte", "bits_per_character",
+                "bits_per_byte_ci95_high", "ci_warning", "coded_bits_per_byte", "bits_per_character",
                 "compression_ratio", "overhead_percent")
 # filled in every row the runner writes, failed ones too (measure.describe_row, finish_row)
 REQUIRED_COLUMNS = ("schema_version", "run_id", "timestamp_utc", "host", "cached", "codec", "measure",
@@ -180,6 +185,7 @@ def finish_row(row: dict) -> dict:
             shift = headline - row["ideal_bits_per_byte"]
             row["bits_per_byte_ci95_low"] = ci[0] + shift
             row["bits_per_byte_ci95_high"] = ci[1] + shift
+            row["ci_warning"] = stats.interval_warning(row.get("n_chunks"))
     row.pop("_ci_ideal", None)
     row["encode_kB_per_s"] = _div(n / 1000 if n is not None else None, row.get("encode_seconds"))
     row["decode_kB_per_s"] = _div(n / 1000 if n is not None else None, row.get("decode_seconds"))
@@ -280,8 +286,8 @@ def _check_header(path: Path, header: list[str], rows: list[list[str]]) -> None:
     if "schema_version" in header and rows:
         version = rows[0][header.index("schema_version")]
         if version.isdigit() and int(version) != SCHEMA_VERSION:
-            raise BpcError(f"{path}: row 1, column schema_version: {version}, but this bpcbench reads "
-                           f"{SCHEMA_VERSION} (re-run the bench, or use the bpcbench that wrote it)")
+            raise OtherSchema(f"{path}: row 1, column schema_version: {version}, but this bpcbench reads "
+                              f"{SCHEMA_VERSION} (re-run the bench, or use the bpcbench that wrote it)")
     for i, name in enumerate(header):
         if name not in COLUMN_NAMES:
             raise BpcError(f"{where} {name!r}: unknown (not in results schema version {SCHEMA_VERSION})")
@@ -353,15 +359,15 @@ def schema_markdown() -> str:
         "matrix; `bpcbench bench` writes it to `results/<run-id>/results.csv` (UTF-8, comma-separated,",
         "header row, empty field = no value).",
         "",
-        "**Headline:** `bits_per_byte` — bits of output per byte of the input the row measured. For a",
+        "**Headline:** `bits_per_byte` — bits of output per byte of the input the row measured. For a "
         "`coded` or `baseline` row it is 8 × the size of the complete file that decompresses to the",
         "input, divided by `corpus_bytes`; for an `ideal` row it is the cross-entropy of the model on",
         "the input (a bound, no file). Lower is better; 8 means no compression.",
         "",
-        "A cell whose round trip failed has `roundtrip_ok` = False and empty size columns; a cell",
+        "A cell whose round trip failed has `roundtrip_ok` = False and empty size columns; a cell "
         "that raised has its message in `error`. Neither is ever shown as a result.",
         "",
-        "`report`, `compare`, `merge` and `nightly` read the file through one validating reader. It",
+        "`report`, `compare`, `merge` and `nightly` read the file through one validating reader. It "
         "refuses, in one line that names the file, the row and the column: a number that does not",
         "parse, NaN or infinity, a boolean not written `True`/`False`, a `cell_key` twice, an unknown",
         "or missing column, or an empty cell in a column every row fills:",
@@ -383,8 +389,8 @@ def schema_markdown() -> str:
         "* **break-even input size** against zstd-22-long = 8 × `model_file_bytes` /",
         "  (bits_per_byte of zstd-22-long − bits_per_byte of the model): the input size above which",
         "  the model's all-in size is smaller; `never` if the model is not better per byte.",
-        "* **Pareto-best**: no other real codec (coded or baseline) on the same input is both",
-        "  smaller and faster to compress.",
+        "* **Pareto-best**: no other real codec (coded or baseline) on the same input is both "
+        "smaller and faster to compress.",
         "",
     ]
     return "\n".join(lines)

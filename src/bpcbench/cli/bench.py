@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from bpcbench.cli import options
@@ -18,7 +19,7 @@ def cmd_bench(args) -> int:
     from bpcbench.bench import results
     from bpcbench.bench.runner import run_matrix
     from bpcbench.bench.shard import parse as parse_shard
-    from bpcbench.report.markdown import overview
+    from bpcbench.report.markdown import text_tables
 
     if args.quick and args.matrix:
         raise BpcError("give either a MATRIX file or --quick, not both")
@@ -30,11 +31,12 @@ def cmd_bench(args) -> int:
         m = matrix_mod.with_overrides(m, **overrides)
     shard = parse_shard(args.shard) if args.shard else None
     result = run_matrix(m, args.out, use_cache=not args.no_cache,
-                        progress=False if args.quiet else None, shard=shard)
-    if result.rows:  # the bits/byte overview on stdout; the full tables are in summary.md
-        print("\n".join(overview(results.to_frame(result.rows))))
+                        progress=False if args.quiet else None, shard=shard, formats=args.formats)
+    if result.rows:  # lzbench-style tables on stdout; the full tables are in summary.md
+        print("\n".join(text_tables(results.to_frame(result.rows))))
+    main_file = "summary.md" if "md" in args.formats else "results.csv"
     print(f"{len(result.rows)} cells ({result.n_cached} from cache) in {result.seconds:.1f} s -> "
-          f"{result.out_dir}/summary.md", file=sys.stderr)
+          f"{result.out_dir}/{main_file}", file=sys.stderr)
     if result.failed:
         print(f"bpcbench: {len(result.failed)} cell(s) FAILED:", file=sys.stderr)
         for line in result.failed:
@@ -66,7 +68,7 @@ def cmd_compare(args) -> int:
 def cmd_merge(args) -> int:
     from bpcbench.bench.merge import merge
 
-    r = merge(args.out_dir, args.shard_dirs, allow_incomplete=args.allow_incomplete, force=args.force)
+    r = merge(args.out, args.shard_dirs, allow_incomplete=args.allow_incomplete, force=args.force)
     for w in r.warnings:
         print(f"bpcbench: warning: {w}", file=sys.stderr)
     print(f"merged shard(s) {', '.join(map(str, r.shards))}: {r.n_rows} cells -> {r.out_dir}/summary.md",
@@ -78,34 +80,41 @@ def cmd_nightly(args) -> int:
     from bpcbench.bench.nightly import run_nightly
     from bpcbench.bench.shard import parse as parse_shard
 
-    r = run_nightly(args.matrix, args.results_dir, bpb_threshold=args.bpb_threshold,
+    r = run_nightly(args.matrix, args.out, bpb_threshold=args.bpb_threshold,
                     speed_threshold=args.speed_threshold, shard=parse_shard(args.shard) if args.shard else None,
-                    use_cache=not args.no_cache, progress=False if args.quiet else None,
+                    use_cache=args.cache, progress=False if args.quiet else None,
                     overrides=options.model_overrides(args))
     return r.exit_code
 
 
-def _add_run_options(p, *, no_cache: str, shard: str) -> None:
+def _add_run_options(p, *, shard: str) -> None:
     """Options every matrix-running command shares."""
-    p.add_argument("--no-cache", action="store_true", help=no_cache)
     options.add_threads(p, help="override the matrix's llama.cpp thread count")
     options.add_gpu_layers(p, help="override the matrix's GPU offload")
     p.add_argument("--shard", metavar="K/N", help=shard)
-    options.add_quiet(p)
+    options.add_quiet(p, help="no progress output: neither bars (on a terminal) nor the per-cell lines "
+                              "(elsewhere); failed cells are still listed")
 
 
 def register(sub) -> None:
     """Add the bench subcommands to the main parser's subparsers."""
-    p = sub.add_parser("bench", help="run a bench matrix (models × corpora × codecs) into results/<run-id>/")
+    p = sub.add_parser("bench", help="run a bench matrix (models × corpora × codecs) into results/<run-id>/",
+                       description="Run a bench matrix into a run directory: results.csv (always), results.json, "
+                                   "summary.md and plots, env.json and matrix.toml. On a terminal a progress bar "
+                                   "shows; elsewhere (cron, CI) one line per finished cell goes to stderr.")
     p.add_argument("matrix", nargs="?",
                    help="matrix TOML, or the name of a shipped one: default, quick, nightly, context, gpu, "
                         "gpu-rehearsal (default: default)")
     p.add_argument("--quick", action="store_true", help="run the shipped quick matrix (a few minutes)")
     p.add_argument("--out", help="output directory (default results/<UTC time>-<matrix name>/)")
     options.add_force(p, "an existing run directory given with --out")
-    _add_run_options(p, no_cache="measure every cell again (results still refresh the cache)",
-                     shard="run only shard K of N (1-based); default output results/<run-id>-shard-K-of-N/; "
-                           "join the shards with `bpcbench merge`")
+    options.add_formats(p, csv="results.csv", json="results.json (its rows as records, the same column names)",
+                        md="summary.md and the plots")
+    p.add_argument("--no-cache", action="store_true",
+                   help="measure every cell again (results still refresh the cache)")
+    _add_run_options(p, shard="run only shard K of N (1-based), split by estimated cost, the same on every "
+                           "machine; default output results/<run-id>-shard-K-of-N/; join the shards with "
+                           "`bpcbench merge`")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("report", help="re-render summary.md and plots of a run from its results.csv")
@@ -122,8 +131,10 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("merge", help="join the shards of one run (bench --shard K/N) into one run directory")
-    p.add_argument("out_dir", help="merged run directory to write")
+    p = sub.add_parser("merge", help="join the shards of one run (bench --shard K/N) into one run directory",
+                       description="Join the shards of one run into one run directory: "
+                                   "bpcbench merge --out DIR SHARD_DIR...")
+    p.add_argument("--out", required=True, metavar="DIR", help="merged run directory to write (required)")
     p.add_argument("shard_dirs", nargs="+", metavar="SHARD_DIR", help="shard run directories (with shard.json)")
     p.add_argument("--allow-incomplete", action="store_true",
                    help="merge even if some shards are missing (warns; default: refuse)")
@@ -131,11 +142,15 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("nightly", help="run a small matrix into results/nightly/<date>/, append results/history.csv, "
-                                       "compare with the previous night; exit 1 on a regression")
+                                       "compare with the last passing night; exit 1 on a regression")
     p.add_argument("matrix", nargs="?", help="matrix TOML or shipped name (default: nightly)")
-    p.add_argument("--results-dir", default="results", help="where history.csv and nightly/ live (default results)")
+    p.add_argument("--out", default="results", metavar="DIR",
+                   help="directory holding history.csv and nightly/<date>/ (default results)")
+    options.add_deprecated_alias(p, "--results-dir", "--out", dest="out")
     options.add_thresholds(p)
-    _add_run_options(p, no_cache="measure every cell again (by default unchanged cells come from the cell cache, "
-                                 "so speeds are only re-measured when the code or versions change)",
-                     shard="run only shard K of N; compared with the same shard of earlier nights")
+    p.add_argument("--cache", action="store_true",
+                   help="take unchanged cells from the cell cache (default: measure every cell: a gate on "
+                        "replayed timings compares old numbers with old ones); cached speeds are not judged")
+    p.add_argument("--no-cache", action="store_true", help=argparse.SUPPRESS)  # the default since 0.3
+    _add_run_options(p, shard="run only shard K of N; compared with the same shard of earlier nights")
     p.set_defaults(func=cmd_nightly)

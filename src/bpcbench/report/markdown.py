@@ -42,6 +42,18 @@ def speed(kb_per_s, is_llm: bool) -> str:
     return f"{kb_per_s / 1000:.4g} MB/s"
 
 
+def timed_speed(r, phase: str) -> str:
+    """A row's speed of one phase with its spread (± relative standard deviation of the
+    timing values) and a mark for a timing replayed from the cell cache."""
+    text = speed(r[f"{phase}_kB_per_s"], r["measure"] != "baseline")
+    if not text:
+        return text
+    std, mean = r[f"{phase}_seconds_std"], r[f"{phase}_seconds"]
+    if not is_missing(std) and not is_missing(mean) and mean > 0:
+        text += f" ±{100 * std / mean:.0f}%"
+    return text + (" (cached)" if r["cached"] is True else "")
+
+
 def pareto_best(ok) -> set:
     """Indices of real codecs (coded or baseline) that no other is both smaller and faster than."""
     real = ok[(ok["measure"] != "ideal") & ok["bits_per_byte"].notna() & ok["encode_kB_per_s"].notna()]
@@ -77,6 +89,7 @@ def corpus_table(fv) -> list[str]:
         ci = ""
         if not is_missing(r["bits_per_byte_ci95_low"]):
             ci = f"{r['bits_per_byte_ci95_low']:.3f}–{r['bits_per_byte_ci95_high']:.3f}"
+            ci += "†" if not is_missing(r["ci_warning"]) else ""
         size_bytes = r["ideal_bits"] / 8 if ideal else r["container_bytes"]
         all_in = ""
         if llm and not is_missing(r["model_file_bytes"]) and not is_missing(size_bytes):
@@ -90,7 +103,7 @@ def corpus_table(fv) -> list[str]:
         lines.append(
             f"| {'*' if i in best else ''} | {codec_label(r)} | {size} | {r['bits_per_byte']:.4f} | {ci} "
             f"| {_num(r['bits_per_character'], '.4f')} | {_num(r['compression_ratio'], '.3f')} "
-            f"| {speed(r['encode_kB_per_s'], llm)} | {speed(r['decode_kB_per_s'], llm)} "
+            f"| {timed_speed(r, 'encode')} | {timed_speed(r, 'decode')} "
             f"| {_num(r['peak_rss_mb'], '.0f')} | {all_in} | {be} |"
         )
     for _, r in fv[failed].iterrows():
@@ -120,6 +133,32 @@ def overview(frame) -> list[str]:
     return lines
 
 
+def text_tables(frame) -> list[str]:
+    """lzbench's layout as plain text, one table per corpus view (what `bench` prints on stdout):
+    codec, compress and decompress speed, size, bits/byte, ratio; best first, failures last."""
+    lines = []
+    failed = failed_mask(frame)
+    for v in views(frame):
+        fv = view_rows(frame, v)
+        ok = fv[~failed[fv.index]].sort_values("bits_per_byte", kind="stable", na_position="last")
+        best = pareto_best(ok)
+        table = [("", "codec", "compress", "decompress", "size (bytes)", "bits/byte", "ratio")]
+        for i, r in ok.iterrows():
+            ideal = r["measure"] == "ideal"
+            table.append(("*" if i in best else "", codec_label(r), timed_speed(r, "encode"),
+                          timed_speed(r, "decode"),
+                          f"≈{r['ideal_bits'] / 8:,.0f}" if ideal else _num(r["container_bytes"], ","),
+                          _num(r["bits_per_byte"], ".4f"), _num(r["compression_ratio"], ".3f")))
+        for _, r in fv[failed[fv.index]].iterrows():
+            table.append(("", codec_label(r), "FAILED", "", "", "", ""))
+        widths = [max(len(t[k]) for t in table) for k in range(len(table[0]))]
+        right = (False, False, True, True, True, True, True)
+        lines += [view_title(fv)] + ["  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(t, widths, right))
+                                     .rstrip() for t in table] + [""]
+    return lines + ["* = Pareto-best (no other real codec is both smaller and faster to compress); "
+                    "≈ = ideal size (cross-entropy, no file)"] if lines else lines
+
+
 def _env_lines(env: dict) -> list[str]:
     if not env:
         return []
@@ -138,7 +177,18 @@ def _env_lines(env: dict) -> list[str]:
     ]
 
 
-def summary_markdown(frame, env: dict | None = None, matrix_text: str | None = None) -> str:
+def plots_section(plot_links) -> list[str]:
+    """'## Plots' with one image per (file name, caption), relative to summary.md; nothing without plots."""
+    if not plot_links:
+        return []
+    lines = ["## Plots", ""]
+    for name, caption in plot_links:
+        lines += [f"![{_md_cell(caption)}]({name})", ""]
+    return lines
+
+
+def summary_markdown(frame, env: dict | None = None, matrix_text: str | None = None, plot_links=()) -> str:
+    """plot_links: (file name, caption) of the plots written beside summary.md; only these are linked."""
     env = env or {}
     failed = failed_mask(frame)
     run_ids = sorted(set(frame["run_id"].dropna())) or ["?"]
@@ -159,10 +209,13 @@ def summary_markdown(frame, env: dict | None = None, matrix_text: str | None = N
         "bits/byte = 8 × size of the file that restores the input / input bytes (lower is better). "
         "`ideal` rows are the model's cross-entropy: no file backs them. "
         "`coded` rows were compressed, decompressed and compared byte for byte. "
-        "95% CI: bootstrap over chunks. all-in size = compressed size + model file (the Large Text "
+        "95% CI: BCa bootstrap over the row's pieces (lanes, chunks or windows); † = fewer than 30 "
+        "pieces, the interval understates the spread. all-in size = compressed size + model file (the Large Text "
         "Compression Benchmark rule; baselines count their output only). break-even: input size above "
         f"which the model's all-in size beats {REFERENCE_CODEC}. * = Pareto-best (no other real codec "
-        "on this input is both smaller and faster to compress). Speeds: kB/s = 1000 bytes of input per second.",
+        "on this input is both smaller and faster to compress). Speeds: kB/s = 1000 bytes of input per second, "
+        "mean of `timing_values` timed values ± their relative standard deviation; (cached) = a timing "
+        "replayed from the cell cache, not measured in this run.",
         "",
     ]
     if len(frame):
@@ -176,6 +229,7 @@ def summary_markdown(frame, env: dict | None = None, matrix_text: str | None = N
             reason = r["error"] if not is_missing(r["error"]) else "round trip failed"
             lines.append(f"- FAILED {codec_label(r)} on {r['corpus_name']}: {reason}")
         lines.append("")
+    lines += plots_section(plot_links)
     if matrix_text:
         lines += ["## Matrix", "", "<details><summary>matrix.toml</summary>", "", "```toml",
                   matrix_text.rstrip("\n"), "```", "", "</details>", ""]

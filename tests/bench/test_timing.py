@@ -1,0 +1,74 @@
+"""Timings with a spread: repeated values, mean ± std and n in results.csv, determinism checked."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from tiny_matrices import tiny_matrix
+
+from bpcbench import baselines, timing
+from bpcbench.bench import matrix, results, runner
+from bpcbench.codec import cross_entropy
+
+MATRIX = tiny_matrix("timed", ["text.txt"], 1200, """
+model_repeats = 2
+[[llm]]
+measure = "coded"
+""").replace("max_bytes = 1200", "max_bytes = 1200\nbaseline_repeats = 3")
+
+
+@pytest.fixture(scope="module")
+def bench_dir(make_bench_dir):
+    return make_bench_dir("timed", b"The quick brown fox jumps over the lazy dog. " * 40, m=MATRIX,
+                          ideal=MATRIX.replace('measure = "coded"', 'measure = "ideal"'))
+
+
+def run(bench_dir, name: str, tmp_path):
+    m = matrix.load(bench_dir / f"{name}.toml")
+    r = runner.run_matrix(m, tmp_path / name, use_cache=False, cache_dir=tmp_path / "cache", progress=False)
+    return r, results.read_csv(tmp_path / name)
+
+
+def test_every_timed_quantity_has_n_values_and_a_spread(bench_dir, tmp_path):
+    r, frame = run(bench_dir, "m", tmp_path)
+    assert r.ok, r.failed
+    base = frame[frame["measure"] == "baseline"]
+    assert (base["timing_values"] == 3).all() and (base["timing_loops"] >= 1).all()
+    # a value covers >= 0.1 s of work: gzip on 1.2 kB needs many calls per value
+    gz = base[base["codec"] == "gzip-9"].iloc[0]
+    assert gz["timing_loops"] > 10 and gz["encode_seconds"] * gz["timing_loops"] >= 0.09
+    model = frame[frame["measure"] == "coded"].iloc[0]
+    assert model["timing_values"] == 2 and model["timing_loops"] == 1 and model["roundtrip_ok"]
+    for _, row in frame.iterrows():
+        assert row["encode_seconds_std"] >= 0 and row["decode_seconds_std"] >= 0
+
+
+def test_a_codec_that_is_not_deterministic_fails_its_cell(bench_dir, tmp_path, monkeypatch):
+    real = cross_entropy.cross_entropy
+    calls = []
+
+    def drifting(*args, **kw):
+        st = real(*args, **kw)
+        calls.append(1)
+        return st if len(calls) == 1 else type(st)(**{**st.__dict__, "ideal_bits": st.ideal_bits + 1.0})
+
+    monkeypatch.setattr(cross_entropy, "cross_entropy", drifting)
+    r, frame = run(bench_dir, "ideal", tmp_path)
+    model = frame[frame["measure"] == "ideal"].iloc[0]
+    assert not r.ok and model["error"].startswith("not deterministic: repeat 2 gave")
+    assert results.row_failed(model) and model["bits_per_byte"] is results.pd.NA
+
+
+def test_baseline_timing_values_and_loops():
+    r = baselines.run_baseline("gzip-9", b"abc" * 100, repeats=4)
+    assert r.roundtrip_ok and r.encode.n == 4 and r.decode.n == 4
+    assert r.encode.loops > 1 and r.encode.mean * r.encode.loops >= 0.05  # ~0.1 s per value, noise allowed
+    assert r.encode_seconds == r.encode.mean and not math.isnan(r.encode.std)
+
+
+def test_one_value_has_no_spread():
+    t = timing.Timing((0.5,))
+    assert t.n == 1 and t.mean == 0.5 and math.isnan(t.std)
+    with pytest.raises(ValueError):
+        timing.time_calls(len, b"", values=0)
