@@ -135,7 +135,8 @@ def llama_system_info(n_gpu_layers: int = 0) -> dict:
         info = build_info(n_gpu_layers)
     except Exception as exc:  # a broken llama.cpp install must not stop baselines
         return {"error": f"{type(exc).__name__}: {exc}"}
-    return {"llama_cpp_python": info.llama_cpp_python, "system_info": info.system_info, "backend": info.backend}
+    return {"llama_cpp_python": info.llama_cpp_python, "system_info": info.system_info, "backend": info.backend,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}  # binding.OMP_WAIT_POLICY unless the user set one
 
 
 def collect(n_gpu_layers: int = 0, argv: list[str] | None = None) -> dict:

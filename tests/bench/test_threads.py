@@ -38,3 +38,19 @@ def test_env_json_records_the_load(machine):
     machine(2, 1.5)
     env = environment.collect()
     assert env["load"]["load_1m"] == 1.5 and "cpu_frequency" in env
+
+
+@pytest.mark.parametrize("given, expected", [(None, "passive"), ("active", "active")])
+def test_openmp_threads_wait_passively_unless_the_user_says_otherwise(given, expected):
+    """Spinning OpenMP threads beside a busy core ran 1.69x slower (benchmarks/wait_policy.py)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    code = ("import os, bpcbench.llama.binding as b, bpcbench.environment as e; "
+            "print(os.environ['OMP_WAIT_POLICY'], b.OMP_WAIT_POLICY, e.llama_system_info()['omp_wait_policy'])")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == [expected] * 3

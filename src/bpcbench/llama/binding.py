@@ -18,6 +18,15 @@ import numpy as np
 
 from bpcbench.errors import BpcError
 
+# llama.cpp's CPU backend in this build uses OpenMP (libgomp), whose threads spin at each of
+# the graph's barriers before they sleep. Measured here (benchmarks/wait_policy.py: 2,500 bytes
+# of alice29, SmolLM2, -t 2 on 2 cores, median of 3): idle, libgomp's default 14.2 s, active
+# 14.7 s, passive 18.0 s; beside one CPU-bound process 46.1 s, 43.5 s and 27.2 s. A benchmark
+# on a shared machine needs the second more than the first, so passive unless the user set
+# OMP_WAIT_POLICY (active brings the idle speed back). The wait policy changes no result, only
+# how threads wait. libgomp reads the variable once, when it loads: before llama_cpp is imported.
+OMP_WAIT_POLICY = os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
 try:
     import llama_cpp as ll
 except ImportError:  # pragma: no cover - exercised only on broken installs
