@@ -21,7 +21,7 @@ from pathlib import Path
 from bpcbench import __version__
 from bpcbench.atomic import write_text
 from bpcbench.baselines import BASELINES
-from bpcbench.llama.binding import machine_load
+from bpcbench.llama import binding
 
 # git walks up from here: the checkout of an editable install; nothing for a wheel in site-packages
 SOURCE_DIR = Path(__file__).resolve().parent
@@ -147,7 +147,7 @@ def collect(n_gpu_layers: int = 0, argv: list[str] | None = None) -> dict:
         "kernel": platform.release(),
         "machine": platform.machine(),
         "cpu": cpu_info(),
-        "load": machine_load(),  # at the start of the run: a slow run explained afterwards
+        "load": {**binding.machine_load(), "busy_cores": binding.busy_cores()},  # at the start: a slow run explained afterwards
         "cpu_frequency": cpu_frequency(),
         "memory_bytes": memory_bytes(),
         "gpus": gpus(),

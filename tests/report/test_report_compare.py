@@ -302,3 +302,12 @@ def test_bench_stdout_table_is_lzbench_style():
     assert codecs == ["llm:gemma3-270m", "llm:smollm2-135m", "xz-9e", "zstd-22-long", "gzip-9", "zstd-19"]
     assert alice[-1].split()[-1] == "FAILED" and "≈" in alice[2]
     assert alice[3].startswith("*")  # the coded model is Pareto-best: smallest real file
+
+
+def test_speed_under_other_threads_is_not_judged():
+    """A default thread count follows the free cores: 2 threads one night, 1 the next is a setup change."""
+    a = results.to_frame([timed("llm:smollm2-135m", 1.0, 0.01, threads=2)])
+    b = results.to_frame([timed("llm:smollm2-135m", 2.0, 0.01, threads=1)])
+    c = compare.compare_frames(a, b)
+    assert c.ok and c.cells[0].encode_change == "2.00x slower (threads 2 -> 1: not judged)"
+

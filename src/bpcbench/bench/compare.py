@@ -14,7 +14,9 @@ Cells are matched on (corpus, measured bytes, codec, measure, policy, context). 
   minute to the next (measured: the tiny model's nightly cell, 1.47x "slower", nothing
   changed). Model cells are gated on speed when the matrix times them more than once
   (`model_repeats`). Nor is a cell judged whose values covered less than MIN_TIMED_SECONDS
-  of work, or whose new row came from the cell cache (an old timing replayed, not measured).
+  of work, whose new row came from the cell cache (an old timing replayed, not measured), or
+  that ran with other threads, backend or offload in the two runs (a bench cell's default
+  threads follow the machine's free cores, bench/measure.settings).
 
 A regression is: bits/byte worse by more than the threshold and significant; a speed lower
 by more than the threshold and significant; any failed round trip or error in the new run, or a cell of it
@@ -159,9 +161,12 @@ def _judge_speed(d: CellDelta, phase: str, ra, rb, threshold: float) -> None:
 
     if _v(rb["cached"]):
         return say("cached: not measured again")
+    for setting in ("threads", "backend", "n_gpu_layers"):  # another setup: a speed, not a change
+        if _v(ra[setting]) != _v(rb[setting]):
+            return say(f"{setting} {_v(ra[setting])} -> {_v(rb[setting])}: not judged")
     (ma, xa, na), (mb, xb, nb) = _timing(ra, phase), _timing(rb, phase)
-    work = [m * (_v(r["timing_loops"]) or 1) for m, r in ((ma, ra), (mb, rb))]
-    if max(work) < MIN_TIMED_SECONDS:
+    # a value of more than one call was calibrated to >= 0.1 s of work (timing.time_calls)
+    if all((_v(r["timing_loops"]) or 1) <= 1 and m < MIN_TIMED_SECONDS for m, r in ((ma, ra), (mb, rb))):
         return say("too short to judge")
     sig = stats.speed_significant(ma, xa, na, mb, xb, nb)
     setattr(d, f"{phase}_significant", sig)

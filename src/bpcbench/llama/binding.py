@@ -151,21 +151,53 @@ def machine_load(path: str = "/proc/loadavg") -> dict:
     return out
 
 
+def _cpu_times(path: str) -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs from /proc/stat's first line."""
+    with open(path) as fh:
+        fields = [int(x) for x in fh.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields[:8]) - idle, sum(fields[:8])
+
+
+@lru_cache(maxsize=1)
+def busy_cores(interval: float = 0.5, path: str = "/proc/stat") -> float | None:
+    """Cores other processes keep busy now: CPU time used over `interval` s (this process sleeps
+    meanwhile) × the machine's CPUs. The 1-minute load average lags: right after a run it still
+    counts that run (measured: 1.74 at the start of a second nightly run on an idle machine).
+    None where /proc/stat is missing."""
+    import time
+
+    try:
+        busy0, total0 = _cpu_times(path)
+        time.sleep(interval)
+        busy1, total1 = _cpu_times(path)
+    except (OSError, ValueError, IndexError):
+        return None
+    if total1 <= total0:
+        return None
+    return (busy1 - busy0) / (total1 - total0) * (os.cpu_count() or 1)
+
+
+def _others_load() -> float:
+    busy = busy_cores()
+    return busy if busy is not None else machine_load()["load_1m"] or 0.0
+
+
 @lru_cache(maxsize=1)
 def measurement_threads() -> int:
-    """Threads for a timed run (bench cells that set none): the usable cores the 1-minute load
-    average leaves free, at least 1, at most 8. llama.cpp's threads spin; two of them sharing
-    a busy core ran 5-60x slower here. Chosen once per process, so every cell of a run agrees."""
-    load = machine_load()["load_1m"] or 0.0
-    return max(1, min(8, usable_cores() - int(round(load))))
+    """Threads for a timed run (bench cells that set none): the usable cores other processes
+    leave free now (busy_cores; the load average where that cannot be read), at least 1, at most
+    8. llama.cpp's threads on a busy core ran 5-60x slower here. Chosen once per process, so
+    every cell of a run agrees."""
+    return max(1, min(8, usable_cores() - int(round(_others_load()))))
 
 
 def load_warning() -> str | None:
-    """One line when the machine is already loaded: timings taken now will be slow and noisy."""
-    load = machine_load()["load_1m"]
-    if load is not None and load >= usable_cores():
-        return (f"load average {load:.1f} on {usable_cores()} usable core(s): the machine is busy, timings will "
-                f"be slow and noisy; running llama.cpp on {measurement_threads()} thread(s)")
+    """One line when the machine is already busy: timings taken now will be slow and noisy."""
+    load = _others_load()
+    if load >= usable_cores() - 0.5:
+        return (f"other processes keep {load:.1f} of {usable_cores()} usable core(s) busy: timings will be slow "
+                f"and noisy; running llama.cpp on {measurement_threads()} thread(s)")
     return None
 
 
