@@ -55,6 +55,16 @@ class Timing:
         """
         return float(np.std(self.values, ddof=1)) if self.n >= 2 else math.nan
 
+    def __add__(self, more: Timing) -> Timing:
+        """The values of both, at the same loops (a later round of the same quantity).
+
+        >>> (Timing((1.0,), 4) + Timing((3.0,), 4)).values
+        (1.0, 3.0)
+        """
+        if more.values and self.values and more.loops != self.loops:
+            raise ValueError(f"cannot join values of {self.loops} and {more.loops} loops")
+        return Timing(self.values + more.values, self.loops if self.values else more.loops)
+
 
 def time_calls(func: Callable, arg, values: int, min_seconds: float = MIN_VALUE_SECONDS) -> tuple[object, Timing]:
     """Calibrate, then time `values` values of func(arg).
@@ -78,10 +88,16 @@ def time_calls(func: Callable, arg, values: int, min_seconds: float = MIN_VALUE_
         if time.perf_counter() - start >= min_seconds or loops >= MAX_LOOPS:
             break
         loops *= 2
+    return out, time_values(func, arg, loops, values)
+
+
+def time_values(func: Callable, arg, loops: int, values: int) -> Timing:
+    """`values` values of func(arg), each the mean of `loops` back-to-back calls (loops as
+    calibrated by time_calls; a later round reuses them so its values join the first ones)."""
     timed = []
     for _ in range(values):
         start = time.perf_counter()
         for _ in range(loops):
             func(arg)
         timed.append((time.perf_counter() - start) / loops)
-    return out, Timing(tuple(timed), loops)
+    return Timing(tuple(timed), loops)

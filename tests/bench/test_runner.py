@@ -178,15 +178,20 @@ def test_no_cache_remeasures_and_a_failing_cell_does_not_stop_the_run(bench_dir,
 def test_interrupted_run_resumes_from_the_cache(tmp_path, bench_dir, monkeypatch, capsys):
     m = matrix.loads(MATRIX.split("[[llm]]")[0], bench_dir / "m.toml")  # ideal cells only: faster
     calls = []
-    real = runner.measure
 
-    def interrupt_on_the_model(cell, inputs, phase):
-        if cell.is_llm:
-            raise KeyboardInterrupt
-        calls.append(cell)
-        return real(cell, inputs, phase)
+    class InterruptOnTheModel(runner.Measurement):
+        def first(self):
+            if self.cell.is_llm:
+                raise KeyboardInterrupt
+            calls.append(self.cell)
+            return super().first()
 
-    monkeypatch.setattr(runner, "measure", interrupt_on_the_model)
+    class Counted(runner.Measurement):
+        def first(self):
+            calls.append(self.cell)
+            return super().first()
+
+    monkeypatch.setattr(runner, "Measurement", InterruptOnTheModel)
     with pytest.raises(KeyboardInterrupt):
         runner.run_matrix(m, tmp_path / "a", cache_dir=tmp_path / "cache", progress=False, render=False)
     assert len(results.read_csv(tmp_path / "a")) == len(calls) == 4  # the baselines, saved as they finished
@@ -194,7 +199,7 @@ def test_interrupted_run_resumes_from_the_cache(tmp_path, bench_dir, monkeypatch
     assert "INCOMPLETE run: 4 of 6 cells measured" in capsys.readouterr().err
     assert "INCOMPLETE run: 4 of 6 cells measured" in (tmp_path / "a" / "summary.md").read_text()
     calls.clear()
-    monkeypatch.setattr(runner, "measure", lambda cell, inputs, phase: calls.append(cell) or real(cell, inputs, phase))
+    monkeypatch.setattr(runner, "Measurement", Counted)
     res = runner.run_matrix(m, tmp_path / "b", cache_dir=tmp_path / "cache", progress=False, render=False)
     assert res.ok and res.n_cached == 4
     assert sorted(c.measure for c in calls) == ["ideal", "ideal"]

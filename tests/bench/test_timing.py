@@ -10,6 +10,7 @@ from tiny_matrices import tiny_matrix
 from bpcbench import baselines, timing
 from bpcbench.bench import matrix, results, runner
 from bpcbench.codec import cross_entropy
+from bpcbench.report import render
 
 MATRIX = tiny_matrix("timed", ["text.txt"], 1200, """
 model_repeats = 2
@@ -56,8 +57,46 @@ def test_a_codec_that_is_not_deterministic_fails_its_cell(bench_dir, tmp_path, m
     monkeypatch.setattr(cross_entropy, "cross_entropy", drifting)
     r, frame = run(bench_dir, "ideal", tmp_path)
     model = frame[frame["measure"] == "ideal"].iloc[0]
-    assert not r.ok and model["error"].startswith("not deterministic: repeat 2 gave")
+    assert not r.ok and model["error"].startswith("not deterministic: round 2 gave")
     assert results.row_failed(model) and model["bits_per_byte"] is results.pd.NA
+
+
+def test_values_are_taken_in_rounds_across_the_run(bench_dir, tmp_path, monkeypatch):
+    """Round 1 measures every cell; rounds 2.. take one more value of each, in run order, so a
+    cell's values are spread across the run (a slow drift of the machine shows in their spread)."""
+    order = []
+    real_round, real_ce = runner.baseline_round, cross_entropy.cross_entropy
+
+    def logged_round(ms):
+        order.extend(m.cell.codec for m in ms)
+        return real_round(ms)
+
+    monkeypatch.setattr(runner, "baseline_round", logged_round)
+    monkeypatch.setattr(cross_entropy, "cross_entropy", lambda *a, **k: order.append("model") or real_ce(*a, **k))
+    r, frame = run(bench_dir, "ideal", tmp_path)
+    assert r.ok and not (tmp_path / "ideal" / "INCOMPLETE.json").exists()
+    names = list(dict.fromkeys(n for n in order if n != "model"))
+    # round 1 (model only: baselines' first values come from run_baseline), round 2 of all, round 3 of the baselines
+    assert order == ["model", *names, "model", *names] and len(names) == 2
+    assert (frame[frame["measure"] == "baseline"]["timing_values"] == 3).all()
+    assert (frame[frame["measure"] == "ideal"]["timing_values"] == 2).all()
+
+
+def test_a_run_stopped_in_a_timing_round_says_so(tmp_path):
+    render.mark_incomplete(tmp_path, 4, 4, (2, 3))
+    note = render.incomplete_note(tmp_path)
+    assert "every cell measured" in note and "timing round 2 of 3" in note
+    render.mark_incomplete(tmp_path, 1, 4)
+    assert render.incomplete_note(tmp_path).startswith("INCOMPLETE run: 1 of 4 cells")
+
+
+def test_a_later_round_joins_the_first_values_at_their_loops():
+    first = baselines.run_baseline("gzip-9", b"abc" * 100)
+    later = baselines.retime(first, b"abc" * 100)
+    assert later.encode.n == later.decode.n == 2 and later.encode.values[0] == first.encode.values[0]
+    assert later.encode.loops == first.encode.loops and later.roundtrip_ok
+    with pytest.raises(ValueError):
+        timing.Timing((1.0,), 2) + timing.Timing((1.0,), 4)
 
 
 def test_baseline_timing_values_and_loops():

@@ -108,10 +108,10 @@ _RUN_KEYS = {
     "n_gpu_layers": Key(int, _NON_NEGATIVE, "Layers llama.cpp offloads to a GPU (99: all).", 0, 0),
     "max_bytes": Key(int, f"{_NON_NEGATIVE} (0 = whole file)", "Measure this prefix of each corpus, cut back to a UTF-8 "
                      "character boundary.", 0, 0),
-    "baseline_repeats": Key(int, _POSITIVE, "Timed values per baseline and direction, each >= 0.1 s of work "
-                            "(pyperf style); results.csv gets their mean, std and n.", 1, 1, llm=False),
-    "model_repeats": Key(int, _POSITIVE, "Times a model cell is evaluated, or compressed and decompressed, each "
-                         "repeat checked to give the same bits; 2 or more let `compare` test speed.", 1, 1),
+    "baseline_repeats": Key(int, _POSITIVE, "Timed values per baseline and direction, each >= 0.1 s of "
+                            "work, one per round across the run; results.csv: mean, std, n.", 1, 1, llm=False),
+    "model_repeats": Key(int, _POSITIVE, "Times a model cell is evaluated, or compressed and decompressed, in rounds "
+                         "across the run, each checked to give the same bits; 2+ let `compare` test speed.", 1, 1),
 }
 _LLM_KEYS = {k: key for k, key in _RUN_KEYS.items() if key.llm}
 _SETTINGS = tuple(k for k in _LLM_KEYS if k not in ("models", "corpora"))  # what a model cell is measured with

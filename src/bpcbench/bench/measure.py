@@ -1,21 +1,24 @@
 """One cell -> its numbers: load what it needs (once per run), measure, check the round trip.
 
 `Inputs` memoizes models, corpora and prefixes for a run, and keeps one model loaded at a
-time (the runner orders cells model by model). `measure` dispatches on the cell's measure:
+time (the runner orders cells model by model). `Measurement` dispatches on the cell's measure:
 
 * ``baseline``: the classical compressor, round trip checked (baselines.run_baseline);
 * ``ideal``: the model's cross-entropy, no file (codec.cross_entropy);
 * ``coded``: compress, decompress with the same session, compare byte for byte.
 
-Every timed quantity is `cell.repeats` values (timing.Timing: mean, std, n). A model cell
-repeats the whole evaluation, compression or decompression, and every repeat must give the
-same bits and the same file: a codec that is not deterministic fails the cell.
+Every timed quantity is `cell.repeats` values (timing.Timing: mean, std, n), taken in rounds
+(`Measurement`). A model cell repeats the whole evaluation, compression or decompression, and
+every repeat must give the same bits and the same file: a codec that is not deterministic
+fails the cell.
 """
 
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
 
 from bpcbench import __version__, baselines
@@ -147,80 +150,107 @@ def timing_columns(encode: Timing, decode: Timing | None = None) -> dict:
     return out
 
 
-def measure(cell: Cell, inputs: Inputs, phase) -> dict:
-    """The measured columns of one cell; `phase(desc)` gives a progress bar context (or None)."""
-    data = inputs.data(cell)
-    if cell.measure == BASELINE:
+def _retime(job: tuple[baselines.BaselineResult, bytes]) -> baselines.BaselineResult:
+    return baselines.retime(*job)
+
+
+def baseline_round(ms: list[Measurement]) -> list[dict]:
+    """One more round of these baseline cells, all timed in one fresh (spawned) worker process;
+    their columns, as Measurement.again gives them.
+
+    A fresh process per round because a process's own memory layout moves a baseline's speed
+    more than anything inside one process does: zstd-22-long decoding 8 kB of text took
+    16.6-24.0 us per call in six processes here, each value within 0.5-3.7 us of its process's
+    mean. pyperf runs its values in 20 worker processes for this reason; we spawn one per round.
+    """
+    if not ms:
+        return []
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        retimed = list(pool.map(_retime, [(m.baseline, m.data) for m in ms]))
+    return [m.again(r) for m, r in zip(ms, retimed)]
+
+
+class Measurement:
+    """One cell measured in rounds. `first()` loads what the cell needs, measures it once and
+    returns the row's measured columns; each `again()` adds one timed value of every direction
+    and checks the output did not change (a codec that is not deterministic fails the cell).
+    The runner interleaves the rounds of all cells across the run (runner.py), so a cell's
+    values span minutes, not one burst: drift of a shared machine shows in their spread."""
+
+    def __init__(self, cell: Cell, inputs: Inputs, phase):
+        self.cell, self.inputs, self.phase = cell, inputs, phase  # phase(desc): a progress bar context
+        self.data = inputs.data(cell)
+        self.rounds = 0
+        self.encode = self.decode = Timing(())
+        self.baseline = self.first_stats = self.blob = None
+
+    def first(self) -> dict:
+        cell = self.cell
+        self.rounds = 1
+        if cell.measure == BASELINE:
+            with PeakMemory() as mem:
+                r = self.baseline = baselines.run_baseline(cell.codec, self.data)
+            return {"coded_bytes": r.coded_bytes, "container_bytes": r.coded_bytes, "roundtrip_ok": r.roundtrip_ok,
+                    **timing_columns(r.encode, r.decode), "peak_rss_mb": mem.mb, "error": r.error}
+        s = settings(cell)
+        out = {"backend": build_info(s.n_gpu_layers).backend}
         with PeakMemory() as mem:
-            r = baselines.run_baseline(cell.codec, data, repeats=cell.repeats)
-        return {"coded_bytes": r.coded_bytes, "container_bytes": r.coded_bytes, "roundtrip_ok": r.roundtrip_ok,
-                **timing_columns(r.encode, r.decode), "peak_rss_mb": mem.mb, "error": r.error}
-    session = inputs.session(cell)
-    s = settings(cell)
-    out = {"backend": build_info(s.n_gpu_layers).backend}
-    with PeakMemory() as mem:
-        if cell.measure == "ideal":
-            st = _ideal(cell, session, s, data, phase, out)
-        else:
-            st = _coded(cell, session, s, data, phase, out)
-    out.update(n_tokens=st.n_tokens, n_chunks=st.n_chunks, fallback_bytes=st.fallback_bytes,
-               ideal_bits=st.ideal_bits, peak_rss_mb=mem.mb, policy=st.policy, context_tokens=st.context,
-               lanes=st.lanes, context_mean=st.context_mean, context_min=st.context_min, context_max=st.context_max,
-               scored_bytes=st.scored_bytes, perplexity=st.perplexity,
-               _ci_ideal=bootstrap_interval(st.chunk_ideal_bits, st.chunk_input_bytes))
-    return out
+            error = self._model_round(out)
+        st = self.first_stats
+        out.update(error=error, **timing_columns(self.encode, self.decode))
+        out.update(n_tokens=st.n_tokens, n_chunks=st.n_chunks, fallback_bytes=st.fallback_bytes,
+                   ideal_bits=st.ideal_bits, peak_rss_mb=mem.mb, policy=st.policy, context_tokens=st.context,
+                   lanes=st.lanes, context_mean=st.context_mean, context_min=st.context_min,
+                   context_max=st.context_max, scored_bytes=st.scored_bytes, perplexity=st.perplexity,
+                   _ci_ideal=bootstrap_interval(st.chunk_ideal_bits, st.chunk_input_bytes))
+        if cell.measure != "ideal":
+            out.update(coded_bytes=st.coded_bytes, container_bytes=st.container_bytes, roundtrip_ok=error is None)
+        return out
 
+    def again(self, retimed: baselines.BaselineResult | None = None) -> dict:
+        """One more round: the updated timing columns, plus error (and roundtrip_ok False) if it
+        failed. A baseline cell's round was taken by `baseline_round` and comes in as `retimed`."""
+        self.rounds += 1
+        if self.cell.measure == BASELINE:
+            r = self.baseline = retimed
+            out = timing_columns(r.encode, r.decode)
+            return out if r.error is None else {**out, "roundtrip_ok": False, "error": r.error}
+        error = self._model_round({})
+        out = timing_columns(self.encode, self.decode)
+        if error is not None:
+            out.update(error=error, **({} if self.cell.measure == "ideal" else {"roundtrip_ok": False}))
+        return out
 
-def _desc(cell: Cell, what: str, k: int) -> str:
-    repeat = f" ({k + 1}/{cell.repeats})" if cell.repeats > 1 else ""
-    return f"{cell.codec} {what} {os.path.basename(cell.corpus)}{repeat}"
+    def _desc(self, what: str) -> str:
+        k = f" ({self.rounds}/{self.cell.repeats})" if self.cell.repeats > 1 else ""
+        return f"{self.cell.codec} {what} {os.path.basename(self.cell.corpus)}{k}"
 
-
-def _ideal(cell: Cell, session: Session, s: Settings, data: bytes, phase, out: dict):
-    """Cross-entropy, `cell.repeats` times; every repeat must give the same bits."""
-    seconds, first = [], None
-    for k in range(cell.repeats):
-        with phase(_desc(cell, "ideal", k)) as bar:
-            st = cross_entropy.cross_entropy(data, session, s, progress=bar)
-        seconds.append(st.seconds)
-        first = first or st
-        if st.ideal_bits != first.ideal_bits:
-            out["error"] = (f"not deterministic: repeat {k + 1} gave {st.ideal_bits!r} ideal bits, "
-                            f"the first {first.ideal_bits!r}")
-            break
-    out.update(timing_columns(Timing(tuple(seconds))))
-    return first
-
-
-def _coded(cell: Cell, session: Session, s: Settings, data: bytes, phase, out: dict):
-    """Compress and decompress `cell.repeats` times, compare every output: the verdict goes
-    into `out` (roundtrip_ok, error)."""
-    enc, dec, blob, first = [], [], None, None
-    for k in range(cell.repeats):
-        with phase(_desc(cell, "compress", k)) as bar:
-            b, st = coding.compress(data, session, s, progress=bar, fallback=False)  # measure the model
-        enc.append(st.seconds)
-        if blob is None:
-            blob, first = b, st
-            out.update(coded_bytes=st.coded_bytes, container_bytes=st.container_bytes)
-        elif b != blob:
-            out.update(roundtrip_ok=False, error=f"not deterministic: compression {k + 1} wrote another file "
-                                                 f"({len(b)} bytes, the first {len(blob)})")
-            break
-    else:
-        for k in range(cell.repeats):
-            try:
-                with phase(_desc(cell, "decompress", k)) as bar:
-                    back, dst = decoding.decompress(blob, session, settings=s, progress=bar)
-            except BpcError as exc:
-                out.update(roundtrip_ok=False, error=f"decompression failed: {exc}")
-                break
-            dec.append(dst.seconds)
-            if back != data:
-                out.update(roundtrip_ok=False,
-                           error=f"round trip mismatch: decoded {len(back)} bytes, expected {len(data)}")
-                break
-        else:
-            out["roundtrip_ok"] = True
-    out.update(timing_columns(Timing(tuple(enc)), Timing(tuple(dec))))
-    return first
+    def _model_round(self, out: dict) -> str | None:
+        """Evaluate (ideal) or compress + decompress (coded) once, append the timings; the error, if any."""
+        session, s = self.inputs.session(self.cell), settings(self.cell)
+        if self.cell.measure == "ideal":
+            with self.phase(self._desc("ideal")) as bar:
+                st = cross_entropy.cross_entropy(self.data, session, s, progress=bar)
+            self.encode += Timing((st.seconds,))
+            self.first_stats = self.first_stats or st
+            if st.ideal_bits != self.first_stats.ideal_bits:
+                return (f"not deterministic: round {self.rounds} gave {st.ideal_bits!r} ideal bits, "
+                        f"the first {self.first_stats.ideal_bits!r}")
+            return None
+        with self.phase(self._desc("compress")) as bar:
+            blob, st = coding.compress(self.data, session, s, progress=bar, fallback=False)  # measure the model
+        self.encode += Timing((st.seconds,))
+        if self.blob is None:
+            self.blob, self.first_stats = blob, st
+        elif blob != self.blob:
+            return f"not deterministic: compression {self.rounds} wrote another file ({len(blob)} bytes, " \
+                   f"the first {len(self.blob)})"
+        try:
+            with self.phase(self._desc("decompress")) as bar:
+                back, dst = decoding.decompress(blob, session, settings=s, progress=bar)
+        except BpcError as exc:
+            return f"decompression failed: {exc}"
+        self.decode += Timing((dst.seconds,))
+        if back != self.data:
+            return f"round trip mismatch: decoded {len(back)} bytes, expected {len(self.data)}"
+        return None

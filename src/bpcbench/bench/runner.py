@@ -31,7 +31,13 @@ from bpcbench.atomic import write_text
 from bpcbench.bench import cache, results
 from bpcbench.bench import shard as shard_mod
 from bpcbench.bench.matrix import BASELINE, Cell, Matrix
-from bpcbench.bench.measure import Inputs, describe_row, key_material, measure
+from bpcbench.bench.measure import (
+    Inputs,
+    Measurement,
+    baseline_round,
+    describe_row,
+    key_material,
+)
 from bpcbench.errors import BpcError
 from bpcbench.llama.binding import load_warning
 from bpcbench.report.render import INCOMPLETE, mark_incomplete
@@ -39,6 +45,16 @@ from bpcbench.report.render import render as render_run
 
 SHARD_FILE = "shard.json"
 JSON_FILE = "results.json"
+
+
+def _guarded(row: dict, take) -> None:
+    """row.update(take()); a failure of the cell's own becomes its error, the run goes on."""
+    try:
+        row.update(take())
+    except BpcError as exc:
+        row["error"] = str(exc)
+    except Exception as exc:  # one broken cell must not end the run; it is reported as FAILED
+        row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
 def write_json(run_dir: str | os.PathLike) -> Path:
@@ -145,30 +161,63 @@ class Runner:
         self.render = render and "md" in self.formats
         self.host = socket.gethostname()
         self.inputs = Inputs()
+        self.pending: dict[int, tuple[str, dict]] = {}  # id(measurement) -> its cache key and material
 
-    def run_cell(self, cell: Cell, progress: _Progress) -> tuple[dict, bool]:
-        """-> (finished row, served from cache). Never raises for a cell's own failure."""
+    def run_cell(self, cell: Cell, progress: _Progress) -> tuple[dict, bool, Measurement | None]:
+        """-> (row after its first round, served from cache, the measurement still to repeat or None).
+        Never raises for a cell's own failure."""
         row = describe_row(cell, self.inputs, self.run_id, self.host)
         try:
             material = key_material(cell, self.inputs)
         except BpcError as exc:
             row["error"] = str(exc)
-            return results.finish_row(row), False
+            return results.finish_row(row), False, None
         key = row["cell_key"] = cache.key_of(material)
         hit = self.cache.get(key)
         if hit is not None:
             hit.update(run_id=self.run_id, cached=True)
-            return results.finish_row({k: v for k, v in hit.items() if k in results.COLUMN_NAMES}), True
-        try:
-            row.update(measure(cell, self.inputs, progress.phase))
-        except BpcError as exc:
-            row["error"] = str(exc)
-        except Exception as exc:  # one broken cell must not end the run; it is reported as FAILED
-            row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            return results.finish_row({k: v for k, v in hit.items() if k in results.COLUMN_NAMES}), True, None
+        m = Measurement(cell, self.inputs, progress.phase)
+        _guarded(row, m.first)
         row = results.finish_row(row)
-        if not results.row_failed(row):
+        if results.row_failed(row):
+            return row, False, None
+        if cell.repeats <= 1:
             self.cache.put(key, material, row)
-        return row, False
+            return row, False, None
+        self.pending[id(m)] = (key, material)
+        return row, False, m
+
+    def more_rounds(self, done: dict[int, dict], measured: dict[int, Measurement], progress: _Progress,
+                    failed: list[str]) -> None:
+        """Rounds 2, 3, … : one more value of every cell that asks for it, cells in run order, so
+        a cell's values are spread across the run instead of taken back to back (one burst misses
+        slow drift), and each round of the baselines runs in a fresh worker process
+        (measure.baseline_round: a process's memory layout moves their speed most)."""
+        rounds = max((m.cell.repeats for m in measured.values()), default=1)
+        for r in range(2, rounds + 1):
+            t_round = time.perf_counter()
+            mark_incomplete(self.out_dir, len(done), len(done), (r, rounds))
+            due = [(i, m) for i, m in measured.items() if m.cell.repeats >= r]
+            base = [(i, m) for i, m in due if m.cell.measure == BASELINE]
+            try:
+                taken = dict(zip([i for i, _ in base], baseline_round([m for _, m in base])))
+            except Exception as exc:  # a worker that cannot start or died: those cells fail, the run goes on
+                taken = {i: {"error": f"baseline timing round {r}: {type(exc).__name__}: {exc}"} for i, _ in base}
+            for index, m in due:
+                row = done[index]
+                _guarded(row, (lambda: taken[index]) if index in taken else m.again)
+                done[index] = row = results.finish_row(row)
+                if results.row_failed(row):
+                    del measured[index]
+                    failed.append(f"FAILED {m.cell.label()}: {row['error'] or 'round trip failed'}")
+                    progress.write(f"bpcbench: {failed[-1]}")
+                elif r == m.cell.repeats:
+                    self.cache.put(*self.pending.pop(id(m)), row)
+            results.write_csv(self.out_dir / "results.csv", [done[i] for i in sorted(done)])
+            if progress.lines or progress.enabled:
+                progress.write(f"timing round {r}/{rounds}: {sum(m.cell.repeats >= r for m in measured.values())} "
+                               f"cells, {time.perf_counter() - t_round:.1f} s")
 
     def ordered_cells(self) -> list[tuple[int, Cell]]:
         """Baselines first (before any model inflates the process), then model by model."""
@@ -216,6 +265,7 @@ class Runner:
         t0 = time.perf_counter()
         self._start()
         done: dict[int, dict] = {}
+        measured: dict[int, Measurement] = {}  # cells with timing rounds still to take
         result = RunResult(self.out_dir, self.run_id, [])
         cells = self.ordered_cells()
         mark_incomplete(self.out_dir, 0, len(cells))  # removed once the last cell is in
@@ -225,14 +275,17 @@ class Runner:
                 label = cell.label()
                 progress.cells.set_postfix_str(label, refresh=True)
                 t_cell = time.perf_counter()
-                row, cached = self.run_cell(cell, progress)
+                row, cached, m = self.run_cell(cell, progress)
                 done[index] = row
+                if m is not None:
+                    measured[index] = m
                 result.n_cached += cached
                 if results.row_failed(row):
                     result.failed.append(f"FAILED {label}: {row['error'] or 'round trip failed'}")
                 results.write_csv(self.out_dir / "results.csv", [done[i] for i in sorted(done)])
                 progress.cell_done(len(done), label, row, time.perf_counter() - t_cell, cached)
-                mark_incomplete(self.out_dir, len(done), len(cells))
+                mark_incomplete(self.out_dir, len(done), len(cells), (1, max(c.repeats for _, c in cells)))
+            self.more_rounds(done, measured, progress, result.failed)
         finally:
             progress.close()
             self.inputs.close()
