@@ -34,7 +34,7 @@ def raw_cases(blob: bytes) -> dict[str, tuple[bytes, str]]:
     body = blob[:-4]
     return {
         "flags-unknown-bits": (patched(blob, 5, b"\xe2"), "unknown flags"),
-        "flags-bit-6": (patched(blob, 5, b"\x42"), "unknown flags"),
+        "flags-bit-7": (patched(blob, 5, b"\x82"), "unknown flags"),
         "varint-not-minimal": (reseal(body[:6] + b"\x80\x00" + body[6:]), "not minimally encoded|out of range"),
         "varint-too-long": (reseal(body[:6] + b"\xff" * 9 + body[6:]), "too long"),
         "header-bomb-v2": (reseal(struct.pack("<4sHI", b"BPCZ", 2, 8) + zlib.compress(b"x" * (1 << 20))[:8]),

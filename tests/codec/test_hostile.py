@@ -18,7 +18,9 @@ import pytest
 from forged import field_cases, forged, raw_cases, reseal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_segments import compress_mixed
 
+from bpcbench import corpora
 from bpcbench.cli import main
 from bpcbench.codec import compress as codec
 from bpcbench.codec import lossy
@@ -131,7 +133,7 @@ def _mutate(blob: bytes, other: bytes, kind: str, at: int, value: int, fix_crc: 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.function_scoped_fixture])
 @given(kind=st.sampled_from(["flip", "truncate", "splice"]), at=st.integers(0, 10**6), value=st.integers(0, 10**6),
-       fix_crc=st.booleans(), source=st.sampled_from(["model", "chunks", "stored", "zstd", "lossy"]))
+       fix_crc=st.booleans(), source=st.sampled_from(["model", "chunks", "stored", "zstd", "lossy", "segments"]))
 def test_fuzz_never_a_traceback_never_a_wrong_byte(tiny_session, fuzz_blobs, kind, at, value, fix_crc, source):
     blob, original = fuzz_blobs[source]
     other, other_original = fuzz_blobs["chunks" if source == "model" else "model"]
@@ -152,6 +154,10 @@ def fuzz_blobs(tiny_session):
         s = dataclasses.replace(SMALL, policy="chunks") if name == "chunks" else SMALL
         blob, _ = codec.compress(data, tiny_session, s, fallback=name in ("stored", "zstd"))
         out[name] = (blob, data)
+    mixed = corpora.resolve("alice29").read_bytes()[:1500] + bytes(range(128, 256)) * 12
+    blob, _ = compress_mixed(tiny_session, mixed, SMALL)
+    assert Container.from_bytes(blob).header.lane_methods  # some lanes stored or zstd, the others by the model
+    out["segments"] = (blob, mixed)
     r = lossy.encode(TEXT, tiny_session, SMALL, 4.0)
     out["lossy"] = (r.blob, r.reconstruction)  # what a lossy file decodes to is its reconstruction
     for name in ("model", "stored", "zstd", "lossy"):

@@ -75,3 +75,23 @@ def test_a_lossy_file_decodes_to_its_reconstruction(smollm2_session, alice_prefi
     r = lossy.encode(alice_prefix[:400], smollm2_session, s, 4.0)
     assert 0 < r.stored_tokens < len(r.tokens) and r.reconstruction != alice_prefix[:400]
     assert decompress(r.blob, smollm2_session, settings=s)[0] == r.reconstruction
+
+
+def test_text_with_a_block_of_random_bytes_pays_the_model_only_on_the_text(smollm2_session, alice_prefix):
+    """Lanes of noise are stored, the text's lanes model-coded: smaller than any whole-file choice."""
+    import numpy as np
+    import zstandard
+
+    from bpcbench.codec.container import LANE_MODEL
+
+    data = alice_prefix[:800] + np.random.default_rng(5).integers(0, 256, 800, dtype=np.uint8).tobytes()
+    s = Settings(context=64, width=8, min_lane_tokens=100, threads=1)
+    blob, stats = codec.compress(data, smollm2_session, s)
+    c = Container.from_bytes(blob)
+    assert c.header.lane_methods[0] == LANE_MODEL and c.header.lane_methods[-1] != LANE_MODEL
+    assert stats.segment_lanes >= 1
+    model_only, _ = codec.compress(data, smollm2_session, s, fallback=False)
+    whole_zstd = zstandard.ZstdCompressor(level=codec.ZSTD_LEVEL).compress(data)
+    assert len(blob) < min(len(model_only), len(whole_zstd), len(data))
+    assert len(blob) <= len(data) + c.header_bytes + 1
+    assert decompress(blob, smollm2_session, settings=s)[0] == data

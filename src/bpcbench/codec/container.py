@@ -12,7 +12,11 @@ Layout (varint = unsigned LEB128, minimal, at most 8 bytes; fixed integers littl
         6 bytes: sha256(model)[:6]   4 bytes: codec fingerprint (build, numpy, coder, vocabulary)
         flag EXPLICIT: varint context, varint width, lanes also varint discard, varint min_lane_tokens
                        (otherwise the lane defaults of this format, LANE_DEFAULTS)
-    payload: "model": the range coder's 32-bit words, big-endian, trailing zero bytes trimmed
+        flag SEGMENTS ("model", lanes): one byte per lane of the plan, how it is stored (0 by the
+                       model, 1 zstd, 2 stored), then a varint payload length per lane not by the model
+    payload: with SEGMENTS, first the segments of the lanes not coded by the model, in lane order
+             (a zstd frame or the lane's bytes), then the model's payload for the other lanes;
+             "model": the range coder's 32-bit words, big-endian, trailing zero bytes trimmed
              (constriction reads missing words as zeros) as far as the decoder's payload check
              allows (entropy_model.min_code_bits);
              "lossy": the same, for the flags and tokens of codec/lossy.py (original = the reconstruction);
@@ -21,7 +25,7 @@ Layout (varint = unsigned LEB128, minimal, at most 8 bytes; fixed integers littl
 
 flags: bits 0-1 method (0 stored, 1 zstd, 2 model, 3 lossy), bit 2 chunks policy (else lanes), bit 3 the
 lanes re-evaluate instead of shifting the KV cache, bit 4 EXPLICIT, bit 5 OFFLOAD (layers on a
-GPU); other bits must be zero.
+GPU), bit 6 SEGMENTS; bit 7 must be zero.
 
 Guarantees: the CRC is checked before any field is read; every field is typed and range-checked,
 with n_tokens <= original_bytes (a token spells at least one byte) and the payload length
@@ -34,13 +38,14 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from bpcbench.codec.entropy_model import max_tokens
 from bpcbench.errors import CorruptInput
-from bpcbench.llama.lanes import MAX_LANES
+from bpcbench.llama.lanes import MAX_LANES, LanePlan, plan_lanes
 from bpcbench.models import SHA_PREFIX_DIGITS
 
 MAGIC = b"BPCZ"
@@ -53,7 +58,8 @@ HASH_BYTES = SHA_PREFIX_DIGITS // 2  # original and model sha256 prefixes (48 bi
 CODEC_BYTES = 4
 MAX_ORIGINAL_BYTES = 1 << 48  # what any header may claim; decompress applies the user's own, smaller bound
 MAX_NAME_BYTES = 255
-_CHUNKS, _REEVAL, _EXPLICIT, _OFFLOAD = 4, 8, 16, 32
+_CHUNKS, _REEVAL, _EXPLICIT, _OFFLOAD, _SEGMENTS = 4, 8, 16, 32, 64
+LANE_MODEL, LANE_ZSTD, LANE_STORED = 0, 1, 2  # how a lane of a SEGMENTS file is stored
 _VARINT_BYTES = 8
 _CRC = struct.Struct("<I")
 
@@ -77,6 +83,8 @@ class Header:
     model_name: str = ""
     model_sha: str = ""  # hex, HASH_BYTES bytes
     codec: str = ""  # hex, CODEC_BYTES bytes
+    lane_methods: tuple[int, ...] = ()  # SEGMENTS: LANE_* of each lane of the plan; () = every lane by the model
+    segment_bytes: tuple[int, ...] = ()  # SEGMENTS: payload bytes of each lane not coded by the model, in order
 
     def explicit(self) -> bool:
         return self.policy == "chunks" or any(getattr(self, k) != v for k, v in LANE_DEFAULTS.items())
@@ -91,6 +99,17 @@ class Container:
     def header_bytes(self) -> int:
         """Everything but the payload: magic, header fields and CRC."""
         return len(_pack_header(self.header)) + _CRC.size
+
+    @property
+    def segments(self) -> list[bytes]:
+        """The payloads of the lanes not coded by the model (SEGMENTS), in lane order."""
+        ends = np.cumsum([0, *self.header.segment_bytes])
+        return [self.payload[a:b] for a, b in zip(ends[:-1], ends[1:])]
+
+    @property
+    def model_payload(self) -> bytes:
+        """The range coder's part of the payload (all of it without SEGMENTS)."""
+        return self.payload[sum(self.header.segment_bytes):]
 
     def to_bytes(self) -> bytes:
         body = _pack_header(self.header) + self.payload
@@ -129,6 +148,7 @@ def _varint(value: int) -> bytes:
 def _pack_header(h: Header) -> bytes:
     flags = METHODS.index(h.method) | (_CHUNKS if h.policy == "chunks" else 0)
     flags |= (0 if h.shift else _REEVAL) | (_EXPLICIT if h.explicit() else 0) | (_OFFLOAD if h.n_gpu_layers else 0)
+    flags |= _SEGMENTS if h.lane_methods else 0
     out = bytearray(MAGIC + bytes([FORMAT_VERSION, flags]))
     out += _varint(h.original_bytes) + bytes.fromhex(h.original_sha)
     if h.method not in CODED:
@@ -144,6 +164,8 @@ def _pack_header(h: Header) -> bytes:
         out += _varint(h.context) + _varint(h.width)
         if h.policy == "lanes":
             out += _varint(h.discard) + _varint(h.min_lane_tokens)
+    if h.lane_methods:
+        out += bytes(h.lane_methods) + b"".join(map(_varint, h.segment_bytes))
     return bytes(out)
 
 
@@ -175,7 +197,7 @@ class _Reader:
 
 def _read_header(r: _Reader) -> Header:
     flags = r.take(1, "flags")[0]
-    if flags & ~0x3F:
+    if flags & ~0x7F:
         raise CorruptInput(f"compressed file's header has unknown flags {flags:#04x}")
     method = METHODS[flags & 3]
     original = r.varint("original_bytes", 0, MAX_ORIGINAL_BYTES)
@@ -197,7 +219,28 @@ def _read_header(r: _Reader) -> Header:
         if h.policy == "lanes":
             h = replace(h, discard=r.varint("discard", 1, h.context - 1),
                         min_lane_tokens=r.varint("min_lane_tokens", 1, MAX_ORIGINAL_BYTES))
-    return h
+    return _read_segments(r, h) if flags & _SEGMENTS else h
+
+
+def model_lanes(plan: LanePlan, lane_methods: Sequence[int]) -> LanePlan:
+    """The plan the model codes: lanes stored otherwise (a SEGMENTS file) have no tokens, so the
+    evaluator leaves them out of every batch, on both ends alike."""
+    if not lane_methods:
+        return plan
+    return replace(plan, lengths=tuple(n if m == LANE_MODEL else 0 for n, m in zip(plan.lengths, lane_methods)))
+
+
+def _read_segments(r: _Reader, h: Header) -> Header:
+    """The lane map of a SEGMENTS file: one method byte per lane of the plan the header implies
+    (at most MAX_LANES), some not by the model; a payload length for each of those."""
+    if h.method != "model" or h.policy != "lanes":
+        raise CorruptInput("compressed file's header has lane segments outside the model method's lanes")
+    n_lanes = len(plan_lanes(h.n_tokens, h.width, h.min_lane_tokens, h.context, h.discard).lengths)
+    methods = tuple(r.take(n_lanes, "lane methods"))
+    if any(m > LANE_STORED for m in methods) or all(m == LANE_MODEL for m in methods):
+        raise CorruptInput("compressed file's lane methods are invalid")
+    sizes = tuple(r.varint("segment bytes", 1, h.original_bytes) for m in methods if m != LANE_MODEL)
+    return replace(h, lane_methods=methods, segment_bytes=sizes)
 
 
 def _model_name(r: _Reader) -> str:
@@ -218,8 +261,14 @@ def _model_name(r: _Reader) -> str:
 
 
 def _check_payload(h: Header, payload: bytes) -> None:
-    if h.method in CODED and h.n_tokens > max_tokens(len(payload)):
-        raise CorruptInput(f"compressed file claims {h.n_tokens:,} tokens, more than its {len(payload):,}-byte "
+    n_tokens, coded = h.n_tokens, len(payload) - sum(h.segment_bytes)
+    if coded < 0 or sum(h.segment_bytes) > h.original_bytes:
+        raise CorruptInput("compressed file's lane segments are longer than its payload or its original")
+    if h.lane_methods:
+        lengths = plan_lanes(h.n_tokens, h.width, h.min_lane_tokens, h.context, h.discard).lengths
+        n_tokens = sum(n for n, m in zip(lengths, h.lane_methods) if m == LANE_MODEL)
+    if h.method in CODED and n_tokens > max_tokens(coded):
+        raise CorruptInput(f"compressed file claims {n_tokens:,} tokens, more than its {coded:,}-byte "
                            "payload can hold")
     if h.method == "stored" and len(payload) != h.original_bytes:
         raise CorruptInput("compressed file's stored data does not match its length")

@@ -19,7 +19,16 @@ import zstandard
 
 from bpcbench.codec import entropy_model, lossy, range_coder
 from bpcbench.codec.compress import Stats, on_step
-from bpcbench.codec.container import CODED, HASH_BYTES, Container, Header, unpack_words
+from bpcbench.codec.container import (
+    CODED,
+    HASH_BYTES,
+    LANE_MODEL,
+    LANE_STORED,
+    Container,
+    Header,
+    model_lanes,
+    unpack_words,
+)
 from bpcbench.codec.session import Session, Settings, codec_fingerprint
 from bpcbench.errors import BpcError, CorruptInput, Mismatch
 from bpcbench.llama.binding import default_threads
@@ -62,17 +71,21 @@ def decompress(blob: bytes, session: Session | None = None, model_spec: str | No
                            "model/build; nothing was written")
     return data, Stats(input_bytes=len(data), container_bytes=len(blob), n_tokens=h.n_tokens, n_chunks=n_pieces,
                        lanes=n_pieces, policy=h.policy if h.method in CODED else "", method=h.method,
-                       coded_bytes=len(container.payload) if h.method in CODED else 0,
+                       coded_bytes=len(container.model_payload) if h.method in CODED else 0,
                        header_bytes=container.header_bytes, seconds=time.perf_counter() - t0)
 
 
 def _unpack(container: Container) -> bytes:
-    """A stored or zstd container's bytes; a zstd frame is read no further than the size the header allows."""
+    """A stored or zstd container's bytes."""
     if container.header.method == "stored":
         return container.payload
-    limit = container.header.original_bytes
+    return _unzstd(container.payload, container.header.original_bytes)
+
+
+def _unzstd(frame: bytes, limit: int) -> bytes:
+    """A zstd frame's bytes, read no further than `limit` + 1 (so too long shows, without a bomb)."""
     try:
-        with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(container.payload)) as reader:
+        with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(frame)) as reader:
             out = bytearray()
             while len(out) <= limit and (piece := reader.read(min(1 << 20, limit + 1 - len(out)))):
                 out += piece
@@ -105,11 +118,29 @@ def _decode_model(container, session, model_spec, settings, force, progress, thr
                                f"training context ({session.model.n_ctx_train:,})")
         check_compatible(h, session, settings, force)
         decode = lossy.decode_tokens if h.method == "lossy" else _decode_tokens
-        tokens = decode(container, session, plan, settings.threads, progress)
-        return session.vocab.detokenize(tokens), len(plan.lengths)
+        coded = model_lanes(plan, h.lane_methods)
+        tokens = decode(container, session, coded, settings.threads, progress)
+        if not h.lane_methods:
+            return session.vocab.detokenize(tokens), len(plan.lengths)
+        return _join_lanes(container, coded, tokens, session), len(plan.lengths)
     finally:
         if own:
             session.close()
+
+
+def _join_lanes(container: Container, coded: LanePlan, tokens: np.ndarray, session: Session) -> bytes:
+    """The original of a SEGMENTS file: each lane's bytes in order, from the model's tokens or its segment."""
+    offs, segments = coded.offsets(), iter(container.segments)
+    out, limit = bytearray(), container.header.original_bytes
+    for i, method in enumerate(container.header.lane_methods):
+        if method == LANE_MODEL:
+            out += session.vocab.detokenize(tokens[offs[i] : offs[i + 1]])
+        else:
+            seg = next(segments)
+            out += seg if method == LANE_STORED else _unzstd(seg, limit - len(out))
+        if len(out) > limit:
+            raise CorruptInput("compressed file's lanes decode to more bytes than its header says")
+    return bytes(out)
 
 
 def decoder_plan(h: Header) -> Plan | LanePlan:
@@ -159,10 +190,10 @@ def _run_differences(h: Header, settings: Settings) -> list[str]:
 def _decode_tokens(container: Container, session: Session, plan, threads: int, progress) -> np.ndarray:
     tokens = np.zeros(plan.n_tokens, dtype=np.int32)
     offs = plan.offsets()
-    dec = range_coder.Decoder(unpack_words(container.payload))
+    dec = range_coder.Decoder(unpack_words(container.model_payload))
     n_escapes = len(session.vocab.escape_bytes)
     factor = entropy_model.TwoLevel.for_alphabet(session.vocab.n_symbols)
-    budget = 8 * len(container.payload) + entropy_model.PAYLOAD_SLACK_BITS
+    budget = 8 * len(container.model_payload) + entropy_model.PAYLOAD_SLACK_BITS
     spent = 0.0
 
     def step(piece_ids: np.ndarray, t: int, logits: np.ndarray) -> np.ndarray:
