@@ -103,8 +103,8 @@ _RUN_KEYS = {
                            session.DEFAULT_MIN_LANE_TOKENS, 1),
     "width": Key(int, _POSITIVE, f"The most lanes (or chunks) evaluated together, at most {MAX_LANES}.",
                  session.DEFAULT_WIDTH, 1),
-    "threads": Key(int, f"{_POSITIVE} (0 = default)", "llama.cpp threads; 0: the usable cores the 1-minute load "
-                   "average leaves free, at least 1 (`measurement_threads`).", 0, 0),
+    "threads": Key(int, f"{_POSITIVE} (0 = default)", "llama.cpp threads; 0: the usable cores other processes leave "
+                   "free now (/proc/stat over 0.5 s), 1 to 8 (`measurement_threads`).", 0, 0),
     "n_gpu_layers": Key(int, _NON_NEGATIVE, "Layers llama.cpp offloads to a GPU (99: all).", 0, 0),
     "max_bytes": Key(int, f"{_NON_NEGATIVE} (0 = whole file)", "Measure this prefix of each corpus, cut back to a UTF-8 "
                      "character boundary.", 0, 0),

@@ -41,7 +41,8 @@ def register(sub) -> None:
     options.add_context(p)
     p.add_argument("--discard", type=options.positive_int,
                    help="lanes: tokens dropped after BOS when the window slides (default context // 4)")
-    options.add_threads(p, help="CPU threads for llama.cpp, per model (default half the cores)")
+    options.add_threads(p, help="CPU threads for llama.cpp, per model (default: half the usable cores, since "
+                                "base and level run at once)")
     p.add_argument("--coded-bytes", type=options.non_negative_int, dest="coded_bytes",
                    help="per level, also compress and decompress this prefix of the first corpus (default 0: off)")
     p.add_argument("--reexpand", action="store_true", default=None,
