@@ -79,3 +79,23 @@ def test_the_curve_writes_csv_plot_and_the_reconstruction(tmp_path, tiny_model_p
     assert float(rows[3]["bits_per_byte"]) < float(rows[1]["bits_per_byte"])
     assert (out / "lossy.png").stat().st_size > 0 and (out / "reconstruction-tiny-t.txt-tau4.txt").exists()
     assert "bits/byte" in capsys.readouterr().out
+
+
+def test_quant_adds_a_curve_per_quantization_level(tmp_path, tiny_model_path, monkeypatch):
+    """--quant measures the model as given and each level, made by the ladder's quantizer (cached)."""
+    from bpcbench import models
+
+    monkeypatch.setattr(models, "CACHE_DIR", tmp_path / "cache")
+    (tmp_path / "t.txt").write_bytes(b"Once upon a time there was a tiny model. " * 3)
+    out = tmp_path / "run"
+    assert main(["lossy", str(tmp_path / "t.txt"), "-m", str(tiny_model_path), "--taus", "0,inf", "--out", str(out),
+                 "--quant", "q8_0", "-c", "16", "-t", "1", "-q"]) == 0
+    rows = list(csv.DictReader((out / "lossy.csv").open()))
+    by_model = {}
+    for r in rows:
+        by_model.setdefault(r["model"], []).append(r)
+    assert list(by_model) == ["tiny", "tiny Q8_0"] and all(len(v) == 3 for v in by_model.values())
+    assert {r["model_quant_type"] for r in by_model["tiny Q8_0"]} == {"Q8_0"}
+    assert by_model["tiny"][0]["model_sha256"] != by_model["tiny Q8_0"][0]["model_sha256"]
+    assert all(r["roundtrip_ok"] == "True" for r in rows)
+    assert list((tmp_path / "cache" / "quantized").glob("*/Q8_0-*.gguf"))

@@ -2,6 +2,7 @@
 
     bpcbench lossy alice29 pytest_changelog_2026 --max-bytes 2000 --out results/lossy
     bpcbench lossy notes.txt -m gemma3-270m --taus 0,2,8,inf
+    bpcbench lossy alice29 pytest_changelog_2026 --quant Q8_0,Q4_K_M,Q2_K --taus 2,8,inf
 """
 
 from __future__ import annotations
@@ -26,11 +27,29 @@ def register(sub) -> None:
                         "(default 0,1,2,4,8,16,inf; 0 is lossless)")
     p.add_argument("--max-bytes", type=options.non_negative_int, default=2000,
                    help="measure this prefix of each text, cut to a UTF-8 boundary (default 2000; 0: whole)")
+    p.add_argument("--quant", metavar="LEVELS",
+                   help="also each of these quantization levels of every model, e.g. Q8_0,Q4_K_M,Q2_K: made by "
+                        "llama.cpp's quantizer as `bpcbench ladder` makes them (a quantized model is widened "
+                        "to F16 first), cached")
     p.add_argument("--out", help="output directory (default results/lossy-<UTC time>)")
     options.add_context(p)
     options.add_threads(p)
     options.add_quiet(p, help="no progress lines on stderr")
     p.set_defaults(func=cmd_lossy)
+
+
+def _models(args: argparse.Namespace, log) -> list[tuple[str | None, str]]:
+    """(label or None for the file's own name, model) of every model to measure: each -m as
+    given, then, with --quant, each level of it (made before any model is measured, so a level
+    llama.cpp cannot make is an error before the long part)."""
+    from bpcbench.ladder.run import level_files
+
+    specs = args.models or [DEFAULT_MODEL]
+    out: list[tuple[str | None, str]] = [(None, spec) for spec in specs]
+    for spec in specs if args.quant else ():
+        log(f"quantizing {spec} to {args.quant} (cached after the first time)")
+        out += level_files(spec, args.quant, threads=args.threads)
+    return out
 
 
 def cmd_lossy(args: argparse.Namespace) -> int:
@@ -45,13 +64,13 @@ def cmd_lossy(args: argparse.Namespace) -> int:
     settings = Settings(**{k: v for k in ("context", "threads") if (v := getattr(args, k)) is not None})
     log = (lambda m: None) if args.quiet else (lambda m: print(f"lossy: {m}", file=sys.stderr, flush=True))
     rows, smallest = [], min([t for t in taus if t > 0], default=None)
-    for spec in args.models or [DEFAULT_MODEL]:
+    for label, spec in _models(args, log):
         with Session(spec) as session:
             for text in texts:
-                got, recons = curve.curve(session, text, taus, settings, log)
+                got, recons = curve.curve(session, text, taus, settings, log, label=label)
                 rows += got
                 if smallest is not None:
-                    curve.save_reconstruction(out, session.info.name, text.name, smallest, recons[smallest])
+                    curve.save_reconstruction(out, label or session.info.name, text.name, smallest, recons[smallest])
     curve.write_csv(rows, out / "lossy.csv")
     plot_rate_distortion(rows, out / "lossy.png")
     print(f"{'model':<16} {'text':<28} {'tau':>5} {'bits/byte':>9}  " + "  ".join(f"{m:>16}" for m in curve.MEASURES))

@@ -9,7 +9,7 @@ and the coded check runs the codec under the same settings. Scoring is in `scori
 statistics in `stats`, peak memory from `environment.PeakMemory`, files from `results`.
 
 Threads: `threads` is per model, and base and level decode at the same time in two Python
-threads (llama_decode releases the GIL). The default, half the cores, gives each model one
+threads (llama_decode releases the GIL). The default, half the usable cores, gives each model one
 core on a 2-core machine. One model with 2 OpenMP threads would be faster on an idle
 machine, but its threads spin at every barrier when another process takes a core: on a
 shared 2-core machine that was measured 10x slower (30 s instead of 2-3 s per 512 tokens).
@@ -91,6 +91,17 @@ def prepare_base(spec: str, reexpand: bool = False, cache_dir=None, threads: int
     report = quantize.reexpand(info.path, nthread=threads, cache_dir=cache_dir)
     source = quantize.report_for_file(info.path, info.quant_type)
     return Base(report.path, f"F16 re-expanded from {info.quant_type}", info.name, report, source, info.quant_type)
+
+
+def level_files(spec: str, levels, threads: int | None = None, cache_dir=None) -> list[tuple[str, str]]:
+    """(label, GGUF path) of model `spec` at each quantization level, made as the ladder makes
+    them (a quantized model is re-expanded to F16 first; files cached): for the other views of
+    the ladder, such as `bpcbench lossy --quant`. A level llama.cpp cannot make is one BpcError."""
+    base = prepare_base(spec, reexpand=True, cache_dir=cache_dir, threads=threads)
+    source = f" from {base.source_type}" if base.reexpanded else ""
+    return [(f"{base.name} {level}{source}", quantize.quantize(base.path, level, nthread=threads,
+                                                               cache_dir=cache_dir).path)
+            for level in quantize.parse_levels(levels)]
 
 
 # -- one level ----------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from bpcbench.errors import BpcError
 from bpcbench.lossy.distortion import MEASURES, measure
 
 DEFAULT_TAUS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, math.inf)
-COLUMNS = ("model", "model_sha256", "corpus", "corpus_bytes", "context", "tau", "bits_per_byte", "container_bytes",
+COLUMNS = ("model", "model_sha256", "model_quant_type", "corpus", "corpus_bytes", "context", "tau", "bits_per_byte", "container_bytes",
            "header_bytes", "n_tokens", "stored_tokens", *MEASURES, "reconstruction_sha256", "roundtrip_ok",
            "encode_seconds", "decode_seconds")
 
@@ -61,10 +61,13 @@ def load_texts(specs: Sequence[str], max_bytes: int) -> list[Text]:
 
 
 def curve(session: Session, text: Text, taus: Sequence[float], settings: Settings,
-          log: Callable[[str], None] = lambda m: None) -> tuple[list[dict], dict[float, bytes]]:
-    """The rows of one (model, text) curve, lossless point first, and each tau's reconstruction."""
+          log: Callable[[str], None] = lambda m: None, label: str | None = None) -> tuple[list[dict], dict[float, bytes]]:
+    """The rows of one (model, text) curve, lossless point first, and each tau's reconstruction.
+    `label` names the model in the rows (default: its file's name)."""
     s = settings.resolved(session.model)
-    base = {"model": session.info.name, "model_sha256": session.info.sha256, "corpus": text.name,
+    label = label or session.info.name
+    base = {"model": label, "model_sha256": session.info.sha256, "model_quant_type": session.info.quant_type,
+            "corpus": text.name,
             "corpus_bytes": len(text.data), "context": s.context}
     blob, st = compress(text.data, session, s, fallback=False)
     back, dst = decompress(blob, session, settings=s)
@@ -88,7 +91,7 @@ def curve(session: Session, text: Text, taus: Sequence[float], settings: Setting
             row["bits_per_byte"] = stats.bits_per_byte(8 * len(r.blob), len(text.data))
             row.update(measure(text.data, r.reconstruction, r.original_tokens, r.tokens))
         rows.append(row)
-        log(f"{session.info.name} {text.name} tau={tau:g}: {row.get('bits_per_byte', float('nan')):.4f} bits/byte, "
+        log(f"{label} {text.name} tau={tau:g}: {row.get('bits_per_byte', float('nan')):.4f} bits/byte, "
             f"{r.stored_tokens}/{len(r.tokens)} tokens stored, round trip {'ok' if ok else 'FAILED'}")
     return rows, recons
 

@@ -105,16 +105,20 @@ def plot_ladder(doc: dict, path: Path) -> None:
 
 def plot_rate_distortion(rows: list[dict], path: Path) -> None:
     """One panel per distortion measure: rate (bits/byte, container included) on x, distortion on y,
-    one line per model and text over tau, the lossless point as a dot at zero distortion."""
+    one line per model and text over tau (colour: the model or quantization level; line style:
+    the text), the lossless point as a dot at zero distortion."""
     from bpcbench.lossy.distortion import MEASURES
 
     frame = pd.DataFrame([r for r in rows if r.get("roundtrip_ok") and r.get("bits_per_byte") != ""])
+    colour = {m: f"C{i % 10}" for i, m in enumerate(dict.fromkeys(frame["model"]))}
+    style = {c: ("-", "--", ":", "-.")[i % 4] for i, c in enumerate(dict.fromkeys(frame["corpus"]))}
     fig = figure(11, 7.5)
     axes = fig.subplots(2, 2).ravel()
     for ax, name in zip(axes, MEASURES):
         for (model, corpus), g in frame.groupby(["model", "corpus"], sort=False):
             lossy_rows = g[g["tau"] != ""].assign(tau=lambda d: d["tau"].astype(float)).sort_values("tau")
-            line = ax.plot(lossy_rows["bits_per_byte"], lossy_rows[name], marker="o", ms=3, label=f"{model} · {corpus}")
+            line = ax.plot(lossy_rows["bits_per_byte"], lossy_rows[name], marker="o", ms=3, color=colour[model],
+                           linestyle=style[corpus], label=f"{model} · {corpus}")
             for _, r in lossy_rows.iterrows():  # the path runs in tau order: label each point
                 ax.annotate(f"{r['tau']:g}", (r["bits_per_byte"], r[name]), fontsize=6, xytext=(3, 3),
                             textcoords="offset points", color=line[0].get_color())
