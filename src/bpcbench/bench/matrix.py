@@ -36,7 +36,6 @@ BpcError naming the file and the entry (`m.toml: [[llm]] 2: unknown key 'contxt'
 from __future__ import annotations
 
 import os
-import sys
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -44,78 +43,30 @@ from pathlib import Path
 from bpcbench import corpora as corpora_mod
 from bpcbench import models
 from bpcbench.baselines import BASELINES
-from bpcbench.codec import session
+from bpcbench.bench.matrix_keys import (
+    _LLM_KEYS,
+    _LOSSY_KEYS,
+    _RUN_KEYS,
+    _RUN_REQUIRED,
+    _SETTINGS,
+    _TOP_LEVEL,
+    ALL_POLICIES,
+    LADDER_CONFIG,  # noqa: F401  (re-exported: the ladder's shipped config sits beside the matrices)
+    MATRICES_DIR,
+)
 from bpcbench.codec.session import POLICIES as CODED_POLICIES
 from bpcbench.errors import BpcError
 from bpcbench.llama.lanes import MAX_LANES
 from bpcbench.models import KNOWN_MODELS
 from bpcbench.report.labels import cell_label
 
-MATRICES_DIR = Path(__file__).resolve().parent / "matrices"  # package data
 DEFAULT_MATRIX = MATRICES_DIR / "default.toml"
 QUICK_MATRIX = MATRICES_DIR / "quick.toml"
 NIGHTLY_MATRIX = MATRICES_DIR / "nightly.toml"
-LADDER_CONFIG = MATRICES_DIR / "ladder.toml"
 
 MEASURES = ("coded", "ideal")
 LLM_MEASURES = MEASURES + ("none",)
 BASELINE = "baseline"
-ALL_POLICIES = CODED_POLICIES + session.WINDOW_POLICIES  # the window policies score ideal rows only
-
-
-@dataclass(frozen=True)
-class Key:
-    """A matrix key as the validator checks it (types, minimum) and docs/matrix.md shows it (all of it)."""
-
-    types: type | tuple[type, ...]
-    what: str  # the allowed values, as error messages say them
-    doc: str
-    default: object = None  # None: unset (the doc says what that means)
-    minimum: int | None = None  # integers: the least allowed value
-    required: bool = False
-    llm: bool = True  # also allowed in [[llm]] tables
-
-
-# The one table of keys: what the validator accepts, and docs/matrix.md (`python -m bpcbench.bench.matrix`).
-_TOP_LEVEL = {"run": "[run]: one table, required: the run's name, models, corpora and default settings",
-              "llm": "[[llm]]: any number of tables, optional: settings for some models × corpora, later tables win"}
-_POSITIVE, _NON_NEGATIVE = "a positive integer", "a non-negative integer"
-_RUN_KEYS = {
-    "name": Key(str, "a string", "Letters, digits, `.`, `_`, `-`; the run id is `<UTC time>-<name>`.",
-                required=True, llm=False),
-    "description": Key(str, "a string", "Free text for readers of the matrix and of the run's copy.", "", llm=False),
-    "models": Key(list, "a list of model names or paths", f"Registry names ({', '.join(f'`{m}`' for m in KNOWN_MODELS)})"
-                  " or GGUF paths, relative to the matrix file's folder first. [run]'s may be empty (baselines only).",
-                  required=True),
-    "corpora": Key(list, "a list of corpus names, groups or files", "Names or groups (`all`: every corpus) of the "
-                   "manifest, or file paths, relative to the matrix file's folder first. Not empty.", required=True),
-    "baselines": Key((list, str), '"all" or a list of baseline names', "Classical compressors run on every measured "
-                     f"prefix: {', '.join(f'`{b}`' for b in BASELINES)}; `[]` for none.", "all", llm=False),
-    "measure": Key(str, '"coded", "ideal" or "none"', "`coded`: compress, decompress, compare; `ideal`: the model's "
-                   "cross-entropy only, no file; `none`: no model cell (an [[llm]] table's way to skip).", "ideal"),
-    "policy": Key((list, str), f"one of {', '.join(ALL_POLICIES)} or a list of them", "How the model sees the text "
-                  f"(README: What the numbers mean); a list measures each. {', '.join(session.WINDOW_POLICIES)}: "
-                  "ideal rows only.", session.DEFAULT_POLICY),
-    "context": Key((list, int), f"{_POSITIVE} or a list of them", "Tokens of KV window (lanes) or per chunk; a list "
-                   f"is a sweep, one cell per value. Unset: {session.DEFAULT_CHUNK_TOKENS} for chunks, else the "
-                   f"model's training context, at most {session.DEFAULT_CONTEXT_CAP}."),
-    "min_lane_tokens": Key(int, _POSITIVE, "Coded rows: a lane per this many tokens, up to `width` lanes.",
-                           session.DEFAULT_MIN_LANE_TOKENS, 1),
-    "width": Key(int, _POSITIVE, f"The most lanes (or chunks) evaluated together, at most {MAX_LANES}.",
-                 session.DEFAULT_WIDTH, 1),
-    "threads": Key(int, f"{_POSITIVE} (0 = default)", "llama.cpp threads; 0: the usable cores other processes leave "
-                   "free now (/proc/stat over 0.5 s), 1 to 8 (`measurement_threads`).", 0, 0),
-    "n_gpu_layers": Key(int, _NON_NEGATIVE, "Layers llama.cpp offloads to a GPU (99: all).", 0, 0),
-    "max_bytes": Key(int, f"{_NON_NEGATIVE} (0 = whole file)", "Measure this prefix of each corpus, cut back to a UTF-8 "
-                     "character boundary.", 0, 0),
-    "baseline_repeats": Key(int, _POSITIVE, "Timed values per baseline and direction, each >= 0.1 s of "
-                            "work, one per round across the run; results.csv: mean, std, n.", 1, 1, llm=False),
-    "model_repeats": Key(int, _POSITIVE, "Times a model cell is evaluated, or compressed and decompressed, in rounds "
-                         "across the run, each checked to give the same bits; 2+ let `compare` test speed.", 1, 1),
-}
-_LLM_KEYS = {k: key for k, key in _RUN_KEYS.items() if key.llm}
-_SETTINGS = tuple(k for k in _LLM_KEYS if k not in ("models", "corpora"))  # what a model cell is measured with
-_RUN_REQUIRED = tuple(k for k, key in _RUN_KEYS.items() if key.required)
 
 
 @dataclass(frozen=True)
@@ -146,12 +97,26 @@ class Cell:
                            "corpus_name": os.path.basename(self.corpus), "max_bytes": self.max_bytes})
 
 
+@dataclass(frozen=True)
+class LossyPlan:
+    """A [lossy] table: rate-distortion curves drawn in the same run (lossy/curve.py run_curves)."""
+
+    models: list[str]
+    corpora: list[str]
+    taus: list[float]
+    max_bytes: int = 2000
+    quant: list[str] = field(default_factory=list)
+    context: int | None = None
+    threads: int | None = None  # [run]'s; None: measurement_threads
+
+
 @dataclass
 class Matrix:
     path: Path
     name: str
     text: str  # the TOML as read, copied into the run directory
     cells: list[Cell] = field(default_factory=list)
+    lossy: LossyPlan | None = None
 
 
 def model_codec(model: str) -> str:
@@ -281,10 +246,35 @@ class _Parser:
         repeats = self.int_value("[run]", "baseline_repeats", run["baseline_repeats"])
         base_cells = [Cell(measure=BASELINE, codec=b, corpus=c, max_bytes=mb, repeats=repeats)
                       for (c, mb) in views for b in self.baselines(run)]
-        if not cells and not base_cells:
+        lossy = self.lossy(models, corpora, run["threads"])
+        if not cells and not base_cells and lossy is None:
             raise self.fail("[run]", "the matrix has no cells (no models with a measure, and no baselines)")
         _check_codec_names(self, cells)
-        return Matrix(path=self.path, name=name, text=self.text, cells=base_cells + cells)
+        return Matrix(path=self.path, name=name, text=self.text, cells=base_cells + cells, lossy=lossy)
+
+    def lossy(self, models: list[str], corpora: list[str], threads: int) -> LossyPlan | None:
+        """The [lossy] table, validated like the rest (models and corpora default to [run]'s)."""
+        from bpcbench.ladder.quantize import parse_levels
+
+        if "lossy" not in self.doc:
+            return None
+        where = "[lossy]"
+        table = self.check_keys(where, self.doc["lossy"], _LOSSY_KEYS)
+        t = {**{k: key.default for k, key in _LOSSY_KEYS.items() if key.default is not None}, **table}
+        if "models" in table:
+            models = [self.model(f"{where} models", m) for m in self.string_list(where, "models", t["models"])]
+        if "corpora" in table:
+            corpora = self.corpora(f"{where} corpora", self.string_list(where, "corpora", t["corpora"]))
+        if not models:
+            raise self.fail(where, "no models: list them here or in [run] models")
+        if not t["taus"] or any(isinstance(x, bool) or not isinstance(x, (int, float)) or not x >= 0 for x in t["taus"]):
+            raise self.fail(where, f"taus must be {_LOSSY_KEYS['taus'].what}, got {t['taus']!r}")
+        for key in ("max_bytes", "context"):
+            if key in t and t[key] < _LOSSY_KEYS[key].minimum:
+                raise self.fail(where, f"{key} must be >= {_LOSSY_KEYS[key].minimum}, got {t[key]}")
+        quant = self.named(f"{where} quant", lambda: parse_levels(t["quant"])) if t["quant"] else []
+        return LossyPlan(models, corpora, sorted({float(x) for x in t["taus"]}), t["max_bytes"], quant,
+                         t.get("context"), threads or None)
 
     def baselines(self, run: dict) -> list[str]:
         baselines = run["baselines"]
@@ -369,31 +359,3 @@ def with_overrides(matrix: Matrix, **settings) -> Matrix:
     """A copy whose model cells use other settings (e.g. threads from the command line)."""
     cells = [replace(c, **settings) if c.is_llm else c for c in matrix.cells]
     return replace(matrix, cells=cells)
-
-
-def reference_markdown() -> str:
-    """docs/matrix.md: the module docstring, then every key from the table the validator uses."""
-    names = ", ".join(sorted(p.stem for p in MATRICES_DIR.glob("*.toml") if p != LADDER_CONFIG))
-    lines = ["# Bench matrix reference", "",
-             "<!-- generated by `python -m bpcbench.bench.matrix > docs/matrix.md`; edit src/bpcbench/bench/matrix.py -->",
-             "", f"`bpcbench bench FILE` runs a matrix file, `bpcbench bench NAME` a shipped one ({names}: "
-             "`src/bpcbench/bench/matrices/`). Corpus and model names, `$BPCBENCH_CORPORA`, `$BPCBENCH_MODEL_PATH` "
-             "and the cell cache: [cache.md](cache.md).", "", __doc__.split("\n", 2)[2].rstrip(), "",
-             "## Top-level keys", "", "| key | meaning |", "|---|---|", *(f"| `{k}` | {d} |" for k, d in _TOP_LEVEL.items())]
-    for title, keys, note in (
-            ("[run]", _RUN_KEYS, "Settings here are the defaults of every model × corpus of the run."),
-            ("[[llm]]", _LLM_KEYS, "Each table applies to its `models` × `corpora` (default: all of [run]'s) and "
-                                   "overrides the values before it there (a key it leaves unset keeps them).")):
-        lines += ["", f"## `{title}`", "", note, "", "| key | type | default | allowed values | meaning |",
-                  "|---|---|---|---|---|"]
-        for k, key in keys.items():
-            default = ("[run]'s" if title != "[run]" else "required" if key.required else "unset"
-                       if key.default is None else f"`{key.default!r}`".replace("'", '"'))
-            types = " or ".join({str: "string", int: "integer", list: "array"}[t] for t in
-                                (key.types if isinstance(key.types, tuple) else (key.types,)))
-            lines.append(f"| `{k}` | {types} | {default} | {key.what} | {key.doc} |")
-    return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":
-    sys.stdout.write(reference_markdown())

@@ -33,7 +33,7 @@ from pathlib import Path
 import pandas as pd
 
 from bpcbench import __version__, environment
-from bpcbench.atomic import write_text
+from bpcbench.atomic import write_bytes, write_text
 from bpcbench.bench import results
 from bpcbench.bench.runner import SHARD_FILE
 from bpcbench.errors import BpcError
@@ -167,6 +167,9 @@ def merged_env(shards: list[Shard]) -> dict:
     }
 
 
+LOSSY_FILES = ("lossy.csv", "lossy.png", "reconstruction-*.txt")  # bench/runner.py run_lossy
+
+
 def merge(out_dir: str | os.PathLike, shard_dirs: list[str | os.PathLike], *, allow_incomplete: bool = False,
           force: bool = False, render: bool = True) -> MergeResult:
     out = Path(out_dir)
@@ -187,6 +190,8 @@ def merge(out_dir: str | os.PathLike, shard_dirs: list[str | os.PathLike], *, al
     except FileNotFoundError:
         pass
     environment.write(out / "env.json", merged_env(shards))
+    for f in (f for s in shards for pattern in LOSSY_FILES for f in sorted(s.dir.glob(pattern))):
+        write_bytes(out / f.name, f.read_bytes())  # a [lossy] table's curves (drawn by shard 1)
     if render:
         render_run(out)
     return MergeResult(out, len(frame), [s.k for s in shards], missing_shards, missing_cells, warnings)

@@ -39,7 +39,7 @@ from bpcbench.bench.measure import (
     key_material,
 )
 from bpcbench.errors import BpcError
-from bpcbench.llama.binding import load_warning
+from bpcbench.llama.binding import load_warning, measurement_threads
 from bpcbench.report.render import INCOMPLETE, mark_incomplete
 from bpcbench.report.render import render as render_run
 
@@ -219,6 +219,25 @@ class Runner:
                 progress.write(f"timing round {r}/{rounds}: {sum(m.cell.repeats >= r for m in measured.values())} "
                                f"cells, {time.perf_counter() - t_round:.1f} s")
 
+    def run_lossy(self, progress: _Progress) -> list[str]:
+        """The [lossy] table's curves into the run directory (lossy.csv, lossy.png, reconstructions);
+        one FAILED line per point whose file did not decode to its reconstruction."""
+        from bpcbench.codec.session import Settings
+        from bpcbench.lossy import curve
+
+        plan = self.matrix.lossy
+        self.inputs.close()  # the bench's model out of memory before the curves load theirs
+        log = progress.write if (progress.lines or progress.enabled) else (lambda m: None)
+        threads = plan.threads or measurement_threads()
+        try:
+            models = curve.model_list(plan.models, plan.quant, threads, log)
+            rows = curve.run_curves(models, curve.load_texts(plan.corpora, plan.max_bytes), plan.taus,
+                                    Settings(context=plan.context, threads=threads), self.out_dir, log)
+        except BpcError as exc:
+            return [f"FAILED lossy: {exc}"]
+        return [f"FAILED lossy {r['model']} · {r['corpus']} tau {r['tau']}: round trip failed"
+                for r in rows if not r["roundtrip_ok"]]
+
     def ordered_cells(self) -> list[tuple[int, Cell]]:
         """Baselines first (before any model inflates the process), then model by model."""
         first_seen: dict = {}
@@ -268,6 +287,7 @@ class Runner:
         measured: dict[int, Measurement] = {}  # cells with timing rounds still to take
         result = RunResult(self.out_dir, self.run_id, [])
         cells = self.ordered_cells()
+        rounds = max((c.repeats for _, c in cells), default=1)
         mark_incomplete(self.out_dir, 0, len(cells))  # removed once the last cell is in
         progress = _Progress(len(cells), self.progress_enabled)
         try:
@@ -284,8 +304,10 @@ class Runner:
                     result.failed.append(f"FAILED {label}: {row['error'] or 'round trip failed'}")
                 results.write_csv(self.out_dir / "results.csv", [done[i] for i in sorted(done)])
                 progress.cell_done(len(done), label, row, time.perf_counter() - t_cell, cached)
-                mark_incomplete(self.out_dir, len(done), len(cells), (1, max(c.repeats for _, c in cells)))
+                mark_incomplete(self.out_dir, len(done), len(cells), (1, rounds))
             self.more_rounds(done, measured, progress, result.failed)
+            if self.matrix.lossy is not None and (self.shard is None or self.shard[0] == 1):
+                result.failed += self.run_lossy(progress)
         finally:
             progress.close()
             self.inputs.close()

@@ -38,46 +38,26 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_lossy)
 
 
-def _models(args: argparse.Namespace, log) -> list[tuple[str | None, str]]:
-    """(label or None for the file's own name, model) of every model to measure: each -m as
-    given, then, with --quant, each level of it (made before any model is measured, so a level
-    llama.cpp cannot make is an error before the long part)."""
-    from bpcbench.ladder.run import level_files
-
-    specs = args.models or [DEFAULT_MODEL]
-    out: list[tuple[str | None, str]] = [(None, spec) for spec in specs]
-    for spec in specs if args.quant else ():
-        log(f"quantizing {spec} to {args.quant} (cached after the first time)")
-        out += level_files(spec, args.quant, threads=args.threads)
-    return out
-
-
 def cmd_lossy(args: argparse.Namespace) -> int:
     # imported here: pandas and matplotlib cost seconds that `bpcbench decompress` should not pay
-    from bpcbench.codec.session import Session, Settings
+    from bpcbench.codec.session import Settings
+    from bpcbench.ladder.quantize import parse_levels
     from bpcbench.lossy import curve
-    from bpcbench.report.curves import plot_rate_distortion
 
     taus = curve.parse_taus(args.taus)
     texts = curve.load_texts(args.texts, args.max_bytes)
     out = Path(args.out or f"results/lossy-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}")
     settings = Settings(**{k: v for k in ("context", "threads") if (v := getattr(args, k)) is not None})
     log = (lambda m: None) if args.quiet else (lambda m: print(f"lossy: {m}", file=sys.stderr, flush=True))
-    rows, smallest = [], min([t for t in taus if t > 0], default=None)
-    for label, spec in _models(args, log):
-        with Session(spec) as session:
-            for text in texts:
-                got, recons = curve.curve(session, text, taus, settings, log, label=label)
-                rows += got
-                if smallest is not None:
-                    curve.save_reconstruction(out, label or session.info.name, text.name, smallest, recons[smallest])
-    curve.write_csv(rows, out / "lossy.csv")
-    plot_rate_distortion(rows, out / "lossy.png")
-    print(f"{'model':<16} {'text':<28} {'tau':>5} {'bits/byte':>9}  " + "  ".join(f"{m:>16}" for m in curve.MEASURES))
+    quant = parse_levels(args.quant) if args.quant else []
+    models = curve.model_list(args.models or [DEFAULT_MODEL], quant, args.threads, log)
+    rows = curve.run_curves(models, texts, taus, settings, out, log)
+    w = max([16, *(len(r["model"]) for r in rows)])
+    print(f"{'model':<{w}} {'text':<28} {'tau':>5} {'bits/byte':>9}  " + "  ".join(f"{m:>16}" for m in curve.MEASURES))
     for r in rows:
         tau = "—" if r["tau"] == "" else ("inf" if r["tau"] == math.inf else f"{r['tau']:g}")
         vals = "  ".join(f"{r.get(m, float('nan')):>16.4f}" for m in curve.MEASURES)
         bpb = r["bits_per_byte"] if r["bits_per_byte"] != "" else float("nan")
-        print(f"{r['model']:<16} {r['corpus'][:28]:<28} {tau:>5} {bpb:>9.4f}  {vals}")
+        print(f"{r['model']:<{w}} {r['corpus'][:28]:<28} {tau:>5} {bpb:>9.4f}  {vals}")
     print(f"wrote {out}/lossy.csv, {out}/lossy.png", file=sys.stderr)
     return 0 if all(r["roundtrip_ok"] for r in rows) else 1

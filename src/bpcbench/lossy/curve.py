@@ -96,6 +96,41 @@ def curve(session: Session, text: Text, taus: Sequence[float], settings: Setting
     return rows, recons
 
 
+def model_list(specs: Sequence[str], quant: Sequence[str] = (), threads: int | None = None,
+               log: Callable[[str], None] = lambda m: None) -> list[tuple[str | None, str]]:
+    """(label or None for the file's own name, model) of every model to measure: each spec as
+    given, then each quantization level of it (made before any model is measured, so a level
+    llama.cpp cannot make is an error before the long part)."""
+    from bpcbench.ladder.run import level_files
+
+    out: list[tuple[str | None, str]] = [(None, spec) for spec in specs]
+    for spec in specs if quant else ():
+        log(f"quantizing {spec} to {','.join(quant)} (cached after the first time)")
+        out += level_files(spec, quant, threads=threads)
+    return out
+
+
+def run_curves(models: list[tuple[str | None, str]], texts: list[Text], taus: Sequence[float], settings: Settings,
+               out: Path, log: Callable[[str], None] = lambda m: None) -> list[dict]:
+    """Every (model, text) curve, into out/lossy.csv and out/lossy.png, with each reconstruction
+    at the smallest tau > 0 beside them: what `bpcbench lossy` and a matrix's [lossy] table run."""
+    from bpcbench.report.curves import (
+        plot_rate_distortion,  # matplotlib: only where a plot is drawn
+    )
+
+    rows, smallest = [], min([t for t in taus if t > 0], default=None)
+    for label, spec in models:
+        with Session(spec) as session:
+            for text in texts:
+                got, recons = curve(session, text, taus, settings, log, label=label)
+                rows += got
+                if smallest is not None:
+                    save_reconstruction(out, label or session.info.name, text.name, smallest, recons[smallest])
+    write_csv(rows, out / "lossy.csv")
+    plot_rate_distortion(rows, out / "lossy.png")
+    return rows
+
+
 def write_csv(rows: list[dict], path: Path) -> None:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")

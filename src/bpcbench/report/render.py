@@ -61,7 +61,9 @@ def render(run_dir: str | os.PathLike) -> list[Path]:
             plot_links.append((name, caption))
         else:  # nothing to show now: a plot left by an earlier render of this directory would be stale
             (run_dir / name).unlink(missing_ok=True)
+    if (run_dir / "lossy.png").is_file():  # a matrix's [lossy] curves (bench/runner.py run_lossy)
+        plot_links.append(("lossy.png", "Rate against distortion: the [lossy] curves (lossy.csv)"))
     summary = run_dir / "summary.md"
     note = incomplete_note(run_dir)
     write_text(summary, (f"> **{note}**\n\n" if note else "") + summary_markdown(frame, env, matrix_text, plot_links))
-    return [summary] + [run_dir / name for name, _ in plot_links]
+    return [summary] + [run_dir / name for name, _ in plot_links if name != "lossy.png"]
