@@ -143,10 +143,11 @@ KINDS = (
     CacheKind("models", ("models",), "Gemma 3 assembled by `make models`; GGUF files found by hash"),
     CacheKind("wheels", ("wheels",), "llama-cpp-python wheels built by `make install`"),
     CacheKind("sdist", ("sdist",), "llama-cpp-python source downloaded by `make gpu-kit`"),
+    CacheKind("tools", ("tools",), "llama-perplexity built by `make llama-tools` (the ladder's KLD reference)"),
 )
 DEFAULT_CLEAR = ("cells",)  # `cache clear` with no KIND; the only kind cleared without --yes
-ALL = "all"  # every kind but these build inputs (a 5-8 minute compile, a download):
-NOT_IN_ALL = ("wheels", "sdist")
+ALL = "all"  # every kind but these build inputs (5-18 minute compiles, a download):
+NOT_IN_ALL = ("wheels", "sdist", "tools")
 OTHER = "other"  # anything else under the root: listed, never removed
 
 

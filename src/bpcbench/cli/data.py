@@ -84,7 +84,8 @@ def register(sub) -> None:
     """Add `cache` and `corpora` (each with its own subcommands) to the main parser's subparsers."""
     p = sub.add_parser("cache", help="list or clear what bpcbench keeps under ~/.cache/bpcbench ($BPCBENCH_CACHE)",
                        description="The cache root holds finished bench cells, models, quantized ladder levels, "
-                                   "hash and metadata caches, llama-cpp-python wheels and sdist (docs/cache.md).")
+                                   "hash and metadata caches, llama-cpp-python wheels and sdist, llama.cpp tools "
+                                   "(docs/cache.md).")
     actions = p.add_subparsers(dest="action", required=True, metavar="{ls,clear}")
     a = actions.add_parser("ls", help="one line per cache kind: entries and size in MiB (2^20 bytes)")
     a.set_defaults(func=cmd_cache_ls)
@@ -93,7 +94,8 @@ def register(sub) -> None:
                                        "every cell again). Any other kind needs --yes; without it the command "
                                        "only prints what it would remove.")
     a.add_argument("kinds", nargs="*", metavar="KIND",
-                   help="cells, metadata, quantized, models, wheels, sdist, or all (every kind but wheels and sdist)")
+                   help="cells, metadata, quantized, models, wheels, sdist, tools, or all (every kind but wheels, sdist "
+                        "and tools)")
     a.add_argument("--yes", action="store_true", help="really remove kinds other than cells")
     a.set_defaults(func=cmd_cache_clear)
 
