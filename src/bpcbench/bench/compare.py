@@ -43,7 +43,7 @@ MIN_TIMED_SECONDS = 0.1
 # processes whose means differ by up to 1.4x (bench/measure.baseline_round), and with n = 5 per
 # run the t-test's assumptions hold loosely. Two back-to-back nightly pairs with nothing changed
 # (22 speed comparisons) gave one p = 0.024 (zstd-22-long decoding 1.27x "faster"), none below
-# 0.01; a real 2x slowdown with ±5% noise and n = 5 still gives p < 1e-4.
+# 0.01; a real 2x slowdown (n = 5) gives p = 1e-6 with 5% spread, 0.003 with 20%.
 SPEED_LEVEL = 0.99
 KEY = ("corpus_name", "corpus_bytes", "codec", "measure", "policy", "context_tokens")
 
