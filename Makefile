@@ -23,7 +23,7 @@ STAMP    := $(VENV)/.installed-$(FLAVOUR)
 .PHONY: install install-gpu install-portable models corpora test bench bench-quick bench-micro fuzz lossy ladder llama-tools nightly clean help
 
 help:
-	@echo "make bench        set up (first time) and run the default benchmark -> results/<run-id>/"
+	@echo "make bench        set up (first time) and run the default benchmark (~40 min on 2 cores) -> results/<run-id>/"
 	@echo "make test         set up (first time) and run the test suite"
 	@echo "make bench-quick  a ~6 minute benchmark (28 cells)"
 	@echo "make bench-micro  pytest-benchmark suite: coder throughput, lockstep vs bare llama_decode"
