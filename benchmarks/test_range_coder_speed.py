@@ -19,12 +19,12 @@ def step_inputs(request):
 
 
 def _encode_step(logits, symbols):
-    factor = entropy_model.TwoLevel.for_alphabet(logits.shape[1])
+    scratch = entropy_model.StepTables(logits.shape[1], 0)
     enc = range_coder.Encoder()
-    w = entropy_model.unnormalised_probabilities(logits)
+    w = scratch.weights(logits)
     entropy_model.ideal_bits(w, symbols)
-    outer, inner = factor.tables(w)
-    blocks, within = factor.split(symbols)
+    outer, inner = scratch.tables(w)
+    blocks, within = scratch.factor.split(symbols)
     enc.encode(blocks, outer)
     enc.encode(within, inner(blocks))
     return enc.finish()
@@ -39,13 +39,36 @@ def test_encode_step(benchmark, step_inputs):
 def test_decode_step(benchmark, step_inputs):
     logits, symbols = step_inputs
     words = _encode_step(logits, symbols)
-    factor = entropy_model.TwoLevel.for_alphabet(logits.shape[1])
+    scratch = entropy_model.StepTables(logits.shape[1], 0)
 
     def decode():
         dec = range_coder.Decoder(words)
-        outer, inner = factor.tables(entropy_model.unnormalised_probabilities(logits))
+        outer, inner = scratch.tables(scratch.weights(logits))
         blocks = dec.decode(outer)
-        return factor.join(blocks, dec.decode(inner(blocks)))
+        return scratch.factor.join(blocks, dec.decode(inner(blocks)))
 
     out = benchmark(decode)
     assert (out == symbols).all()
+
+
+@pytest.mark.parametrize("rows", [1, 8])
+@pytest.mark.parametrize("tables", ["plain", "step-tables"])
+def test_step_tables(benchmark, rows, tables):
+    """One step's tables at SmolLM2's vocabulary: fresh arrays per step (the plain functions)
+    against StepTables' reused buffer, which is what compress and decompress use."""
+    rng = np.random.default_rng(0)
+    logits = (rng.standard_normal((rows, 49_152)) * 3).astype(np.float32)
+    symbols = rng.integers(0, 49_152, rows)
+    scratch = entropy_model.StepTables(49_152 + 3, 3)
+
+    def plain():
+        w = entropy_model.weights(logits, 3)
+        entropy_model.ideal_bits(w, symbols)
+        return scratch.factor.tables(w)[1](symbols // scratch.factor.block)
+
+    def reused():
+        w = scratch.weights(logits)
+        entropy_model.ideal_bits(w, symbols)
+        return scratch.tables(w)[1](symbols // scratch.factor.block)
+
+    benchmark(plain if tables == "plain" else reused)

@@ -108,6 +108,35 @@ def test_escape_mass_is_honest():
     assert ext[0, 2:].sum() / ext.sum() == pytest.approx(entropy_model.ESCAPE_MASS)
 
 
+def _reference_tables(logits: np.ndarray, n_escapes: int, factor: entropy_model.TwoLevel):
+    """The coder's tables written plainly: float64 copy, shift, exp, escape columns, zero padding."""
+    x = logits.astype(np.float64)
+    x = np.exp(x - x.max(axis=1, keepdims=True))
+    esc = x.sum(axis=1) * (entropy_model.ESCAPE_MASS / (1 - entropy_model.ESCAPE_MASS) / n_escapes)
+    w = np.concatenate([x, np.repeat(esc[:, None], n_escapes, axis=1)], axis=1)
+    padded = np.zeros((len(w), factor.n_blocks * factor.block))
+    padded[:, : w.shape[1]] = w
+    blocked = padded.reshape(len(w), factor.n_blocks, factor.block)
+    return w, blocked.sum(axis=2), blocked
+
+
+def test_step_tables_equal_the_plain_computation_bit_for_bit():
+    """The coder's tables must not change with the buffer they are built in (rows grow, shrink, repeat)."""
+    rng = np.random.default_rng(7)
+    n_vocab, n_escapes = 1000, 3
+    scratch = entropy_model.StepTables(n_vocab + n_escapes, n_escapes)
+    for rows in (1, 5, 32, 2, 5, 1):
+        logits = (rng.standard_normal((rows, n_vocab)) * 4).astype(np.float32)
+        w, outer_ref, blocked = _reference_tables(logits, n_escapes, scratch.factor)
+        got = scratch.weights(logits)
+        outer, inner = scratch.tables(got)
+        blocks = rng.integers(0, scratch.factor.n_blocks, rows)
+        assert got.tobytes() == w.tobytes()
+        assert outer.tobytes() == outer_ref.tobytes()
+        assert inner(blocks).tobytes() == blocked[np.arange(rows), blocks].tobytes()
+        assert entropy_model.weights(logits, n_escapes).tobytes() == w.tobytes()
+
+
 # --- corruption: each class answered by its own error, before or after the model runs ---------
 
 
@@ -163,7 +192,7 @@ def test_payload_tampered_behind_a_valid_crc_fails_the_checksum(tiny_session, go
 def test_wrong_model_is_refused(good_blob, other_tiny_model_path):
     with Session(str(other_tiny_model_path)) as other:
         with pytest.raises(Mismatch, match="model mismatch: file was compressed with tiny"):
-            decompress(good_blob, other)
+            decompress(good_blob, other, settings=SMALL)  # SMALL's threads: the model, not them, must differ
 
 
 @pytest.mark.parametrize(

@@ -203,17 +203,17 @@ def _code_tokens(session: Session, plan: Plan | LanePlan, tokens: np.ndarray, th
     """Range-code `tokens` under the plan: (payload bytes, ideal bits per lane, KV-shift mode)."""
     offs = plan.offsets()
     enc = range_coder.Encoder()
-    n_escapes = len(session.vocab.escape_bytes)
-    factor = entropy_model.TwoLevel.for_alphabet(session.vocab.n_symbols)
+    scratch = entropy_model.StepTables(session.vocab.n_symbols, len(session.vocab.escape_bytes))
+    factor = scratch.factor
     piece_bits = np.zeros(len(plan.lengths))
     spent = 0.0  # summed exactly as the decoder sums it (decompress._decode_tokens)
 
     def step(piece_ids: np.ndarray, t: int, logits: np.ndarray) -> np.ndarray:
         nonlocal spent
         symbols = tokens[offs[piece_ids] + t]
-        weights = entropy_model.weights(logits, n_escapes)
+        weights = scratch.weights(logits)
         piece_bits[piece_ids] += entropy_model.ideal_bits(weights, symbols)
-        outer, inner = factor.tables(weights)
+        outer, inner = scratch.tables(weights)
         blocks, within = factor.split(symbols)
         within_tables = inner(blocks)
         enc.encode(blocks, outer)

@@ -191,15 +191,14 @@ def _decode_tokens(container: Container, session: Session, plan, threads: int, p
     tokens = np.zeros(plan.n_tokens, dtype=np.int32)
     offs = plan.offsets()
     dec = range_coder.Decoder(unpack_words(container.model_payload))
-    n_escapes = len(session.vocab.escape_bytes)
-    factor = entropy_model.TwoLevel.for_alphabet(session.vocab.n_symbols)
+    scratch = entropy_model.StepTables(session.vocab.n_symbols, len(session.vocab.escape_bytes))
+    factor = scratch.factor
     budget = 8 * len(container.model_payload) + entropy_model.PAYLOAD_SLACK_BITS
     spent = 0.0
 
     def step(piece_ids: np.ndarray, t: int, logits: np.ndarray) -> np.ndarray:
         nonlocal spent
-        weights = entropy_model.weights(logits, n_escapes)
-        outer, inner = factor.tables(weights)
+        outer, inner = scratch.tables(scratch.weights(logits))
         blocks = dec.decode(outer)
         within_tables = inner(blocks)
         within = dec.decode(within_tables)

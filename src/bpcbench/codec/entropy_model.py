@@ -25,10 +25,7 @@ ESCAPE_MASS = 2.0**-16
 
 def unnormalised_probabilities(logits: np.ndarray) -> np.ndarray:
     """exp(logits - rowmax) as float64, shape (positions, vocab)."""
-    x = np.asarray(logits, dtype=np.float64)
-    x = x - x.max(axis=1, keepdims=True)
-    np.exp(x, out=x)
-    return x
+    return weights(logits, 0)
 
 
 def with_escapes(weights: np.ndarray, n_escapes: int) -> np.ndarray:
@@ -38,13 +35,33 @@ def with_escapes(weights: np.ndarray, n_escapes: int) -> np.ndarray:
     rows, n_vocab = weights.shape
     out = np.empty((rows, n_vocab + n_escapes), dtype=np.float64)
     out[:, :n_vocab] = weights
-    out[:, n_vocab:] = (weights.sum(axis=1) * (ESCAPE_MASS / (1 - ESCAPE_MASS) / n_escapes))[:, None]
+    _escapes(out, n_vocab)
     return out
 
 
-def weights(logits: np.ndarray, n_escapes: int) -> np.ndarray:
-    """The coder's (unnormalised) table over the whole alphabet: tokens, then escapes."""
-    return with_escapes(unnormalised_probabilities(logits), n_escapes)
+def _escapes(out: np.ndarray, n_vocab: int) -> None:
+    n_escapes = out.shape[1] - n_vocab
+    if n_escapes:
+        out[:, n_vocab:] = (out[:, :n_vocab].sum(axis=1) * (ESCAPE_MASS / (1 - ESCAPE_MASS) / n_escapes))[:, None]
+
+
+def weights(logits: np.ndarray, n_escapes: int, out: np.ndarray | None = None) -> np.ndarray:
+    """The coder's (unnormalised) table over the whole alphabet: tokens, then escapes.
+
+    With `out` (rows x at least vocab + escapes, float64) the table is written there and its
+    first vocab + escapes columns are returned: a step that reuses one buffer allocates nothing
+    the size of the vocabulary (a fresh 400 kB array per row costs page faults: StepTables).
+    """
+    logits = np.asarray(logits)
+    rows, n_vocab = logits.shape
+    if out is None:
+        out = np.empty((rows, n_vocab + n_escapes), dtype=np.float64)
+    out = out[:rows, : n_vocab + n_escapes]
+    w = out[:, :n_vocab]
+    np.subtract(logits, logits.max(axis=1, keepdims=True), out=w, dtype=np.float64)
+    np.exp(w, out=w)
+    _escapes(out, n_vocab)
+    return out
 
 
 def ideal_bits(weights: np.ndarray, symbols: np.ndarray) -> np.ndarray:
@@ -99,6 +116,33 @@ class TwoLevel:
 
     def join(self, blocks: np.ndarray, within: np.ndarray) -> np.ndarray:
         return (blocks * self.block + within).astype(np.int32)
+
+
+class StepTables:
+    """One step's coder tables from its logits, in one buffer reused from step to step.
+
+    Written by hand rather than with `weights` and `TwoLevel.tables` alone because those
+    allocate vocabulary-sized arrays per row (the float64 copy, the shifted copy, the table,
+    then its zero-padded copy), and fresh 400 kB arrays cost page faults on every step
+    (benchmarks/test_range_coder_speed.py::test_step_tables). The padding columns of the buffer stay zero, so the blocked view is a reshape, and the numbers
+    are the ones `weights` + `TwoLevel.tables` give (tests/codec/test_codec.py checks equality).
+    """
+
+    def __init__(self, n_symbols: int, n_escapes: int):
+        self.factor = TwoLevel.for_alphabet(n_symbols)
+        self.n_escapes = n_escapes
+        self._buf = np.zeros((0, self.factor.n_blocks * self.factor.block))
+
+    def weights(self, logits: np.ndarray) -> np.ndarray:
+        """The table over the alphabet (a view into the buffer: valid until the next call)."""
+        rows = len(logits)
+        if len(self._buf) < rows:
+            self._buf = np.zeros((rows, self._buf.shape[1]))
+        return weights(logits, self.n_escapes, out=self._buf)
+
+    def tables(self, weights: np.ndarray):
+        """(block table, inner-table function) of the table the last `weights` call returned."""
+        return self.factor.tables(self._buf[: len(weights)])
 
 
 # constriction's Categorical(perfect=False) moves each entry of an n-entry table by at most a
