@@ -101,6 +101,23 @@ def test_ideal_bits_match_an_independent_softmax(tiny_session, settings_):
     assert sum(stats.chunk_input_bytes) == len(data)
 
 
+def test_plan_fields_cost_nothing_when_the_plan_is_the_formats_default(tiny_session):
+    """The header tells the decoder the plan, not the encoder's knobs: a width and lane length
+    that give the default plan are written as the defaults (no EXPLICIT fields), others are kept."""
+    data = INPUTS["text"] * 4
+    plain = Settings(threads=2)
+    same_plan = Settings(threads=2, width=5, min_lane_tokens=16384)  # one lane either way
+    blob, st = codec.compress(data, tiny_session, plain, fallback=False)
+    other, st2 = codec.compress(data, tiny_session, same_plan, fallback=False)
+    assert st.lanes == st2.lanes == 1 and blob == other
+    assert not Container.from_bytes(other).header.explicit()
+    lanes3 = Settings(threads=2, width=3, min_lane_tokens=st.n_tokens // 3)
+    blob3, st3 = codec.compress(data, tiny_session, lanes3, fallback=False)
+    h = Container.from_bytes(blob3).header
+    assert st3.lanes == 3 and h.explicit() and (h.width, h.min_lane_tokens) == (3, st.n_tokens // 3)
+    assert decompress(blob3, tiny_session, settings=lanes3)[0] == data
+
+
 def test_escape_mass_is_honest():
     w = np.array([[1.0, 3.0]])
     ext = entropy_model.with_escapes(w, 2)

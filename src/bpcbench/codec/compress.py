@@ -34,6 +34,7 @@ from bpcbench.codec.container import (
     Header,
     model_lanes,
     pack_words,
+    plan_fields,
 )
 from bpcbench.codec.session import Session, Settings, codec_fingerprint
 from bpcbench.codec.tokenization import Tokenized, Vocabulary
@@ -152,11 +153,14 @@ def compress(data: bytes, session: Session, settings: Settings | None = None, pr
 def coded_header(method: str, data: bytes, plan: Plan | LanePlan, settings: Settings, session: Session,
                  shift: bool | None) -> Header:
     """The header of a model-coded container (lossless, or lossy with `data` the reconstruction)."""
+    width, min_lane_tokens = settings.width, settings.min_lane_tokens
+    if isinstance(plan, LanePlan):
+        width, min_lane_tokens = plan_fields(plan, width, min_lane_tokens)
     return Header(
         method, len(data), hashlib.sha256(data).hexdigest()[: 2 * HASH_BYTES], n_tokens=plan.n_tokens,
         policy=settings.policy, shift=shift is not False, context=plan.context if isinstance(plan, LanePlan) else
-        plan.chunk_tokens, width=settings.width, discard=getattr(plan, "discard", 0) or Header.discard,
-        min_lane_tokens=settings.min_lane_tokens, threads=settings.threads, n_gpu_layers=settings.n_gpu_layers,
+        plan.chunk_tokens, width=width, discard=getattr(plan, "discard", 0) or Header.discard,
+        min_lane_tokens=min_lane_tokens, threads=settings.threads, n_gpu_layers=settings.n_gpu_layers,
         model_name=session.info.name, model_sha=session.info.sha256[: 2 * HASH_BYTES],
         codec=codec_fingerprint(session, settings))
 

@@ -90,6 +90,15 @@ class Header:
         return self.policy == "chunks" or any(getattr(self, k) != v for k, v in LANE_DEFAULTS.items())
 
 
+def plan_fields(plan: LanePlan, width: int, min_lane_tokens: int) -> tuple[int, int]:
+    """(width, min_lane_tokens) for a lanes header: the format's defaults wherever they give the
+    same plan, since the header only has to tell the decoder the plan; a file then pays for
+    explicit fields (EXPLICIT) only when its plan needs them, whatever the encoder's defaults."""
+    w, m = LANE_DEFAULTS["width"], LANE_DEFAULTS["min_lane_tokens"]
+    same = plan_lanes(plan.n_tokens, w, m, plan.context, plan.discard).lengths == plan.lengths
+    return (w, m) if same else (width, min_lane_tokens)
+
+
 @dataclass(frozen=True)
 class Container:
     header: Header
