@@ -31,7 +31,11 @@ DEFAULT_POLICY = "lanes"
 DEFAULT_CONTEXT_CAP = 2048  # lanes: the model's training context, capped here
 DEFAULT_CHUNK_TOKENS = 512  # chunks: the window of the old disjoint-chunk policy
 DEFAULT_WIDTH = 32  # lanes (or chunks) evaluated together
-DEFAULT_MIN_LANE_TOKENS = 8192  # a lane per this many tokens, up to the width (CPU speed does not grow with lanes: see README)
+# A lane per this many tokens, up to the width. Each lane holds `context` KV cells (SmolLM2:
+# 23 kB each), so this sets memory: whole alice29 (41,933 tokens) in 3 lanes peaks at 319 MiB
+# (6 lanes at 8,192: 519 MiB) and codes smaller (1.1001 against 1.1103 bits/byte: fewer cold
+# starts). A GPU wants many short lanes (matrices/gpu.toml sets 16).
+DEFAULT_MIN_LANE_TOKENS = 16384
 
 
 @dataclass
