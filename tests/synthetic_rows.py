@@ -22,7 +22,7 @@ def row(codec: str, measure: str = "baseline", size: int | None = None, corpus: 
     else:
         r.update(model_name=codec.removeprefix("llm:"), model_file_bytes=MODEL_BYTES, model_sha256="2" * 64,
                  model_quant_type="Q4_1", model_n_params=135_000_000, policy="lanes", context_tokens=512,
-                 n_tokens=5000, n_chunks=10, encode_seconds=30.0, decode_seconds=31.0, threads=2)
+                 n_tokens=5000, n_pieces=10, encode_seconds=30.0, decode_seconds=31.0, threads=2)
         bits = size * 8 * 0.99
         r.update(ideal_bits=bits, _ci_ideal=(bits / N * 0.95, bits / N * 1.05))
         if measure == "coded":

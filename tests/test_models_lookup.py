@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bpcbench import models
+from bpcbench import defaults, models
 from bpcbench.errors import BpcError
 from bpcbench.models import KnownModel, find_by_hash
 
@@ -23,7 +23,6 @@ def isolated(tmp_path, monkeypatch):
     """A fresh cache dir, no BPCBENCH_MODEL_PATH, an empty in-process hash memo."""
     cache = tmp_path / "cache"
     monkeypatch.setenv("BPCBENCH_CACHE", str(cache))
-    monkeypatch.setattr(models, "CACHE_DIR", cache)
     monkeypatch.delenv("BPCBENCH_MODEL_PATH", raising=False)
     monkeypatch.setattr(models, "_SHA_MEMO", {})
     return cache
@@ -162,7 +161,7 @@ def test_not_found_message(tmp_path, monkeypatch, no_registry):
     assert "\n" not in msg and "\r" not in msg
     for part in ["SmolLM2-135M-Instruct.Q4_1.gguf", ABSENT, "registry", str(d), str(e)]:
         assert part in msg
-    assert str(models.CACHE_DIR / "models") in msg
+    assert str(defaults.cache_root() / "models") in msg
     assert "--model PATH" in msg and "--model-dir DIR" in msg
 
 
@@ -215,7 +214,7 @@ def test_each_file_hashed_at_most_once(tmp_path, monkeypatch, isolated, no_regis
 def test_read_only_cache_still_hashes_once_per_process(tmp_path, monkeypatch, no_registry, hashed):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
-    monkeypatch.setattr(models, "CACHE_DIR", blocker)  # every cache write fails
+    monkeypatch.setenv("BPCBENCH_CACHE", str(blocker))  # every cache write fails
     d = tmp_path / "models"
     prefix = fake_gguf(d / "m.gguf")
     assert find_by_hash(prefix, "m.gguf", [d]) == str(d / "m.gguf")
@@ -369,7 +368,7 @@ def test_gguf_metadata_is_read_once_per_file_version(tmp_path, monkeypatch, tiny
     """`bpcbench models` parsed every GGUF on every call; now a (path, size, mtime) key caches it."""
     import shutil
 
-    monkeypatch.setattr(models, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setenv("BPCBENCH_CACHE", str(tmp_path / "cache"))
     path = tmp_path / "m.gguf"
     shutil.copy(tiny_model_path, path)
     calls = []

@@ -59,7 +59,7 @@ def shipped_files() -> dict[str, str | None]:
     """Wheel entry -> the sha256 its bytes must have (None: not checked): the shipped matrices, the
     corpus manifest and every corpus it lists, read here with tomllib, not through bpcbench."""
     expected: dict[str, str | None] = {
-        f"bpcbench/bench/matrices/{p.name}": None for p in (PACKAGE / "bench" / "matrices").glob("*.toml")}
+        f"bpcbench/data/matrices/{p.name}": None for p in (PACKAGE / "data" / "matrices").glob("*.toml")}
     expected["bpcbench/data/corpora/manifest.toml"] = None
     manifest = tomllib.loads((CORPORA / "manifest.toml").read_text(encoding="utf-8"))
     for entry in manifest["corpus"]:
@@ -89,8 +89,8 @@ def wheel(tmp_path_factory) -> Path:
 
 def test_the_expected_files_are_the_shipped_ones():
     expected = shipped_files()
-    assert len([n for n in expected if n.startswith("bpcbench/bench/matrices/")]) >= 5
-    assert "bpcbench/bench/matrices/quick.toml" in expected
+    assert len([n for n in expected if n.startswith("bpcbench/data/matrices/")]) >= 5
+    assert "bpcbench/data/matrices/quick.toml" in expected
     assert all((REPO / "src" / n).is_file() for n in expected)
     assert sum(sha is not None for sha in expected.values()) >= 10  # every corpus, with its checksum
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from bpcbench.atomic import atomic_open, write_bytes
 from bpcbench.errors import BpcError
+from bpcbench.schema import Key, check_table
 
 KINDS = ("english", "code", "non-english", "structured", "binary", "fresh")
 FILE_KIND = "file"  # a path given on the command line, not a manifest entry
@@ -25,8 +26,18 @@ ALL_GROUP = "all"
 ENV_VAR = "BPCBENCH_CORPORA"
 DEFAULT_MANIFEST = Path(__file__).resolve().parent / "data" / "corpora" / "manifest.toml"
 
-_REQUIRED = ("name", "path", "kind", "bytes", "sha256", "source", "licence")
-_OPTIONAL = ("note", "groups")
+_TEXT = "a string"
+ENTRY_KEYS = {  # one [[corpus]] entry of a manifest; _parse_entry checks what the types cannot say
+    "name": Key(str, _TEXT, "Letters, digits, `.`, `_`, `-`; unique; not `all`.", required=True),
+    "path": Key(str, _TEXT, "The file, relative to the manifest, without `..`.", required=True),
+    "kind": Key(str, _TEXT, "What the bytes are (KINDS).", required=True),
+    "bytes": Key(int, "a non-negative integer", "The file's size.", required=True),
+    "sha256": Key(str, _TEXT, "64 lower-case hex digits.", required=True),
+    "source": Key(str, _TEXT, "Where the file comes from.", required=True),
+    "licence": Key(str, _TEXT, "Why it may be redistributed.", required=True),
+    "note": Key(str, _TEXT, "Free text."),
+    "groups": Key(list, "a list of non-empty strings", "Group names (`all` is implicit)."),
+}
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
@@ -127,15 +138,7 @@ def _parse_entry(path: Path, base: Path, index: int, entry: object) -> Corpus:
     def fail(message: str) -> BpcError:
         return BpcError(f"{path}: {label}: {message}")
 
-    missing = [key for key in _REQUIRED if key not in entry]
-    if missing:
-        raise fail(f"missing field(s) {', '.join(missing)}")
-    unknown = sorted(set(entry) - set(_REQUIRED) - set(_OPTIONAL))
-    if unknown:
-        raise fail(f"unknown field(s) {', '.join(unknown)}")
-    for key in ("name", "path", "kind", "sha256", "source", "licence", "note"):
-        if key in entry and not isinstance(entry[key], str):
-            raise fail(f"{key} must be a string")
+    check_table(entry, ENTRY_KEYS, f"{path}: {label}")
 
     name = entry["name"]
     if not _NAME_RE.fullmatch(name):

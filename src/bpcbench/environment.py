@@ -128,11 +128,7 @@ def library_versions() -> dict:
 
 def llama_system_info(n_gpu_layers: int = 0) -> dict:
     try:
-        from bpcbench.llama.binding import (
-            build_info,  # here: a broken llama.cpp install must not stop baselines
-        )
-
-        info = build_info(n_gpu_layers)
+        info = binding.build_info(n_gpu_layers)
     except Exception as exc:  # a broken llama.cpp install must not stop baselines
         return {"error": f"{type(exc).__name__}: {exc}"}
     return {"llama_cpp_python": info.llama_cpp_python, "system_info": info.system_info, "backend": info.backend,

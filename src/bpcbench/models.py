@@ -18,12 +18,12 @@ from pathlib import Path
 
 from gguf import GGUFReader, LlamaFileType
 
+from bpcbench import defaults
 from bpcbench.atomic import write_bytes, write_text
 from bpcbench.errors import BpcError
 
 GGUF_MAGIC = b"GGUF"
 
-CACHE_DIR = Path(os.environ.get("BPCBENCH_CACHE", Path.home() / ".cache" / "bpcbench"))
 
 
 @dataclass(frozen=True)
@@ -97,14 +97,14 @@ def _read_sha_cache(cache_file: Path) -> dict:
 def sha256_file(path: str | os.PathLike) -> str:
     """sha256 of a file, cached by (path, size, mtime): models are hashed on every run otherwise.
 
-    Hashed at most once per process (in memory) and across runs (CACHE_DIR/sha256.json,
+    Hashed at most once per process (in memory) and across runs (cache_root()/sha256.json,
     rewritten atomically; a corrupt file or entry is ignored and rewritten)."""
     path = Path(path).resolve()
     st = path.stat()
     key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
     if key in _SHA_MEMO:
         return _SHA_MEMO[key]
-    cache_file = CACHE_DIR / "sha256.json"
+    cache_file = defaults.cache_root() / "sha256.json"
     cache = _read_sha_cache(cache_file)
     digest = cache.get(key)
     if not (isinstance(digest, str) and _HEX64.fullmatch(digest)):
@@ -130,7 +130,7 @@ def _package_dir(package: str) -> Path | None:
 def assemble_gemma(dest: Path | None = None) -> Path:
     """Concatenate the four PyPI chunk packages into one GGUF, checking the published sha256."""
     known = KNOWN_MODELS["gemma3-270m"]
-    dest = dest or CACHE_DIR / "models" / "gemma-3-270m-q4_k_m.gguf"
+    dest = dest or defaults.cache_root() / "models" / "gemma-3-270m-q4_k_m.gguf"
     if dest.exists() and sha256_file(dest) == known.sha256:
         return dest
     try:
@@ -198,7 +198,7 @@ def find_by_hash(sha_prefix: str, name: str, model_dirs: Sequence[str | os.PathL
 
     Returns a spec that describe()/resolve_path() accept: a registry name, or the absolute path
     of a GGUF file. Looks in the registry, then `model_dirs` (--model-dir), then the
-    BPCBENCH_MODEL_PATH directories, then CACHE_DIR/models: only regular `*.gguf` files directly
+    BPCBENCH_MODEL_PATH directories, then <cache root>/models: only regular `*.gguf` files directly
     inside, by name, the recorded `name` first if it is a plain file name (a hint, never a path).
     """
     if not isinstance(sha_prefix, str) or not _SHA_PREFIX.fullmatch(sha_prefix):
@@ -258,7 +258,7 @@ def _name_hint(name: object) -> str | None:
 
 def _search_dirs(model_dirs: Sequence[str | os.PathLike]) -> list[Path]:
     env = os.environ.get("BPCBENCH_MODEL_PATH", "")
-    raw = [*model_dirs, *(p for p in env.split(os.pathsep) if p), CACHE_DIR / "models"]
+    raw = [*model_dirs, *(p for p in env.split(os.pathsep) if p), defaults.cache_root() / "models"]
     dirs: list[Path] = []
     for d in raw:
         p = Path(d).absolute()
@@ -305,7 +305,7 @@ def describe(spec: str | os.PathLike) -> ModelInfo:
     check_gguf_file(path)
     st = path.stat()
     key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-    cache_file = CACHE_DIR / "gguf-metadata.json"
+    cache_file = defaults.cache_root() / "gguf-metadata.json"
     cache = _read_json_dict(cache_file)
     fields = cache.get(key)
     if not (isinstance(fields, dict) and set(fields) == {"arch", "vocab_size", "quant_type", "n_params"}):

@@ -251,9 +251,9 @@ def test_invalid_toml_names_the_file(tmp_path):
 @pytest.mark.parametrize(
     ("entry", "fragment"),
     [
-        (_entry(sha256=None), "corpus entry 1 (tiny): missing field(s) sha256"),
-        (_entry(name=None), "corpus entry 1: missing field(s) name"),
-        (_entry(license="MIT"), "corpus entry 1 (tiny): unknown field(s) license"),
+        (_entry(sha256=None), "corpus entry 1 (tiny): missing key 'sha256'"),
+        (_entry(name=None), "corpus entry 1: missing key 'name'"),
+        (_entry(license="MIT"), "corpus entry 1 (tiny): unknown key 'license'"),
         (_entry(kind="poetry"), "kind 'poetry' is not one of"),
         (_entry(bytes="5"), "bytes must be a non-negative integer"),
         (_entry(bytes=-1), "bytes must be a non-negative integer"),

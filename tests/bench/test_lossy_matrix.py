@@ -8,6 +8,8 @@ import pytest
 from tiny_matrices import tiny_matrix
 
 from bpcbench.bench import matrix, runner
+from bpcbench.cli.bench import lossy_step
+from bpcbench.report.render import render
 from bpcbench.errors import BpcError
 
 LOSSY = tiny_matrix("lossy", ["text.txt"], 600, """
@@ -26,7 +28,8 @@ def bench_dir(make_bench_dir):
 def test_the_run_writes_the_curves_beside_its_cells(bench_dir, tmp_path):
     m = matrix.load(bench_dir / "m.toml")
     assert m.lossy.taus == [0.0, 4.0, float("inf")] and m.lossy.models == [m.cells[-1].model]
-    r = runner.run_matrix(m, tmp_path / "run", use_cache=False, cache_dir=tmp_path / "cache", progress=False)
+    r = runner.run_matrix(m, tmp_path / "run", use_cache=False, cache_dir=tmp_path / "cache", progress=False,
+                          lossy=lossy_step, finish=render)
     assert r.ok
     rows = list(csv.DictReader((tmp_path / "run" / "lossy.csv").open()))
     assert [row["tau"] for row in rows] == ["", "0", "4", "inf"] and all(row["roundtrip_ok"] == "True" for row in rows)
@@ -57,7 +60,8 @@ def test_a_matrix_of_curves_only_is_a_matrix(bench_dir, tmp_path):
     text = text.replace('measure = "ideal"', 'measure = "none"').replace('["gzip-9", "zstd-22-long"]', "[]")
     m = matrix.loads(text, bench_dir / "only.toml")
     assert m.cells == [] and m.lossy is not None
-    r = runner.run_matrix(m, tmp_path / "run", use_cache=False, cache_dir=tmp_path / "cache", progress=False)
+    r = runner.run_matrix(m, tmp_path / "run", use_cache=False, cache_dir=tmp_path / "cache", progress=False,
+                          lossy=lossy_step)
     assert r.ok and len(list(csv.DictReader((tmp_path / "run" / "lossy.csv").open()))) == 2
 
 
@@ -68,10 +72,10 @@ def test_shard_one_draws_the_curves_and_merge_keeps_them(bench_dir, tmp_path):
     dirs = []
     for k in (1, 2):
         r = runner.run_matrix(m, tmp_path / f"s{k}", use_cache=False, cache_dir=tmp_path / "cache", progress=False,
-                              render=False, shard=(k, 2))
+                              lossy=lossy_step, shard=(k, 2))
         assert r.ok
         dirs.append(tmp_path / f"s{k}")
     assert (dirs[0] / "lossy.csv").exists() and not (dirs[1] / "lossy.csv").exists()
-    merge.merge(tmp_path / "merged", dirs)
+    merge.merge(tmp_path / "merged", dirs, finish=render)
     assert (tmp_path / "merged" / "lossy.csv").read_bytes() == (dirs[0] / "lossy.csv").read_bytes()
     assert "lossy.png" in (tmp_path / "merged" / "summary.md").read_text()

@@ -145,7 +145,7 @@ def test_second_run_is_served_from_the_cache(first_run, bench_dir, monkeypatch):
 
     monkeypatch.setattr(baselines, "run_baseline", boom)
     m = matrix.load(bench_dir / "m.toml")
-    res = runner.run_matrix(m, bench_dir / "run2", cache_dir=bench_dir / "cache", progress=False, render=False)
+    res = runner.run_matrix(m, bench_dir / "run2", cache_dir=bench_dir / "cache", progress=False)
     assert res.ok and res.n_cached == len(m.cells) == len(res.rows)
     after = results.read_csv(bench_dir / "run2")
     assert after["cached"].all()
@@ -193,14 +193,14 @@ def test_interrupted_run_resumes_from_the_cache(tmp_path, bench_dir, monkeypatch
 
     monkeypatch.setattr(runner, "Measurement", InterruptOnTheModel)
     with pytest.raises(KeyboardInterrupt):
-        runner.run_matrix(m, tmp_path / "a", cache_dir=tmp_path / "cache", progress=False, render=False)
+        runner.run_matrix(m, tmp_path / "a", cache_dir=tmp_path / "cache", progress=False)
     assert len(results.read_csv(tmp_path / "a")) == len(calls) == 4  # the baselines, saved as they finished
     assert main(["report", str(tmp_path / "a")]) == 0  # the interrupted run renders, and says what it lacks
     assert "INCOMPLETE run: 4 of 6 cells measured" in capsys.readouterr().err
     assert "INCOMPLETE run: 4 of 6 cells measured" in (tmp_path / "a" / "summary.md").read_text()
     calls.clear()
     monkeypatch.setattr(runner, "Measurement", Counted)
-    res = runner.run_matrix(m, tmp_path / "b", cache_dir=tmp_path / "cache", progress=False, render=False)
+    res = runner.run_matrix(m, tmp_path / "b", cache_dir=tmp_path / "cache", progress=False)
     assert res.ok and res.n_cached == 4
     assert sorted(c.measure for c in calls) == ["ideal", "ideal"]
     assert not (tmp_path / "b" / "INCOMPLETE.json").exists()
@@ -219,7 +219,7 @@ def test_unknown_corpus_file_removed_after_loading_is_a_failed_cell(tmp_path, ti
     m = matrix.loads('[run]\nname = "g"\nmodels = []\ncorpora = ["gone.txt"]\nbaselines = ["gzip-9"]\n',
                      tmp_path / "m.toml")
     (tmp_path / "gone.txt").unlink()
-    res = runner.run_matrix(m, tmp_path / "out", cache_dir=tmp_path / "cache", progress=False, render=True)
+    res = runner.run_matrix(m, tmp_path / "out", cache_dir=tmp_path / "cache", progress=False, finish=render)
     assert not res.ok and "neither a corpus name" in res.failed[0]
     assert "FAILED" in (tmp_path / "out" / "summary.md").read_text()
 
@@ -230,16 +230,16 @@ def test_off_a_terminal_each_finished_cell_is_one_line(tmp_path, capsys):
     m = matrix.loads('[run]\nname = "lines"\nmodels = []\ncorpora = ["random-org-10k", "gone.txt"]\n'
                      'baselines = ["gzip-9"]\nmax_bytes = 500\n', tmp_path / "m.toml")
     (tmp_path / "gone.txt").unlink()
-    res = runner.run_matrix(m, tmp_path / "a", cache_dir=tmp_path / "cache", progress=None, render=False)
+    res = runner.run_matrix(m, tmp_path / "a", cache_dir=tmp_path / "cache", progress=None)
     err = [ln for ln in capsys.readouterr().err.splitlines() if "warning:" not in ln]  # e.g. a busy machine
     bpb = res.rows[0]["bits_per_byte"]
     assert re.fullmatch(rf"\[1/2\] gzip-9 · random-org-10k\[:500\]: {bpb:.3f} bits/byte, \d+\.\d s", err[0]), err
     assert re.fullmatch(r"\[2/2\] gzip-9 · gone\.txt\[:500\]: FAILED: .*neither a corpus name.*", err[1]), err
     assert len(err) == 2
 
-    runner.run_matrix(m, tmp_path / "b", cache_dir=tmp_path / "cache", progress=None, render=False)
+    runner.run_matrix(m, tmp_path / "b", cache_dir=tmp_path / "cache", progress=None)
     assert [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("[1/2]")][0].endswith(" s (cached)")
-    runner.run_matrix(m, tmp_path / "c", cache_dir=tmp_path / "cache", progress=False, render=False)
+    runner.run_matrix(m, tmp_path / "c", cache_dir=tmp_path / "cache", progress=False)
     err = [ln for ln in capsys.readouterr().err.splitlines() if "warning:" not in ln]  # quiet: the failure alone
     assert len(err) == 1 and err[0].startswith("bpcbench: FAILED gzip-9 · gone.txt[:500]: ")
 

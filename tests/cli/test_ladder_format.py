@@ -18,7 +18,7 @@ from bpcbench.ladder import results
     ("csv,md", {"ladder.csv", "ladder.md", "ladder.png"}),
 ])
 def test_ladder_format_picks_the_files(tiny_model_path, tmp_path, monkeypatch, capsys, formats, expected):
-    monkeypatch.setattr(models, "CACHE_DIR", tmp_path / "cache")  # the quantized level stays in the test
+    monkeypatch.setenv("BPCBENCH_CACHE", str(tmp_path / "cache"))  # the quantized level stays in the test
     text = tmp_path / "story.txt"
     text.write_bytes(b"The rabbit ran across the field and into the hedge, where it waited.\n" * 5)
     out = tmp_path / "run"

@@ -28,7 +28,7 @@ from bpcbench.codec.container import Container
 from bpcbench.codec.decompress import decompress
 from bpcbench.codec.session import Settings
 from bpcbench.errors import BpcError
-from bpcbench.models import CACHE_DIR
+from bpcbench import defaults
 
 SMALL = Settings(context=16, width=8, min_lane_tokens=40, threads=1)
 TEXT = b"The quick brown fox jumps over the lazy dog.\n" * 2
@@ -66,7 +66,7 @@ def decode_cli(tmp_path: Path, blob: bytes, capsys, *extra) -> tuple[int, str, l
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and "Traceback" not in err, err
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".bpcbench-*"))
-    ours = (str(CACHE_DIR), "/proc/", sys.prefix, sys.base_prefix)  # our hash cache, our /proc probes, imports
+    ours = (str(defaults.cache_root()), "/proc/", sys.prefix, sys.base_prefix)  # our hash cache, our /proc probes, imports
     foreign = [p for p in OpenAudit.opened if Path(p).resolve() != src.resolve()
                and not p.startswith(ours) and not p.endswith((".py", ".pyc"))]
     return code, lines[0], foreign

@@ -21,7 +21,7 @@ import pytest
 
 from bpcbench import corpora, models
 from bpcbench.errors import BpcError
-from bpcbench.ladder import quantize, reference
+from bpcbench import quantize, reference
 
 pytestmark = pytest.mark.real_model
 

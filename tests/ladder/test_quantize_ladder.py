@@ -14,8 +14,8 @@ import pytest
 
 pytest.importorskip("llama_cpp")
 
-from bpcbench import corpora, models, stats
-from bpcbench.bench.matrix import LADDER_CONFIG
+from bpcbench import corpora, defaults, models, stats
+from bpcbench.defaults import LADDER_CONFIG
 from bpcbench.cli import main
 from bpcbench.codec import entropy_model
 from bpcbench.codec.cross_entropy import cross_entropy, ideal_plan
@@ -23,12 +23,13 @@ from bpcbench.codec.session import DEFAULT_CONTEXT_CAP, Session, Settings
 from bpcbench.errors import BpcError
 from bpcbench.ladder import config, quantize, results, scoring
 from bpcbench.ladder.config import LadderConfig
-from bpcbench.ladder.run import LadderResult, prepare_base, run_ladder
+from bpcbench.ladder.run import LadderResult, run_ladder
+from bpcbench.levels import prepare_base
 from bpcbench.llama.binding import Model
 from bpcbench.report.findings import ladder_markdown
 
 LEVELS = ("Q8_0", "Q4_K_M", "Q2_K")
-USER_CACHE = models.CACHE_DIR  # the real model's test reuses the user's cache (re-expanded F16, levels)
+USER_CACHE = defaults.cache_root()  # the real model's test reuses the user's cache (re-expanded F16, levels)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def cache(tmp_path_factory):
     """A private cache (quantized files and sha256s), so tests never touch ~/.cache."""
     path = tmp_path_factory.mktemp("cache")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(models, "CACHE_DIR", path)
+        mp.setenv("BPCBENCH_CACHE", str(path))
         yield path
 
 
@@ -404,7 +405,7 @@ def test_cli_ladder(tiny_model_path, cache, text_file, tmp_path, capsys):
     assert main(["ladder", "--config", str(cfg), "--out", str(tmp_path / "cfg-run"), "-q"]) == 0
     cfg.write_text("[ladder]\nbase = 'x'\nlevel = ['Q8_0']\n")
     assert main(["ladder", "--config", str(cfg), "-q"]) == 2
-    assert "unknown key(s) level" in capsys.readouterr().err
+    assert "unknown key 'level'" in capsys.readouterr().err
 
 
 def test_prefixes_end_on_a_utf8_boundary(tiny_model_path, cache, tmp_path):
@@ -467,7 +468,7 @@ def test_bench_config_is_valid():
 
 @pytest.mark.real_model
 def test_smollm2_kld_follows_real_bits_per_weight(monkeypatch):
-    monkeypatch.setattr(models, "CACHE_DIR", USER_CACHE)
+    monkeypatch.setenv("BPCBENCH_CACHE", str(USER_CACHE))
     try:
         models.resolve_path("smollm2-135m")
     except BpcError as e:

@@ -85,7 +85,7 @@ def test_quant_adds_a_curve_per_quantization_level(tmp_path, tiny_model_path, mo
     """--quant measures the model as given and each level, made by the ladder's quantizer (cached)."""
     from bpcbench import models
 
-    monkeypatch.setattr(models, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setenv("BPCBENCH_CACHE", str(tmp_path / "cache"))
     (tmp_path / "t.txt").write_bytes(b"Once upon a time there was a tiny model. " * 3)
     out = tmp_path / "run"
     assert main(["lossy", str(tmp_path / "t.txt"), "-m", str(tiny_model_path), "--taus", "0,inf", "--out", str(out),

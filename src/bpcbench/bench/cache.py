@@ -25,24 +25,17 @@ from pathlib import Path
 
 import numpy as np
 
-from bpcbench import __version__
+from bpcbench import __version__, defaults
 from bpcbench.atomic import write_text
 from bpcbench.baselines import BASELINES
 from bpcbench.bench import results
 from bpcbench.codec import container, range_coder
 from bpcbench.errors import BpcError
-from bpcbench.models import CACHE_DIR
 
 CELLS_SUBDIR = "cells"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 # What decides a cell's numbers: the whole codec core and llama.cpp layer, and the baselines.
 MEASURING_CODE = ("codec", "llama", "baselines.py")
-
-
-def cache_root() -> Path:
-    """$BPCBENCH_CACHE, read now (not at import), else the models' cache directory."""
-    env = os.environ.get("BPCBENCH_CACHE")
-    return Path(env) if env else CACHE_DIR
 
 
 def llama_cpp_python_version() -> str:
@@ -172,7 +165,7 @@ def _files(path: Path) -> list[Path]:
 
 def usage(root: Path | None = None) -> list[Usage]:
     """Entries and bytes of each kind under `root` (default cache_root()), then `other` if any."""
-    root = cache_root() if root is None else Path(root)
+    root = defaults.cache_root() if root is None else Path(root)
     known = {p for kind in KINDS for p in kind.paths}
     out = [_usage(kind.name, [root / p for p in kind.paths]) for kind in KINDS]
     try:
@@ -212,7 +205,7 @@ def kinds_to_clear(names: list[str]) -> list[str]:
 
 def clear(names: list[str], root: Path | None = None) -> list[Usage]:
     """Remove these kinds from `root`; a symlinked directory is unlinked, not emptied. What was removed."""
-    root = cache_root() if root is None else Path(root)
+    root = defaults.cache_root() if root is None else Path(root)
     removed = [u for u in usage(root) if u.kind in names]
     for u in removed:
         for path in u.paths:

@@ -36,7 +36,7 @@ import pandas as pd
 
 from bpcbench import stats
 from bpcbench.bench.results import read_csv, row_failed
-from bpcbench.report.labels import cell_label
+from bpcbench.bench.labels import cell_label
 
 MIN_TIMED_SECONDS = 0.1
 # Speed changes are judged at 99%, not pyperf's 95%: a baseline's values come from several

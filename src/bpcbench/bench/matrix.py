@@ -1,36 +1,7 @@
 """Bench matrix: a TOML file naming models × corpora × codecs -> the list of cells to run.
 
-A user edits models, corpora, context lengths and prefix sizes here, never in code:
-
-```toml
-[run]
-name = "quick"                      # part of the run id: results/<UTC time>-<name>/
-models = ["smollm2-135m"]           # registry names or GGUF paths
-corpora = ["alice29", "iso3166-1"]  # manifest names, groups ("canterbury", "all") or files
-baselines = "all"                   # or a list: ["gzip-9", "zstd-22-long"]; [] for none
-measure = "ideal"                   # what every model × corpus gets: "coded", "ideal", "none"
-policy = "lanes"                    # or chunks; ideal only: llama-perplexity, lm-eval-rolling; a list: each
-context = [2048]                    # a list is a context sweep: one cell per value (default: the model's)
-max_bytes = 20000                   # measure a prefix of each corpus (0 = the whole file)
-
-[[llm]]                             # overrides for some models × corpora, later tables win
-models = ["smollm2-135m"]           # default: every model of [run]
-corpora = ["alice29"]               # default: every corpus of [run]
-measure = "coded"
-```
-
-Cells:
-
-* `measure = "coded"`: compress, decompress, compare bytes (the real codec);
-* `measure = "ideal"`: cross-entropy only (the number a coder approaches, no file);
-* `measure = "baseline"`: every listed baseline on every (corpus, prefix) that any
-  model cell measures, so each table compares equal bytes (and on the [run] prefix of
-  a [run] corpus that no model measures).
-
-Everything is validated before anything runs: an unknown key, a value of the wrong type or out
-of range, an unknown model, corpus, group, baseline, measure or policy, a window policy asked
-for coded rows, two GGUF files reported under one name, or a matrix with no cells is a
-BpcError naming the file and the entry (`m.toml: [[llm]] 2: unknown key 'contxt' (known: ...)`).
+The format, every key and the rules checked before anything runs: matrix_keys.py (FORMAT and
+the key tables), rendered into docs/matrix.md.
 """
 
 from __future__ import annotations
@@ -41,28 +12,27 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bpcbench import corpora as corpora_mod
-from bpcbench import models
+from bpcbench import defaults, models
 from bpcbench.baselines import BASELINES
 from bpcbench.bench.matrix_keys import (
     _LLM_KEYS,
     _LOSSY_KEYS,
     _RUN_KEYS,
-    _RUN_REQUIRED,
     _SETTINGS,
     _TOP_LEVEL,
     ALL_POLICIES,
-    LADDER_CONFIG,  # noqa: F401  (re-exported: the ladder's shipped config sits beside the matrices)
-    MATRICES_DIR,
 )
 from bpcbench.codec.session import POLICIES as CODED_POLICIES
 from bpcbench.errors import BpcError
+from bpcbench.quantize import parse_levels
+from bpcbench.schema import check_table
 from bpcbench.llama.lanes import MAX_LANES
 from bpcbench.models import KNOWN_MODELS
-from bpcbench.report.labels import cell_label
+from bpcbench.bench.labels import cell_label
 
-DEFAULT_MATRIX = MATRICES_DIR / "default.toml"
-QUICK_MATRIX = MATRICES_DIR / "quick.toml"
-NIGHTLY_MATRIX = MATRICES_DIR / "nightly.toml"
+DEFAULT_MATRIX = defaults.MATRICES_DIR / "default.toml"
+QUICK_MATRIX = defaults.MATRICES_DIR / "quick.toml"
+NIGHTLY_MATRIX = defaults.MATRICES_DIR / "nightly.toml"
 
 MEASURES = ("coded", "ideal")
 LLM_MEASURES = MEASURES + ("none",)
@@ -104,7 +74,7 @@ class LossyPlan:
     models: list[str]
     corpora: list[str]
     taus: list[float]
-    max_bytes: int = 2000
+    max_bytes: int = defaults.LOSSY_MAX_BYTES
     quant: list[str] = field(default_factory=list)
     context: int | None = None
     threads: int | None = None  # [run]'s; None: measurement_threads
@@ -125,17 +95,11 @@ def model_codec(model: str) -> str:
     return f"llm:{name}"
 
 
-def shipped(name: str) -> Path | None:
-    """A matrix that ships with bpcbench, by name: default, quick, nightly, ladder."""
-    path = MATRICES_DIR / f"{name}.toml"
-    return path if name and "/" not in name and path.is_file() else None
-
-
 def load(path: str | os.PathLike) -> Matrix:
     """A matrix file, or the name of a shipped one (`bpcbench bench quick`)."""
     path = Path(path)
-    if not path.exists() and shipped(str(path)):
-        path = shipped(str(path))
+    if not path.exists() and defaults.shipped(str(path)):
+        path = defaults.shipped(str(path))
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -171,19 +135,8 @@ class _Parser:
 
     # -- validation of single values -------------------------------------------------
 
-    def check_keys(self, where: str, table: object, known: dict, required=()) -> dict:
-        if not isinstance(table, dict):
-            raise self.fail(where, "must be a table")
-        unknown = sorted(set(table) - set(known))
-        if unknown:
-            raise self.fail(where, f"unknown key {unknown[0]!r} (known: {', '.join(known)})")
-        missing = [k for k in required if k not in table]
-        if missing:
-            raise self.fail(where, f"missing key {missing[0]!r}")
-        for key, value in table.items():
-            if isinstance(value, bool) or not isinstance(value, known[key].types):
-                raise self.fail(where, f"{key} must be {known[key].what}, got {value!r}")
-        return table
+    def check_keys(self, where: str, table: object, known: dict) -> dict:
+        return check_table(table, known, f"{self.path}: {where}")
 
     def int_value(self, where: str, key: str, value: int) -> int:
         minimum = _RUN_KEYS[key].minimum
@@ -201,7 +154,7 @@ class _Parser:
                 raise self.fail(where, f"{key} entries must be non-empty strings, got {item!r}")
         return list(dict.fromkeys(value))
 
-    def chunk_list(self, where: str, value) -> list[int]:
+    def context_list(self, where: str, value) -> list[int]:
         values = [value] if isinstance(value, int) else value
         if not values:
             raise self.fail(where, "context must not be empty")
@@ -230,7 +183,7 @@ class _Parser:
             raise self.fail("top level", f"unknown key {unknown[0]!r} (expected a [run] table and [[llm]] tables)")
         if "run" not in self.doc:
             raise self.fail("top level", "missing [run] table")
-        run = self.check_keys("[run]", self.doc["run"], _RUN_KEYS, _RUN_REQUIRED)
+        run = self.check_keys("[run]", self.doc["run"], _RUN_KEYS)
         name = run["name"]
         if not name or not all(c.isalnum() or c in "._-" for c in name):
             raise self.fail("[run]", f"name {name!r} must be letters, digits, '.', '_' or '-'")
@@ -254,8 +207,6 @@ class _Parser:
 
     def lossy(self, models: list[str], corpora: list[str], threads: int) -> LossyPlan | None:
         """The [lossy] table, validated like the rest (models and corpora default to [run]'s)."""
-        from bpcbench.ladder.quantize import parse_levels
-
         if "lossy" not in self.doc:
             return None
         where = "[lossy]"
@@ -329,7 +280,7 @@ class _Parser:
 
     def settings(self, where: str, table: dict) -> dict:
         """The model settings (_SETTINGS) a [run] or [[llm]] table sets, each validated."""
-        check = {"measure": self.measure, "policy": self.policy, "context": self.chunk_list}
+        check = {"measure": self.measure, "policy": self.policy, "context": self.context_list}
         return {k: check[k](where, v) if k in check else self.int_value(where, k, v)
                 for k, v in table.items() if k in _SETTINGS}
 

@@ -1,34 +1,54 @@
-"""The one table of bench matrix keys: what the validator (matrix.py) accepts, and what
-docs/matrix.md shows (`python -m bpcbench.bench.matrix_keys > docs/matrix.md`)."""
+"""The bench matrix format: its description (FORMAT) and the one table of its keys, what the
+validator (matrix.py) accepts and what docs/matrix.md shows
+(`python -m bpcbench.bench.matrix_keys > docs/matrix.md`)."""
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import replace
 
+from bpcbench import defaults
 from bpcbench.baselines import BASELINES
 from bpcbench.codec import session
 from bpcbench.codec.session import POLICIES as CODED_POLICIES
 from bpcbench.llama.lanes import MAX_LANES
 from bpcbench.models import KNOWN_MODELS
+from bpcbench.schema import Key
 
-MATRICES_DIR = Path(__file__).resolve().parent / "matrices"  # package data
-LADDER_CONFIG = MATRICES_DIR / "ladder.toml"
+FORMAT = """
+A user edits models, corpora, context lengths and prefix sizes here, never in code:
+
+```toml
+[run]
+name = "quick"                      # part of the run id: results/<UTC time>-<name>/
+models = ["smollm2-135m"]           # registry names or GGUF paths
+corpora = ["alice29", "iso3166-1"]  # manifest names, groups ("canterbury", "all") or files
+baselines = "all"                   # or a list: ["gzip-9", "zstd-22-long"]; [] for none
+measure = "ideal"                   # what every model × corpus gets: "coded", "ideal", "none"
+policy = "lanes"                    # or chunks; ideal only: llama-perplexity, lm-eval-rolling; a list: each
+context = [2048]                    # a list is a context sweep: one cell per value (default: the model's)
+max_bytes = 20000                   # measure a prefix of each corpus (0 = the whole file)
+
+[[llm]]                             # overrides for some models × corpora, later tables win
+models = ["smollm2-135m"]           # default: every model of [run]
+corpora = ["alice29"]               # default: every corpus of [run]
+measure = "coded"
+```
+
+Cells:
+
+* `measure = "coded"`: compress, decompress, compare bytes (the real codec);
+* `measure = "ideal"`: cross-entropy only (the number a coder approaches, no file);
+* `measure = "baseline"`: every listed baseline on every (corpus, prefix) that any
+  model cell measures, so each table compares equal bytes (and on the [run] prefix of
+  a [run] corpus that no model measures).
+
+Everything is validated before anything runs: an unknown key, a value of the wrong type or out
+of range, an unknown model, corpus, group, baseline, measure or policy, a window policy asked
+for coded rows, two GGUF files reported under one name, or a matrix with no cells is a
+BpcError naming the file and the entry (`m.toml: [[llm]] 2: unknown key 'contxt' (known: ...)`).
+"""
 ALL_POLICIES = CODED_POLICIES + session.WINDOW_POLICIES  # the window policies score ideal rows only
-
-
-@dataclass(frozen=True)
-class Key:
-    """A matrix key as the validator checks it (types, minimum) and docs/matrix.md shows it (all of it)."""
-
-    types: type | tuple[type, ...]
-    what: str  # the allowed values, as error messages say them
-    doc: str
-    default: object = None  # None: unset (the doc says what that means)
-    minimum: int | None = None  # integers: the least allowed value
-    required: bool = False
-    llm: bool = True  # also allowed in [[llm]] tables
 
 
 _TOP_LEVEL = {"run": "[run]: one table, required: the run's name, models, corpora and default settings",
@@ -68,17 +88,15 @@ _RUN_KEYS = {
     "model_repeats": Key(int, _POSITIVE, "Times a model cell is evaluated, or compressed and decompressed, in rounds "
                          "across the run, each checked to give the same bits; 2+ let `compare` test speed.", 1, 1),
 }
-_LLM_KEYS = {k: key for k, key in _RUN_KEYS.items() if key.llm}
+_LLM_KEYS = {k: replace(key, required=False) for k, key in _RUN_KEYS.items() if key.llm}  # [[llm]]: all optional
 _SETTINGS = tuple(k for k in _LLM_KEYS if k not in ("models", "corpora"))  # what a model cell is measured with
-_RUN_REQUIRED = tuple(k for k, key in _RUN_KEYS.items() if key.required)
 _LOSSY_KEYS = {
     "models": Key(list, "a list of model names or paths", "Models whose curves are drawn. Default: [run]'s."),
     "corpora": Key(list, "a list of corpus names, groups or files", "Texts, e.g. a famous and a fresh one. "
                    "Default: [run]'s."),
     "taus": Key(list, "a list of numbers >= 0 (inf allowed)", "Thresholds in bits: a token costing at most tau bits "
-                "is replaced by the model's guess; 0 is lossless, inf stores only flags.",
-                [0.0, 1.0, 2.0, 4.0, 8.0, 16.0, float("inf")]),
-    "max_bytes": Key(int, f"{_NON_NEGATIVE} (0 = whole file)", "The prefix of each text.", 2000, 0),
+                "is replaced by the model's guess; 0 is lossless, inf stores only flags.", list(defaults.LOSSY_TAUS)),
+    "max_bytes": Key(int, f"{_NON_NEGATIVE} (0 = whole file)", "The prefix of each text.", defaults.LOSSY_MAX_BYTES, 0),
     "quant": Key(list, "a list of quantization levels", "Also each of these levels of every model (e.g. `Q8_0`, "
                  "`Q2_K`), made as `bpcbench ladder` makes them, cached.", []),
     "context": Key(int, _POSITIVE, "KV window in tokens. Unset: the model's training context, at most "
@@ -98,15 +116,13 @@ def _default_text(key: Key, title: str) -> str:
 
 def reference_markdown() -> str:
     """docs/matrix.md: matrix.py's docstring, then every key from the tables the validator uses."""
-    from bpcbench.bench import matrix
-
-    names = ", ".join(sorted(p.stem for p in MATRICES_DIR.glob("*.toml") if p != LADDER_CONFIG))
+    names = ", ".join(defaults.shipped_names())
     lines = ["# Bench matrix reference", "",
              "<!-- generated by `python -m bpcbench.bench.matrix_keys > docs/matrix.md`; edit "
              "src/bpcbench/bench/matrix_keys.py -->",
              "", f"`bpcbench bench FILE` runs a matrix file, `bpcbench bench NAME` a shipped one ({names}: "
-             "`src/bpcbench/bench/matrices/`). Corpus and model names, `$BPCBENCH_CORPORA`, `$BPCBENCH_MODEL_PATH` "
-             "and the cell cache: [cache.md](cache.md).", "", matrix.__doc__.split("\n", 2)[2].rstrip(), "",
+             "`src/bpcbench/data/matrices/`). Corpus and model names, `$BPCBENCH_CORPORA`, `$BPCBENCH_MODEL_PATH` "
+             "and the cell cache: [cache.md](cache.md).", "", FORMAT.strip(), "",
              "## Top-level keys", "", "| key | meaning |", "|---|---|", *(f"| `{k}` | {d} |" for k, d in _TOP_LEVEL.items())]
     for title, keys, note in (
             ("[run]", _RUN_KEYS, "Settings here are the defaults of every model × corpus of the run."),

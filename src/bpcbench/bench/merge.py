@@ -14,7 +14,7 @@ belong together before anything is written, and refuses (one line, exit 2) when:
 
 The merged directory is an ordinary run: results.csv (rows in the matrix's order),
 matrix.toml, env.json (fields every shard shares at the top, each shard's own under
-``shards``), summary.md and plots rendered by report/render.py.
+``shards``), summary.md and plots rendered by the caller's `finish` (report/render.py).
 
     bpcbench bench bench/default.toml --shard 1/2 --out r/s1    # machine 1
     bpcbench bench bench/default.toml --shard 2/2 --out r/s2    # machine 2
@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,7 +38,6 @@ from bpcbench.atomic import write_bytes, write_text
 from bpcbench.bench import results
 from bpcbench.bench.runner import SHARD_FILE
 from bpcbench.errors import BpcError
-from bpcbench.report.render import render as render_run
 
 _RECORD_KEYS = ("shard", "n", "matrix_sha256", "matrix_cells", "bpcbench_version", "llama_cpp_python_version",
                 "schema_version", "cells")
@@ -167,11 +167,12 @@ def merged_env(shards: list[Shard]) -> dict:
     }
 
 
-LOSSY_FILES = ("lossy.csv", "lossy.png", "reconstruction-*.txt")  # bench/runner.py run_lossy
+LOSSY_FILES = ("lossy.csv", "lossy.png", "reconstruction-*.txt")  # a [lossy] table's files (lossy/curve.py)
 
 
 def merge(out_dir: str | os.PathLike, shard_dirs: list[str | os.PathLike], *, allow_incomplete: bool = False,
-          force: bool = False, render: bool = True) -> MergeResult:
+          force: bool = False, finish: Callable[[Path], object] | None = None) -> MergeResult:
+    """Join the shards into `out_dir`; `finish` (the CLI passes report.render) then renders it."""
     out = Path(out_dir)
     shards = sorted((read_shard(d) for d in shard_dirs), key=lambda s: s.k)
     missing_shards, missing_cells, warnings = check(shards, allow_incomplete)
@@ -192,6 +193,6 @@ def merge(out_dir: str | os.PathLike, shard_dirs: list[str | os.PathLike], *, al
     environment.write(out / "env.json", merged_env(shards))
     for f in (f for s in shards for pattern in LOSSY_FILES for f in sorted(s.dir.glob(pattern))):
         write_bytes(out / f.name, f.read_bytes())  # a [lossy] table's curves (drawn by shard 1)
-    if render:
-        render_run(out)
+    if finish is not None:
+        finish(out)
     return MergeResult(out, len(frame), [s.k for s in shards], missing_shards, missing_cells, warnings)

@@ -29,6 +29,7 @@ import json
 import os
 import re
 import sys
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -39,9 +40,8 @@ import pandas as pd
 from bpcbench.atomic import atomic_open, write_text
 from bpcbench.bench import compare, results
 from bpcbench.bench import matrix as matrix_mod
-from bpcbench.bench.runner import RunResult, run_matrix
+from bpcbench.bench.runner import LossyStep, RunResult, run_matrix
 from bpcbench.errors import BpcError, OtherSchema
-from bpcbench.report import curves
 
 DEFAULT_MATRIX = matrix_mod.NIGHTLY_MATRIX
 NIGHTLY_SUBDIR = "nightly"
@@ -185,10 +185,15 @@ class NightlyResult:
 def run_nightly(matrix_path: str | os.PathLike | None = None, results_dir: str | os.PathLike = "results", *,
                 bpb_threshold: float = 0.5, speed_threshold: float = 10.0, shard: tuple[int, int] | None = None,
                 use_cache: bool = False, cache_dir: str | os.PathLike | None = None, progress: bool | None = None,
-                overrides: dict | None = None, now: datetime | None = None, out=None) -> NightlyResult:
+                overrides: dict | None = None, now: datetime | None = None, out=None,
+                finish: Callable[[Path], object] | None = None,
+                plot_history: Callable[[Path, Path], object] | None = None,
+                lossy: LossyStep | None = None) -> NightlyResult:
     """Run, record, compare; the comparison (or the first-run line) goes to `out` (stdout).
 
     `overrides` (threads, n_gpu_layers) replace the matrix's model settings, as `bench --threads` does.
+    The drawing comes from the caller (report sits above bench): `finish` renders the night's run
+    directory, `plot_history(history.csv, png)` draws the history, `lossy` runs a [lossy] table.
     """
     out = out or sys.stdout
     m = matrix_mod.load(matrix_path or DEFAULT_MATRIX)
@@ -206,13 +211,15 @@ def run_nightly(matrix_path: str | os.PathLike | None = None, results_dir: str |
     print(f"bpcbench nightly: {run_dir}" + (f" (compared with: {previous.name})" if previous else ""),
           file=sys.stderr)
 
-    run = run_matrix(m, run_dir, use_cache=use_cache, cache_dir=cache_dir, progress=progress, shard=shard)
+    run = run_matrix(m, run_dir, use_cache=use_cache, cache_dir=cache_dir, progress=progress, shard=shard,
+                     lossy=lossy, finish=finish)
     new = results.read_csv(run_dir)  # validated before history.csv gets its rows
     nightly_utc = now.isoformat(timespec="seconds")
     history = results_dir / HISTORY_FILE
     n_hist = append_history(history, run_dir, nightly_utc)
     write_text(nightly_dir / LATEST_FILE, run_dir.name + "\n")
-    curves.plot_history(history, nightly_dir / HISTORY_PLOT)
+    if plot_history is not None:
+        plot_history(history, nightly_dir / HISTORY_PLOT)
     print(f"{len(run.rows)} cells ({run.n_cached} from cache) in {run.seconds:.1f} s; "
           f"{n_hist} rows appended to {history}", file=sys.stderr)
     for line in run.failed:

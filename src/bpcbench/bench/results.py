@@ -12,7 +12,6 @@ import csv
 import math
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +19,12 @@ import pandas as pd
 
 from bpcbench import stats
 from bpcbench.atomic import atomic_open
+from bpcbench.bench import migrations
 from bpcbench.errors import BpcError, OtherSchema
+from bpcbench.schema import Column
 
-SCHEMA_VERSION = 3  # 2: policy, context_tokens, lanes, context_*; 3: timing mean ± std and n, BCa, ci_warning
-
-
-@dataclass(frozen=True)
-class Column:
-    name: str
-    dtype: str  # str | int | float | bool (all nullable)
-    unit: str
-    doc: str
+SCHEMA_VERSION = 4  # 2: policy, context_tokens, lanes, context_*; 3: timing mean ± std and n, BCa, ci_warning;
+# 4: n_chunks -> n_pieces. Older files are read through bench/migrations.py.
 
 
 C = Column
@@ -74,14 +68,14 @@ COLUMNS: list[Column] = [
     C("scored_bytes", "int", "bytes", "Bytes of the tokens the policy scores: corpus_bytes, except for llama-perplexity, which scores the second half of each window (its ideal_bits_per_byte divides by this)."),
     C("perplexity", "float", "-", "exp(mean −ln p) over the scored tokens with the model's plain softmax: llama-perplexity's and lm-eval's figure (window policies only)."),
     C("n_tokens", "int", "tokens", "Tokens the input was split into (model rows)."),
-    C("n_chunks", "int", "pieces", "Pieces the bootstrap resamples (model rows): lanes or chunks of a coded row; chunks, windows or context-sized blocks of the stream for an ideal row."),
+    C("n_pieces", "int", "pieces", "Pieces the bootstrap resamples (model rows): lanes or chunks of a coded row; chunks, windows or context-sized blocks of the stream for an ideal row."),
     C("fallback_bytes", "int", "bytes", "Input bytes coded as single-byte escape tokens because the tokenizer cannot represent them losslessly."),
     # sizes and the headline
     C("ideal_bits", "float", "bits", "Sum over tokens of −log2 p(token): the size an ideal entropy coder would reach with these probabilities. Empty for baselines."),
     C("coded_bytes", "int", "bytes", "Compressed payload: the range coder's output (coded) or the compressor's whole output stream (baseline). Empty for ideal rows and failed round trips."),
     C("container_bytes", "int", "bytes", "The complete file that decompresses to the input: .bpcz container with header (coded), the compressor's output (baseline). Empty for ideal rows and failed round trips."),
     C("bits_per_byte", "float", "bits/byte", "HEADLINE. coded and baseline: 8 × container_bytes / corpus_bytes, the size of the file that restores the input; ideal: ideal_bits / corpus_bytes, a bound that no file backs. Empty for failed round trips."),
-    C("bits_per_byte_ci95_low", "float", "bits/byte", "Lower end of the 95% bootstrap interval of bits_per_byte: the n_chunks pieces resampled with replacement (BCa, 1000 resamples, fixed seed; percentile where BCa is undefined), ratio Σ ideal bits / Σ piece bytes, shifted by bits_per_byte − ideal_bits_per_byte. Says how much the number depends on which text was sampled. Empty for baselines."),
+    C("bits_per_byte_ci95_low", "float", "bits/byte", "Lower end of the 95% bootstrap interval of bits_per_byte: the n_pieces pieces resampled with replacement (BCa, 1000 resamples, fixed seed; percentile where BCa is undefined), ratio Σ ideal bits / Σ piece bytes, shifted by bits_per_byte − ideal_bits_per_byte. Says how much the number depends on which text was sampled. Empty for baselines."),
     C("bits_per_byte_ci95_high", "float", "bits/byte", "Upper end of the same interval."),
     C("ci_warning", "str", "-", "Why the interval is weak, e.g. `only 5 pieces (< 30)`: a bootstrap over fewer than 30 pieces understates the spread. Empty when the interval rests on 30 or more pieces, and for baselines."),
     C("ideal_bits_per_byte", "float", "bits/byte", "ideal_bits / corpus_bytes (model rows)."),
@@ -185,7 +179,7 @@ def finish_row(row: dict) -> dict:
             shift = headline - row["ideal_bits_per_byte"]
             row["bits_per_byte_ci95_low"] = ci[0] + shift
             row["bits_per_byte_ci95_high"] = ci[1] + shift
-            row["ci_warning"] = stats.interval_warning(row.get("n_chunks"))
+            row["ci_warning"] = stats.interval_warning(row.get("n_pieces"))
     row.pop("_ci_ideal", None)
     row["encode_kB_per_s"] = _div(n / 1000 if n is not None else None, row.get("encode_seconds"))
     row["decode_kB_per_s"] = _div(n / 1000 if n is not None else None, row.get("decode_seconds"))
@@ -239,6 +233,7 @@ def read_csv(path: str | os.PathLike):
     if path.is_dir():
         path = path / "results.csv"
     header, rows, lines = _read_rows(path)
+    header, rows = migrations.to_current(path, header, rows, SCHEMA_VERSION)
     _check_header(path, header, rows)
     frame = pd.DataFrame(rows, columns=header, dtype=object).reindex(columns=COLUMN_NAMES)
     problems = [(row, i, what) for i, c in enumerate(COLUMNS) for row, what in _column_problems(frame, c)]
@@ -281,13 +276,8 @@ def _read_rows(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
 
 
 def _check_header(path: Path, header: list[str], rows: list[list[str]]) -> None:
-    """Exactly the schema's columns, each once (in any order); another schema version is named as such."""
+    """Exactly the schema's columns, each once (in any order)."""
     where = f"{path}: header (line 1), column"
-    if "schema_version" in header and rows:
-        version = rows[0][header.index("schema_version")]
-        if version.isdigit() and int(version) != SCHEMA_VERSION:
-            raise OtherSchema(f"{path}: row 1, column schema_version: {version}, but this bpcbench reads "
-                              f"{SCHEMA_VERSION} (re-run the bench, or use the bpcbench that wrote it)")
     for i, name in enumerate(header):
         if name not in COLUMN_NAMES:
             raise BpcError(f"{where} {name!r}: unknown (not in results schema version {SCHEMA_VERSION})")
@@ -355,7 +345,7 @@ def schema_markdown() -> str:
         "",
         "<!-- generated by `python -m bpcbench.bench.results > docs/results-schema.md`; edit src/bpcbench/bench/results.py -->",
         "",
-        f"Schema version {SCHEMA_VERSION}. One row per (model, corpus, codec, policy, context) cell of a bench",
+        f"Schema version {SCHEMA_VERSION} (older versions are read too: see the end). One row per (model, corpus, codec, policy, context) cell of a bench",
         "matrix; `bpcbench bench` writes it to `results/<run-id>/results.csv` (UTF-8, comma-separated,",
         "header row, empty field = no value).",
         "",

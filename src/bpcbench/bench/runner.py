@@ -18,7 +18,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -26,11 +26,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bpcbench import __version__, environment
+from bpcbench import __version__, defaults, environment
 from bpcbench.atomic import write_text
 from bpcbench.bench import cache, results
 from bpcbench.bench import shard as shard_mod
-from bpcbench.bench.matrix import BASELINE, Cell, Matrix
+from bpcbench.bench.matrix import BASELINE, Cell, LossyPlan, Matrix
 from bpcbench.bench.measure import (
     Inputs,
     Measurement,
@@ -40,8 +40,7 @@ from bpcbench.bench.measure import (
 )
 from bpcbench.errors import BpcError
 from bpcbench.llama.binding import load_warning, measurement_threads
-from bpcbench.report.render import INCOMPLETE, mark_incomplete
-from bpcbench.report.render import render as render_run
+from bpcbench.bench.incomplete import INCOMPLETE, mark_incomplete
 
 SHARD_FILE = "shard.json"
 JSON_FILE = "results.json"
@@ -67,11 +66,6 @@ def write_json(run_dir: str | os.PathLike) -> Path:
     return path
 
 
-def make_run_id(name: str, now: datetime | None = None) -> str:
-    now = now or datetime.now(timezone.utc)
-    return f"{now:%Y%m%dT%H%M%SZ}-{name}"
-
-
 def shard_dir_name(run_id: str, k: int, n: int) -> str:
     return f"{run_id}-shard-{k}-of-{n}"
 
@@ -79,6 +73,10 @@ def shard_dir_name(run_id: str, k: int, n: int) -> str:
 def matrix_sha256(matrix: Matrix) -> str:
     """sha256 of the matrix text as read: shards of one run must agree on it."""
     return hashlib.sha256(matrix.text.encode("utf-8")).hexdigest()
+
+
+# (the [lossy] table, its threads resolved; run directory; log) -> one FAILED line per failed point
+LossyStep = Callable[[LossyPlan, Path, Callable[[str], None]], list[str]]
 
 
 @dataclass
@@ -141,8 +139,9 @@ class _Progress:
 class Runner:
     def __init__(self, matrix: Matrix, out_dir: str | os.PathLike, *, use_cache: bool = True,
                  cache_dir: str | os.PathLike | None = None, progress: bool | None = None,
-                 run_id: str | None = None, render: bool = True, shard: tuple[int, int] | None = None,
-                 formats: Collection[str] | None = None):
+                 run_id: str | None = None, shard: tuple[int, int] | None = None,
+                 formats: Collection[str] | None = None, lossy: LossyStep | None = None,
+                 finish: Callable[[Path], object] | None = None):
         self.full_matrix = matrix
         self.shard = shard
         # (index in the whole matrix, cell) of the cells this run measures, in matrix order
@@ -153,12 +152,13 @@ class Runner:
             matrix = replace(matrix, cells=[c for _, c in self.indexed_cells])
         self.matrix = matrix
         self.out_dir = Path(out_dir)
-        self.run_id = run_id or make_run_id(matrix.name)
-        self.cache = cache.CellCache(Path(cache_dir) if cache_dir is not None else cache.cache_root(), read=use_cache)
+        self.run_id = run_id or defaults.run_id(matrix.name)
+        self.cache = cache.CellCache(Path(cache_dir) if cache_dir is not None else defaults.cache_root(), read=use_cache)
         self.progress_enabled = progress
         # results.csv is always written; "json" adds results.json, "md" summary.md and the plots (None: all)
         self.formats = {"csv", "json", "md"} if formats is None else set(formats)
-        self.render = render and "md" in self.formats
+        self.finish = finish if "md" in self.formats else None
+        self.lossy_step = lossy
         self.host = socket.gethostname()
         self.inputs = Inputs()
         self.pending: dict[int, tuple[str, dict]] = {}  # id(measurement) -> its cache key and material
@@ -220,23 +220,17 @@ class Runner:
                                f"cells, {time.perf_counter() - t_round:.1f} s")
 
     def run_lossy(self, progress: _Progress) -> list[str]:
-        """The [lossy] table's curves into the run directory (lossy.csv, lossy.png, reconstructions);
-        one FAILED line per point whose file did not decode to its reconstruction."""
-        from bpcbench.codec.session import Settings
-        from bpcbench.lossy import curve
-
-        plan = self.matrix.lossy
+        """The [lossy] table's curves into the run directory, by the step the caller gave (the
+        lossy package sits beside bench, so bench runs it without importing it); its FAILED lines."""
+        if self.lossy_step is None:
+            return ["FAILED lossy: this run was started without the lossy step its [lossy] table needs"]
         self.inputs.close()  # the bench's model out of memory before the curves load theirs
         log = progress.write if (progress.lines or progress.enabled) else (lambda m: None)
-        threads = plan.threads or measurement_threads()
+        plan = replace(self.matrix.lossy, threads=self.matrix.lossy.threads or measurement_threads())
         try:
-            models = curve.model_list(plan.models, plan.quant, threads, log)
-            rows = curve.run_curves(models, curve.load_texts(plan.corpora, plan.max_bytes), plan.taus,
-                                    Settings(context=plan.context, threads=threads), self.out_dir, log)
+            return self.lossy_step(plan, self.out_dir, log)
         except BpcError as exc:
             return [f"FAILED lossy: {exc}"]
-        return [f"FAILED lossy {r['model']} · {r['corpus']} tau {r['tau']}: round trip failed"
-                for r in rows if not r["roundtrip_ok"]]
 
     def ordered_cells(self) -> list[tuple[int, Cell]]:
         """Baselines first (before any model inflates the process), then model by model."""
@@ -317,24 +311,26 @@ class Runner:
             results.write_csv(self.out_dir / "results.csv", [])
         if "json" in self.formats:
             write_json(self.out_dir)
-        if self.render:
-            render_run(self.out_dir)
+        if self.finish is not None:
+            self.finish(self.out_dir)
         result.seconds = time.perf_counter() - t0
         return result
 
 
 def run_matrix(matrix: Matrix, out_dir: str | os.PathLike | None = None, *, results_dir: str | os.PathLike = "results",
                use_cache: bool = True, cache_dir: str | os.PathLike | None = None, progress: bool | None = None,
-               render: bool = True, shard: tuple[int, int] | None = None,
-               formats: Collection[str] | None = None) -> RunResult:
+               shard: tuple[int, int] | None = None, formats: Collection[str] | None = None,
+               lossy: LossyStep | None = None, finish: Callable[[Path], object] | None = None) -> RunResult:
     """Run every cell of `matrix` (or only shard (k, n) of them) into out_dir.
 
     out_dir defaults to results/<run-id>/, and to results/<run-id>-shard-K-of-N/ for a shard.
     results.csv is always written; `formats` picks the others: "json" (results.json), "md"
-    (summary.md and the plots); None writes all.
+    (summary.md and the plots); None writes all. Two steps come from the caller, since what they
+    need sits beside or above bench: `lossy` draws a [lossy] table's curves (the CLI passes
+    lossy.curve's), `finish` renders the run directory when "md" is asked for (report.render).
     """
-    run_id = make_run_id(matrix.name)
+    run_id = defaults.run_id(matrix.name)
     if out_dir is None:
         out_dir = Path(results_dir) / (run_id if shard is None else shard_dir_name(run_id, *shard))
     return Runner(matrix, out_dir, use_cache=use_cache, cache_dir=cache_dir, progress=progress,
-                  run_id=run_id, render=render, shard=shard, formats=formats).run()
+                  run_id=run_id, shard=shard, formats=formats, lossy=lossy, finish=finish).run()

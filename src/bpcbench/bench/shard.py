@@ -28,6 +28,7 @@ import re
 from dataclasses import asdict
 from functools import lru_cache
 
+from bpcbench.corpora import load_manifest
 from bpcbench.errors import BpcError
 
 _SPEC = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
@@ -65,8 +66,6 @@ def _portable(cell) -> str:
 
 @lru_cache(maxsize=1)
 def _manifest_bytes() -> dict[str, int]:
-    from bpcbench.corpora import load_manifest
-
     try:
         return {name: c.bytes for name, c in load_manifest().items()}
     except BpcError:

@@ -5,11 +5,22 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bpcbench import defaults
 from bpcbench.cli import options
 from bpcbench.errors import BpcError
 
 # The bench modules are imported inside each command: pandas and matplotlib cost seconds and
 # ~70 MB that `bpcbench decompress` (which registers these parsers too) should not pay.
+
+
+def lossy_step(plan, out_dir, log) -> list[str]:
+    """A matrix's [lossy] table: the curves (lossy/), then their plot (report/); FAILED lines."""
+    from bpcbench.lossy import curve
+    from bpcbench.report.curves import plot_rate_distortion
+
+    rows = curve.run_table(plan, out_dir, log)
+    plot_rate_distortion(rows, out_dir / "lossy.png")
+    return curve.failures(rows)
 
 
 def cmd_bench(args) -> int:
@@ -20,6 +31,7 @@ def cmd_bench(args) -> int:
     from bpcbench.bench.runner import run_matrix
     from bpcbench.bench.shard import parse as parse_shard
     from bpcbench.report.markdown import text_tables
+    from bpcbench.report.render import render
 
     if args.quick and args.matrix:
         raise BpcError("give either a MATRIX file or --quick, not both")
@@ -31,7 +43,8 @@ def cmd_bench(args) -> int:
         m = matrix_mod.with_overrides(m, **overrides)
     shard = parse_shard(args.shard) if args.shard else None
     result = run_matrix(m, args.out, use_cache=not args.no_cache,
-                        progress=False if args.quiet else None, shard=shard, formats=args.formats)
+                        progress=False if args.quiet else None, shard=shard, formats=args.formats,
+                        lossy=lossy_step, finish=render)
     if result.rows:  # lzbench-style tables on stdout; the full tables are in summary.md
         print("\n".join(text_tables(results.to_frame(result.rows))))
     main_file = "summary.md" if "md" in args.formats else "results.csv"
@@ -67,8 +80,9 @@ def cmd_compare(args) -> int:
 
 def cmd_merge(args) -> int:
     from bpcbench.bench.merge import merge
+    from bpcbench.report.render import render
 
-    r = merge(args.out, args.shard_dirs, allow_incomplete=args.allow_incomplete, force=args.force)
+    r = merge(args.out, args.shard_dirs, allow_incomplete=args.allow_incomplete, force=args.force, finish=render)
     for w in r.warnings:
         print(f"bpcbench: warning: {w}", file=sys.stderr)
     print(f"merged shard(s) {', '.join(map(str, r.shards))}: {r.n_rows} cells -> {r.out_dir}/summary.md",
@@ -79,11 +93,14 @@ def cmd_merge(args) -> int:
 def cmd_nightly(args) -> int:
     from bpcbench.bench.nightly import run_nightly
     from bpcbench.bench.shard import parse as parse_shard
+    from bpcbench.report.curves import plot_history
+    from bpcbench.report.render import render
 
     r = run_nightly(args.matrix, args.out, bpb_threshold=args.bpb_threshold,
                     speed_threshold=args.speed_threshold, shard=parse_shard(args.shard) if args.shard else None,
                     use_cache=args.cache, progress=False if args.quiet else None,
-                    overrides=options.model_overrides(args))
+                    overrides=options.model_overrides(args), finish=render, plot_history=plot_history,
+                    lossy=lossy_step)
     return r.exit_code
 
 
@@ -103,8 +120,8 @@ def register(sub) -> None:
                                    "summary.md and plots, env.json and matrix.toml. On a terminal a progress bar "
                                    "shows; elsewhere (cron, CI) one line per finished cell goes to stderr.")
     p.add_argument("matrix", nargs="?",
-                   help="matrix TOML, or the name of a shipped one: default, quick, nightly, context, gpu, "
-                        "gpu-rehearsal (default: default)")
+                   help=f"matrix TOML, or the name of a shipped one: {', '.join(defaults.shipped_names())} "
+                        "(default: default)")
     p.add_argument("--quick", action="store_true", help="run the shipped quick matrix (a few minutes)")
     p.add_argument("--out", help="output directory (default results/<UTC time>-<matrix name>/)")
     options.add_force(p, "an existing run directory given with --out")

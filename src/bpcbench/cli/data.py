@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from bpcbench import corpora
+from bpcbench import corpora, defaults
 from bpcbench.errors import BpcError
 
 MIB = 2**20
@@ -26,7 +26,7 @@ def _size(u) -> str:
 def cmd_cache_ls(args) -> int:
     from bpcbench.bench import cache  # numpy and pandas: only when asked
 
-    root = cache.cache_root()
+    root = defaults.cache_root()
     where = "from $BPCBENCH_CACHE" if os.environ.get("BPCBENCH_CACHE") else "default; $BPCBENCH_CACHE moves it"
     print(f"cache root: {root} ({where}{'' if root.is_dir() else '; does not exist'})")
     holds = {k.name: k.holds for k in cache.KINDS}

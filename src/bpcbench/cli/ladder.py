@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from bpcbench.cli import options
 from bpcbench.ladder import config
-from bpcbench.ladder.quantize import DEFAULT_LEVELS
+from bpcbench.quantize import DEFAULT_LEVELS
 
 
 def register(sub) -> None:
@@ -47,7 +47,7 @@ def register(sub) -> None:
                    help="per level, also compress and decompress this prefix of the first corpus (default 0: off)")
     p.add_argument("--reexpand", action="store_true", default=None,
                    help="the base is quantized: widen it to F16 first (the ladder then measures requantization)")
-    p.add_argument("--out", help="run directory (default results/ladder-<UTC timestamp>)")
+    p.add_argument("--out", help="run directory (default results/<UTC time>-ladder)")
     options.add_formats(p, csv="ladder.csv", json="ladder.json (run metadata and the same rows, same column names)",
                         md="ladder.md and ladder.png")
     p.add_argument("--config", help="TOML file with a [ladder] table, or a shipped one's name (ladder); "
@@ -61,6 +61,7 @@ def cmd_ladder(args: argparse.Namespace) -> int:
     from bpcbench.ladder import results
     from bpcbench.ladder.run import run_ladder
     from bpcbench.report.findings import ladder_markdown
+    from bpcbench.report.ladder import write_report
 
     cfg, out_dir = config.merged(args.config, {k: getattr(args, k) for k in config.CONFIG_KEYS if k in args})
     log = (lambda msg: None) if args.quiet else (lambda msg: print(f"ladder: {msg}", file=sys.stderr, flush=True))
@@ -72,7 +73,11 @@ def cmd_ladder(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    paths = results.write_outputs(result, out_dir, args.formats).values()
-    print(ladder_markdown(results.document(result)))
+    doc = results.document(result)
+    paths = results.write_outputs(result, out_dir, args.formats)
+    if "md" in args.formats:
+        paths.update(write_report(doc, out_dir))
+    paths = paths.values()
+    print(ladder_markdown(doc))
     log(f"{result.meta['wall_seconds']:.0f} s; wrote {', '.join(str(p) for p in paths)}")
     return 0

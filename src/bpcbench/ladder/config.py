@@ -2,7 +2,7 @@
 
 The order of precedence is one rule, `merged`: command-line values that were given win over
 the TOML table, which wins over the defaults below. With neither a base nor a config file the
-shipped config (bench/matrices/ladder.toml, what `make ladder` runs) is read. The context
+shipped config (data/matrices/ladder.toml, what `make ladder` runs) is read. The context
 policy and its window default to the codec's own (bpcbench.codec.session): lanes, a window of
 the model's training context capped at 2048 tokens (context None), sliding by a quarter.
 
@@ -21,10 +21,9 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timezone
 from pathlib import Path
 
-from bpcbench.bench.matrix import LADDER_CONFIG, shipped
+from bpcbench import defaults, quantize
 from bpcbench.codec.session import (
     DEFAULT_MIN_LANE_TOKENS,
     DEFAULT_POLICY,
@@ -32,29 +31,28 @@ from bpcbench.codec.session import (
     Settings,
 )
 from bpcbench.errors import BpcError
-from bpcbench.ladder import quantize
 from bpcbench.llama.binding import default_threads
 from bpcbench.llama.lanes import check_window, default_discard
+from bpcbench.schema import Key, check_table
 
 DEFAULT_CORPORA = ("alice29",)
-RESULTS_ROOT = "results"
 
-# key -> (type, description): what a [ladder] table may hold; "out" is the run directory
+# What a [ladder] table may hold ("out" is the run directory); LadderConfig.check checks the ranges.
 CONFIG_KEYS = {
-    "base": (str, "a model name or GGUF path"),
-    "levels": ((list, str), "a list of quantization levels"),
-    "corpora": ((list, str), "a list of corpus names, groups or files"),
-    "max_bytes": (int, "a non-negative integer (0 = the whole file)"),
-    "policy": (str, f"a context policy ({' or '.join(POLICIES)})"),
-    "context": (int, "a positive integer (lanes: KV window, BOS included; chunks: tokens per chunk)"),
-    "discard": (int, "a positive integer (lanes: tokens dropped when the window slides)"),
-    "min_lane_tokens": (int, "a positive integer (the coded check's lanes)"),
-    "threads": (int, "a positive integer"),
-    "reexpand": (bool, "true or false"),
-    "imatrix": (str, "an importance matrix file"),
-    "coded_bytes": (int, "a non-negative integer (0 = no coded check)"),
-    "include_source": (bool, "true or false"),
-    "out": (str, "a run directory"),
+    "base": Key(str, "a model name or GGUF path"),
+    "levels": Key((list, str), "a list of quantization levels"),
+    "corpora": Key((list, str), "a list of corpus names, groups or files"),
+    "max_bytes": Key(int, "a non-negative integer (0 = the whole file)"),
+    "policy": Key(str, f"a context policy ({' or '.join(POLICIES)})"),
+    "context": Key(int, "a positive integer (lanes: KV window, BOS included; chunks: tokens per chunk)"),
+    "discard": Key(int, "a positive integer (lanes: tokens dropped when the window slides)"),
+    "min_lane_tokens": Key(int, "a positive integer (the coded check's lanes)"),
+    "threads": Key(int, "a positive integer"),
+    "reexpand": Key(bool, "true or false"),
+    "imatrix": Key(str, "an importance matrix file"),
+    "coded_bytes": Key(int, "a non-negative integer (0 = no coded check)"),
+    "include_source": Key(bool, "true or false"),
+    "out": Key(str, "a run directory"),
 }
 
 
@@ -124,8 +122,8 @@ def _names(values) -> list[str]:
 def load_table(path: str | os.PathLike) -> dict:
     """The [ladder] table of a TOML file (or of a shipped one, by name), keys and types checked."""
     path = Path(path)
-    if not path.exists() and shipped(str(path)):
-        path = shipped(str(path))
+    if not path.exists() and defaults.shipped(str(path)):
+        path = defaults.shipped(str(path))
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -135,14 +133,7 @@ def load_table(path: str | os.PathLike) -> dict:
     table = doc.get("ladder")
     if not isinstance(table, dict):
         raise BpcError(f"{path}: no [ladder] table")
-    unknown = sorted(set(table) - set(CONFIG_KEYS))
-    if unknown:
-        raise BpcError(f"{path}: unknown key(s) {', '.join(unknown)}; expected {', '.join(CONFIG_KEYS)}")
-    for key, value in table.items():
-        types, what = CONFIG_KEYS[key]
-        if not isinstance(value, types) or (types is int and isinstance(value, bool)):
-            raise BpcError(f"{path}: {key} must be {what}, got {value!r}")
-    return dict(table)
+    return dict(check_table(table, CONFIG_KEYS, f"{path}: [ladder]"))
 
 
 def merged(config: str | os.PathLike | None, options: Mapping) -> tuple[LadderConfig, Path]:
@@ -153,11 +144,7 @@ def merged(config: str | os.PathLike | None, options: Mapping) -> tuple[LadderCo
     if unknown:
         raise TypeError(f"not ladder settings: {', '.join(unknown)}")
     if config is None and not given.get("base"):
-        config = LADDER_CONFIG
+        config = defaults.LADDER_CONFIG
     settings = {**(load_table(config) if config is not None else {}), **given}
     out = settings.pop("out", None)
-    return LadderConfig(**settings).check(), Path(out) if out else default_out_dir()
-
-
-def default_out_dir(root: str | os.PathLike = RESULTS_ROOT) -> Path:
-    return Path(root) / f"ladder-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
+    return LadderConfig(**settings).check(), Path(out) if out else defaults.run_dir("ladder")

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bpcbench import models
+from bpcbench import defaults, models
 from bpcbench.codec import policies
 from bpcbench.codec.session import Session
 from bpcbench.ladder.scoring import Scores, block_scores, summarise
@@ -59,7 +59,7 @@ _PATTERNS = {  # summarise()'s names -> the line of llama-perplexity's final sta
 def tool_path(name: str = "llama-perplexity") -> Path:
     """Where `make llama-tools` installs a tool built from the installed wheel's llama.cpp."""
     version = metadata.version("llama-cpp-python")
-    return models.CACHE_DIR / "tools" / f"llama.cpp-{version}" / name
+    return defaults.cache_root() / "tools" / f"llama.cpp-{version}" / name
 
 
 def parse_kld_output(text: str) -> dict[str, float]:

@@ -25,12 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from bpcbench.atomic import atomic_open, write_text
-from bpcbench.bench.results import Column
+from bpcbench.schema import Column
 from bpcbench.errors import BpcError
 from bpcbench.ladder.run import LadderResult, LevelResult
 from bpcbench.ladder.scoring import POOLED
-from bpcbench.report.curves import plot_ladder
-from bpcbench.report.findings import ladder_markdown
 
 C = Column
 COLUMNS: list[Column] = [
@@ -150,8 +148,8 @@ def to_csv(table: list[dict]) -> str:
 
 def write_outputs(result: LadderResult, out_dir: str | os.PathLike,
                   formats=("csv", "json", "md")) -> dict[str, Path]:
-    """ladder.csv always; ladder.json (metadata + rows) and ladder.md with ladder.png as `formats`
-    asks (`--format`); each written atomically."""
+    """ladder.csv always, ladder.json (metadata + rows) as `formats` asks (`--format`); each written
+    atomically. ladder.md and ladder.png are the report's (report/ladder.py), drawn from the same document."""
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -160,10 +158,6 @@ def write_outputs(result: LadderResult, out_dir: str | os.PathLike,
     doc = document(result)
     paths = {"csv": out_dir / "ladder.csv"}
     write_text(paths["csv"], to_csv(doc["rows"]))
-    if "md" in formats:
-        paths.update(md=out_dir / "ladder.md", png=out_dir / "ladder.png")
-        write_text(paths["md"], ladder_markdown(doc))
-        plot_ladder(doc, paths["png"])
     if "json" in formats:
         paths["json"] = out_dir / "ladder.json"
         with atomic_open(paths["json"], "w") as fh:

@@ -24,9 +24,9 @@ from bpcbench.codec.compress import compress
 from bpcbench.codec.decompress import decompress
 from bpcbench.codec.session import Session, Settings
 from bpcbench.errors import BpcError
+from bpcbench.levels import level_files
 from bpcbench.lossy.distortion import MEASURES, measure
 
-DEFAULT_TAUS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, math.inf)
 COLUMNS = ("model", "model_sha256", "model_quant_type", "corpus", "corpus_bytes", "context", "tau", "bits_per_byte", "container_bytes",
            "header_bytes", "n_tokens", "stored_tokens", *MEASURES, "reconstruction_sha256", "roundtrip_ok",
            "encode_seconds", "decode_seconds")
@@ -101,8 +101,6 @@ def model_list(specs: Sequence[str], quant: Sequence[str] = (), threads: int | N
     """(label or None for the file's own name, model) of every model to measure: each spec as
     given, then each quantization level of it (made before any model is measured, so a level
     llama.cpp cannot make is an error before the long part)."""
-    from bpcbench.ladder.run import level_files
-
     out: list[tuple[str | None, str]] = [(None, spec) for spec in specs]
     for spec in specs if quant else ():
         log(f"quantizing {spec} to {','.join(quant)} (cached after the first time)")
@@ -112,12 +110,9 @@ def model_list(specs: Sequence[str], quant: Sequence[str] = (), threads: int | N
 
 def run_curves(models: list[tuple[str | None, str]], texts: list[Text], taus: Sequence[float], settings: Settings,
                out: Path, log: Callable[[str], None] = lambda m: None) -> list[dict]:
-    """Every (model, text) curve, into out/lossy.csv and out/lossy.png, with each reconstruction
-    at the smallest tau > 0 beside them: what `bpcbench lossy` and a matrix's [lossy] table run."""
-    from bpcbench.report.curves import (
-        plot_rate_distortion,  # matplotlib: only where a plot is drawn
-    )
-
+    """Every (model, text) curve, into out/lossy.csv, with each reconstruction at the smallest
+    tau > 0 beside it: what `bpcbench lossy` and a matrix's [lossy] table run (the caller draws
+    lossy.png from the rows: report.curves.plot_rate_distortion)."""
     rows, smallest = [], min([t for t in taus if t > 0], default=None)
     for label, spec in models:
         with Session(spec) as session:
@@ -127,8 +122,20 @@ def run_curves(models: list[tuple[str | None, str]], texts: list[Text], taus: Se
                 if smallest is not None:
                     save_reconstruction(out, label or session.info.name, text.name, smallest, recons[smallest])
     write_csv(rows, out / "lossy.csv")
-    plot_rate_distortion(rows, out / "lossy.png")
     return rows
+
+
+def run_table(plan, out: Path, log: Callable[[str], None] = lambda m: None) -> list[dict]:
+    """A bench matrix's [lossy] table (bench.matrix.LossyPlan, threads resolved): its curves."""
+    models = model_list(plan.models, plan.quant, plan.threads, log)
+    return run_curves(models, load_texts(plan.corpora, plan.max_bytes), plan.taus,
+                      Settings(context=plan.context, threads=plan.threads), out, log)
+
+
+def failures(rows: list[dict]) -> list[str]:
+    """One FAILED line per point whose file did not decode to its reconstruction."""
+    return [f"FAILED lossy {r['model']} · {r['corpus']} tau {r['tau']}: round trip failed"
+            for r in rows if not r["roundtrip_ok"]]
 
 
 def write_csv(rows: list[dict], path: Path) -> None:

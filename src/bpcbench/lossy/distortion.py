@@ -17,13 +17,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from functools import lru_cache
+
 import numpy as np
-from rapidfuzz.distance import Levenshtein
-from sacrebleu.metrics import CHRF
 
 from bpcbench.errors import BpcError
 
-_CHRF = CHRF()  # sacrebleu's defaults: character 6-grams, no word n-grams, beta 2
+# rapidfuzz and sacrebleu are the lossy extra (pip install 'bpcbench[lossy]'): imported where a
+# distance is computed, so the names of the measures (MEASURES) cost the bench and report nothing.
+
+
+@lru_cache(maxsize=1)
+def _chrf():
+    from sacrebleu.metrics import CHRF
+
+    return CHRF()  # sacrebleu's defaults: character 6-grams, no word n-grams, beta 2
 
 
 def token_error_rate(original: Sequence[int], reconstruction: Sequence[int]) -> float:
@@ -34,13 +42,15 @@ def token_error_rate(original: Sequence[int], reconstruction: Sequence[int]) -> 
 
 
 def char_edit_rate(original: str, reconstruction: str) -> float:
+    from rapidfuzz.distance import Levenshtein
+
     return Levenshtein.normalized_distance(original, reconstruction)
 
 
 def chrf_distance(original: str, reconstruction: str) -> float:
     if original == reconstruction:
         return 0.0
-    return 1.0 - _CHRF.sentence_score(reconstruction, [original]).score / 100
+    return 1.0 - _chrf().sentence_score(reconstruction, [original]).score / 100
 
 
 def line_error_rate(original: str, reconstruction: str) -> float:

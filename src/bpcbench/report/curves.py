@@ -9,7 +9,8 @@ import pandas as pd
 from bpcbench.bench.results import row_failed
 from bpcbench.report.figure import figure, save
 from bpcbench.report.findings import pooled_rows, scored
-from bpcbench.report.labels import cell_label
+from bpcbench.bench.labels import cell_label
+from bpcbench.lossy.distortion import MEASURES
 
 
 def plot_history(history: Path, path: Path) -> None:
@@ -107,8 +108,6 @@ def plot_rate_distortion(rows: list[dict], path: Path) -> None:
     """One panel per distortion measure: rate (bits/byte, container included) on x, distortion on y,
     one line per model and text over tau (colour: the model or quantization level; line style:
     the text), the lossless point as a dot at zero distortion."""
-    from bpcbench.lossy.distortion import MEASURES
-
     frame = pd.DataFrame([r for r in rows if r.get("roundtrip_ok") and r.get("bits_per_byte") != ""])
     colour = {m: f"C{i % 10}" for i, m in enumerate(dict.fromkeys(frame["model"]))}
     style = {c: ("-", "--", ":", "-.")[i % 4] for i, c in enumerate(dict.fromkeys(frame["corpus"]))}

@@ -24,7 +24,7 @@ Smallest level whose Δ bits/byte is within noise of the base: Q8_0 (100.0 MB, 5
 from __future__ import annotations
 
 from bpcbench.ladder.scoring import POOLED
-from bpcbench.report.labels import is_missing
+from bpcbench.bench.labels import is_missing
 
 
 def pooled_rows(doc: dict) -> list[dict]:

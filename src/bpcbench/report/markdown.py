@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 
 from bpcbench.bench.results import failed_mask
-from bpcbench.report.labels import (
+from bpcbench.bench.labels import (
     REFERENCE_CODEC,
     codec_label,
     input_label,

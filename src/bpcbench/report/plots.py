@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bpcbench.bench.results import failed_mask
 from bpcbench.report.figure import MARKERS, figure, plain_log_ticks, write
-from bpcbench.report.labels import (
+from bpcbench.bench.labels import (
     REFERENCE_CODEC,
     codec_label,
     input_label,

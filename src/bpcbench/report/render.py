@@ -8,36 +8,11 @@ import os
 from pathlib import Path
 
 from bpcbench.atomic import write_text
+from bpcbench.bench.incomplete import incomplete_note
 from bpcbench.bench.results import read_csv
 from bpcbench.errors import BpcError
 from bpcbench.report import plots
 from bpcbench.report.markdown import summary_markdown
-
-INCOMPLETE = "INCOMPLETE.json"  # in a run directory while cells are still to run (left by an interrupted run)
-
-
-def mark_incomplete(run_dir: Path, done: int, total: int, rounds: tuple[int, int] = (1, 1)) -> None:
-    """Cells with a row so far, of total; rounds: (timing round under way, rounds in all)."""
-    write_text(run_dir / INCOMPLETE, json.dumps({"cells_done": done, "cells_total": total, "timing_round": rounds[0],
-                                                 "timing_rounds": rounds[1]}) + "\n")
-
-
-def incomplete_note(run_dir: Path) -> str | None:
-    """One line for a run that stopped before its last cell, or None."""
-    try:
-        doc = json.loads((run_dir / INCOMPLETE).read_text())
-        note = (f"INCOMPLETE run: {int(doc['cells_done'])} of {int(doc['cells_total'])} cells measured "
-                f"(interrupted; the missing cells are not in results.csv)")
-        r, rounds = int(doc.get("timing_round", 1)), int(doc.get("timing_rounds", 1))
-        if doc["cells_done"] == doc["cells_total"] and r > 1:
-            note = (f"INCOMPLETE run: every cell measured, but interrupted in timing round {r} of {rounds} "
-                    f"(some timings have fewer values than the matrix asks for)")
-        return note
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, TypeError):
-        return "INCOMPLETE run: its INCOMPLETE.json marker is unreadable"
-
 
 def render(run_dir: str | os.PathLike) -> list[Path]:
     """(Re)write the plots of a run directory that carry information (plots.RUN_PLOTS; one that has
@@ -61,7 +36,7 @@ def render(run_dir: str | os.PathLike) -> list[Path]:
             plot_links.append((name, caption))
         else:  # nothing to show now: a plot left by an earlier render of this directory would be stale
             (run_dir / name).unlink(missing_ok=True)
-    if (run_dir / "lossy.png").is_file():  # a matrix's [lossy] curves (bench/runner.py run_lossy)
+    if (run_dir / "lossy.png").is_file():  # a matrix's [lossy] curves (lossy/curve.py)
         plot_links.append(("lossy.png", "Rate against distortion: the [lossy] curves (lossy.csv)"))
     summary = run_dir / "summary.md"
     note = incomplete_note(run_dir)

@@ -2,7 +2,7 @@
 
 `quantize(src, "Q4_K_M")` runs llama.cpp's quantizer (`bpcbench.llama.quantizer`, the same
 code `llama-quantize` runs) and caches the result under
-CACHE_DIR/quantized/<source sha256[:16]>/<level>-<llama-cpp-python version>.gguf
+<cache root>/quantized/<source sha256[:16]>/<level>-<llama-cpp-python version>.gguf
 (written to a temporary name and renamed, so a cache entry is whole or absent).
 
 What came out is then read back with the `gguf` package instead of trusting the level's
@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from gguf import GGUFReader
 
-from bpcbench import models
+from bpcbench import defaults, models
 from bpcbench.atomic import atomic_path, write_text
 from bpcbench.errors import BpcError
 from bpcbench.llama import quantizer
@@ -272,7 +272,7 @@ def _imatrix_legacy(data: bytes) -> dict[str, np.ndarray]:
 
 
 def cache_path(source_sha256: str, level: str, imatrix_sha256: str | None = None, cache_dir=None) -> Path:
-    root = Path(cache_dir) if cache_dir is not None else models.CACHE_DIR
+    root = Path(cache_dir) if cache_dir is not None else defaults.cache_root()
     tag = f"{level}-imatrix-{imatrix_sha256[:12]}" if imatrix_sha256 else level
     return root / "quantized" / source_sha256[:16] / f"{tag}-{quantizer.version()}.gguf"
 
