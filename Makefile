@@ -103,7 +103,8 @@ nightly: install
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .benchmarks
 
-# A GPU run that fits the lent machines' 64 MiB calls (docs/gpu.md): the kit, its sizes, a rehearsal here.
+# A GPU run for an offline GPU machine that takes files in size-limited transfers (64 MiB per call,
+# docs/gpu.md): the kit, its sizes, a rehearsal here.
 .PHONY: gpu-kit gpu-kit-check gpu-rehearse
 GPU_MODELS ?= smollm2-135m,gemma3-270m
 

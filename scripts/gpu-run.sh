@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU run, one step per device call (see docs/gpu.md; the kit comes from `make gpu-kit`):
+# The GPU run on an offline machine, one step per size-limited transfer (call; see docs/gpu.md;
+# the kit comes from `make gpu-kit`):
 #
 #   scripts/gpu-run.sh build .gpu/call-1     install the wheels, unpack llama-cpp-python, start its CUDA
 #                                            build in the background (it outlives the call), stash parts
@@ -10,7 +11,8 @@
 #                                            every call of the kit, here, in a temporary folder, with a
 #                                            CPU build and the tiny matrix gpu-rehearsal
 #
-# Everything that must outlive a call lives under $BPC_TMP (default /tmp), which a warm machine keeps.
+# Everything that must outlive a call lives under $BPC_TMP (default /tmp), which the machine keeps
+# between calls made back to back.
 # Each step logs its wall time. `run` refuses to start without a finished build.
 set -uo pipefail
 
@@ -138,7 +140,7 @@ start_build() {
     fi
     say "compiling llama-cpp-python $LLAMA_VERSION with CMAKE_ARGS=\"$args\" -j$JOBS in the background; log $BUILD/build.log"
     echo running >"$BUILD/state"
-    # setsid: a new session outlives the call that started it (the device README's Notes)
+    # setsid: a new session outlives the call that started it, so the build runs while the next calls transfer
     setsid nohup bash "${BASH_SOURCE[0]}" _compile "$args" </dev/null >/dev/null 2>&1 &
 }
 
@@ -208,7 +210,7 @@ cross_check() {  # a file coded on this backend decodes here; with another offlo
     [[ $rc == 4 ]]
 }
 
-collect() {  # at most 8 files, one folder down: what comes back from the device
+collect() {  # at most 8 files, one folder down: what one call may bring back from the machine
     local work=$1 dest=$2 bench
     mkdir -p "$dest"
     bench=$work/bench

@@ -1,10 +1,12 @@
-"""`make gpu-kit`: everything one GPU run needs, in folders that each fit one device call.
+"""`make gpu-kit`: everything one GPU run needs, in folders that each fit one size-limited transfer.
 
     .venv/bin/python scripts/gpu_kit.py                 # build .gpu/ and print the size per call
     .venv/bin/python scripts/gpu_kit.py --check         # sizes again, with the working tree as it is now
     .venv/bin/python scripts/gpu_kit.py --models smollm2-135m    # a smaller kit: fewer calls
     .venv/bin/python scripts/gpu_kit.py --local-wheels DIR       # the same wheels for this Python (rehearsal)
 
+The target is an offline GPU machine reached by calls that each run one command in a copy of
+the working tree plus the folders named in the call's `carry`, and carry at most 64 MiB.
 .gpu/ (ignored by git) gets one folder per call, .gpu/call-N, each to be named in that call's
 `carry`; call 1 holds src/ (llama-cpp-python 0.3.36 trimmed to what CMake reads, tar.xz), whl/
 (the wheels the image lacks, and bpcbench itself) and the first model parts; later calls hold
@@ -165,8 +167,8 @@ def _same_fs(a: Path, b: Path) -> bool:
 
 
 def calls_markdown(calls: list[gpu_plan.Call]) -> str:
-    """The device calls to make, back to back (a machine stays warm ~30 s after a call)."""
-    lines = ["# The device calls for this kit (make them back to back)", ""]
+    """The calls to make, back to back (the build runs in the background between them)."""
+    lines = ["# The calls for this kit, one transfer each (make them back to back)", ""]
     for c in calls:
         step = "build" if c.step.startswith("build") else c.step
         cmd = f"bash scripts/gpu-run.sh {step} {c.folder}"
@@ -228,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=".gpu", help="kit folder, relative to the repository (ignored by git)")
     p.add_argument("--models", type=lambda s: s.split(","), default=list(DEFAULT_MODELS))
-    p.add_argument("--python-version", default="3.12", help="the device's Python (KINDS.md: 3.12)")
+    p.add_argument("--python-version", default="3.12", help="the GPU machine's Python version (default 3.12)")
     p.add_argument("--carry", action="append", default=[], help="carry this package even if the image has it")
     p.add_argument("--margin", type=float, default=gpu_plan.MARGIN / MiB, help="MiB kept free in each call")
     p.add_argument("--no-cmake-check", action="store_true", help="skip configuring the trimmed source here")

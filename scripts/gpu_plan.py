@@ -1,7 +1,7 @@
 """The GPU kit's pure parts: which calls carry what, cutting and checking model files.
 
-A lent GPU machine takes at most 64 MiB per call (the working tree included), so the kit is
-planned as a few calls: call 1 carries the llama-cpp-python source, the wheels and as many
+An offline GPU machine that takes files in size-limited transfers (64 MiB per call, the working
+tree included) cannot receive the run in one go, so the kit is planned as a few calls: call 1 carries the llama-cpp-python source, the wheels and as many
 model bytes as fit; the next calls carry the rest of the model bytes; the last one also runs
 the bench. `plan_calls` cuts every model into parts that fill each call (no part over
 `part_max`), so the number of calls is the least the sizes allow. Nothing here touches the
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 MiB = 1 << 20
-LIMIT = 64 * MiB  # what one device call may carry, working tree included
+LIMIT = 64 * MiB  # what one transfer (call) to the machine may carry, working tree included
 PART_MAX = 60 * MiB  # the largest model part
 MARGIN = 2 * MiB  # room for the working tree to grow between `make gpu-kit` and the calls
 MIN_PART = 1 * MiB  # a call with less room than this left starts the next call instead

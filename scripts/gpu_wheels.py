@@ -1,9 +1,9 @@
 """Wheels for the GPU machine: every dependency its image lacks, for its Python (3.12).
 
-The lent machine cannot reach a package index, so what bpcbench and llama-cpp-python need at
-run time, less what the image already holds (device-image-packages.txt), travels as wheels,
-downloaded here with the device notes' recipe (`pip download --no-deps --only-binary=:all:
---python-version 3.12 --platform manylinux...`). Versions are the ones tested here: the
+The GPU machine is offline: it cannot reach a package index, so what bpcbench and
+llama-cpp-python need at run time, less what its image already holds
+(device-image-packages.txt), travels as wheels, downloaded here for its Python and platform
+(`pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux...`). Versions are the ones tested here: the
 project's exact pins, else what this environment has installed. `closure` then reads each
 wheel's Requires-Dist and adds whatever is neither in the image nor in the kit, until nothing
 is missing.
@@ -97,7 +97,7 @@ def wanted(pyproject: Path, image: set[str], python_version: str, carry: set[str
 
 
 def download(specs: list[str], dest: Path, python_version: str, native: bool = False) -> None:
-    """pip download, as the device notes say; `native` fetches for the running interpreter."""
+    """pip download for the machine's Python and manylinux platforms; `native` fetches for the running interpreter."""
     if not specs:
         return
     dest.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""The architecture, checked: who may talk to llama.cpp, module and function sizes, the README's map."""
+"""The architecture, checked: who may talk to llama.cpp, module and function sizes, the module map in docs/design.md."""
 
 from __future__ import annotations
 
@@ -63,11 +63,11 @@ def test_modules_and_functions_stay_small(path):
                     f"in a '# long: …' comment on its first lines")
 
 
-def test_readme_module_table_matches_the_tree():
-    readme = (REPO / "README.md").read_text()
-    table = readme[readme.index("| step | module"):]
+def test_design_module_table_matches_the_tree():
+    design = (REPO / "docs" / "design.md").read_text()
+    table = design[design.index("| step | module"):]
     table = table[: table.index("\n\n")]
     named = set(re.findall(r"`([\w/]+\.py)`", table))
     on_disk = {_rel(p) for p in MODULES if p.name not in ("__init__.py", "__main__.py")}
-    assert named - on_disk == set(), "README names modules that do not exist"
-    assert on_disk - named == set(), "modules missing from the README's table"
+    assert named - on_disk == set(), "docs/design.md names modules that do not exist"
+    assert on_disk - named == set(), "modules missing from the module table in docs/design.md"

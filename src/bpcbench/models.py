@@ -300,7 +300,7 @@ def check_gguf_file(path: Path) -> None:
 
 def describe(spec: str | os.PathLike) -> ModelInfo:
     """Resolve a model and read its metadata with the `gguf` package, cached by (path, size,
-    mtime) like its sha256: parsing Gemma's 262k-token vocabulary took ~10 s on every call."""
+    mtime) like its sha256: parsing a large vocabulary (Gemma's 262k tokens) is slow."""
     name, path = resolve_path(spec)
     check_gguf_file(path)
     st = path.stat()

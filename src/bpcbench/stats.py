@@ -57,7 +57,7 @@ def bootstrap_interval(piece_bits, piece_bytes, resamples: int = BOOTSTRAP_RESAM
     >>> lo <= 41 / 40 <= hi
     True
     """
-    # imported here: ~0.3 s that only runs reporting intervals pay
+    # imported here: scipy is slow to import, and only runs that report intervals need it
     from scipy.stats import bootstrap
 
     bits = np.asarray(piece_bits, dtype=np.float64)

@@ -43,7 +43,7 @@ def test_tau_zero_gives_the_original_bytes(tiny_session):
 def test_infinite_tau_is_the_cheapest_point(tiny_session):
     """Not "rate never rises with tau": once the reconstruction leaves the original, the model,
     fed the reconstruction, predicts the original's later tokens worse, so a middle tau can cost
-    more than tau = 0 (SmolLM2 on alice29: 1.38 bits/byte at tau 0, 1.89 at tau 8; README). What
+    more than tau = 0 (SmolLM2 on alice29: 1.38 bits/byte at tau 0, 1.89 at tau 8; docs/lossy.md). What
     holds by construction: tau = inf stores flags only, and costs least."""
     sizes = {tau: len(lossy.encode(TEXT, tiny_session, SMALL, tau).blob) for tau in (0, 2, 8, math.inf)}
     assert sizes[math.inf] == min(sizes.values()) and sizes[math.inf] < sizes[0] / 4, sizes

@@ -4,7 +4,7 @@
 the ladder makes it), then `--kl-divergence` with Q8_0 (the ladder's cached level), on alice29's
 first 10,000 bytes (2,716 tokens: 5 windows of 512, 1,275 scored tokens); the same windows
 evaluated here and scored by the ladder's code (ladder/reference.py). ~80 s on one core; Q4_0
-agrees as closely (README). The tool is built from the wheel's own llama.cpp sources by
+agrees as closely (docs/measurements.md). The tool is built from the wheel's own llama.cpp sources by
 `make llama-tools`; without it the test is skipped.
 
 llama.cpp stores the base's log-probabilities in 16 bits and skips terms with p_base < e^-16;

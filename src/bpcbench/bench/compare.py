@@ -10,9 +10,8 @@ Cells are matched on (corpus, measured bytes, codec, measure, policy, context). 
   Welch's t-test on the two timings (mean, std, n: timing.Timing) and "not significant"
   when the difference lies within their noise (stats.speed_significant, at SPEED_LEVEL). A timing of one
   value has no spread to test with and is not judged either ("1 value: not judged"), as
-  pyperf refuses to: a single whole-file timing on a shared machine moves by 50% from one
-  minute to the next (measured: the tiny model's nightly cell, 1.47x "slower", nothing
-  changed). Model cells are gated on speed when the matrix times them more than once
+  pyperf refuses to: a single whole-file timing on a shared machine moves by tens of percent
+  from one minute to the next with nothing changed (docs/measurements.md). Model cells are gated on speed when the matrix times them more than once
   (`model_repeats`). Nor is a cell judged whose values covered less than MIN_TIMED_SECONDS
   of work, whose new row came from the cell cache (an old timing replayed, not measured), or
   that ran with other threads, backend or offload in the two runs (a bench cell's default
@@ -40,10 +39,9 @@ from bpcbench.bench.labels import cell_label
 
 MIN_TIMED_SECONDS = 0.1
 # Speed changes are judged at 99%, not pyperf's 95%: a baseline's values come from several
-# processes whose means differ by up to 1.4x (bench/measure.baseline_round), and with n = 5 per
-# run the t-test's assumptions hold loosely. Two back-to-back nightly pairs with nothing changed
-# (22 speed comparisons) gave one p = 0.024 (zstd-22-long decoding 1.27x "faster"), none below
-# 0.01; a real 2x slowdown (n = 5) gives p = 1e-6 with 5% spread, 0.003 with 20%.
+# processes whose means differ (bench/measure.baseline_round), and with n = 5 per run the
+# t-test's assumptions hold loosely. At 95% back-to-back runs with nothing changed were flagged,
+# at 99% they were not, and a real 2x slowdown still is (docs/measurements.md).
 SPEED_LEVEL = 0.99
 KEY = ("corpus_name", "corpus_bytes", "codec", "measure", "policy", "context_tokens")
 

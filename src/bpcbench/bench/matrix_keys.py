@@ -69,7 +69,7 @@ _RUN_KEYS = {
     "measure": Key(str, '"coded", "ideal" or "none"', "`coded`: compress, decompress, compare; `ideal`: the model's "
                    "cross-entropy only, no file; `none`: no model cell (an [[llm]] table's way to skip).", "ideal"),
     "policy": Key((list, str), f"one of {', '.join(ALL_POLICIES)} or a list of them", "How the model sees the text "
-                  f"(README: What the numbers mean); a list measures each. {', '.join(session.WINDOW_POLICIES)}: "
+                  f"(docs/design.md: What the numbers mean); a list measures each. {', '.join(session.WINDOW_POLICIES)}: "
                   "ideal rows only.", session.DEFAULT_POLICY),
     "context": Key((list, int), f"{_POSITIVE} or a list of them", "Tokens of KV window (lanes) or per chunk; a list "
                    f"is a sweep, one cell per value. Unset: {session.DEFAULT_CHUNK_TOKENS} for chunks, else the "

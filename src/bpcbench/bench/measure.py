@@ -159,9 +159,9 @@ def baseline_round(ms: list[Measurement]) -> list[dict]:
     their columns, as Measurement.again gives them.
 
     A fresh process per round because a process's own memory layout moves a baseline's speed
-    more than anything inside one process does: zstd-22-long decoding 8 kB of text took
-    16.6-24.0 us per call in six processes here, each value within 0.5-3.7 us of its process's
-    mean. pyperf runs its values in 20 worker processes for this reason; we spawn one per round.
+    more than anything inside one process does (docs/measurements.md: zstd-22-long decoding in
+    six processes). pyperf runs its values in 20 worker processes for this reason; we spawn one
+    per round.
     """
     if not ms:
         return []

@@ -58,7 +58,7 @@ COLUMNS: list[Column] = [
     # the codec
     C("codec", "str", "-", "`llm:<model_name>` or a baseline: gzip-9, bzip2-9, xz-9e, zstd-19, zstd-22-long, brotli-11."),
     C("measure", "str", "-", "`coded`: real arithmetic coding, compressed and decompressed and compared; `ideal`: cross-entropy only, no file; `baseline`: a classical compressor, round trip checked."),
-    C("policy", "str", "-", "How the model saw the text: `lanes` (contiguous lanes, each with a sliding KV window: the codec's default), `chunks` (disjoint chunks, each from BOS), `llama-perplexity` or `lm-eval-rolling` (those tools' windows, ideal rows only). See README, \"What the numbers mean\". Empty for baselines."),
+    C("policy", "str", "-", "How the model saw the text: `lanes` (contiguous lanes, each with a sliding KV window: the codec's default), `chunks` (disjoint chunks, each from BOS), `llama-perplexity` or `lm-eval-rolling` (those tools' windows, ideal rows only). See docs/design.md, \"What the numbers mean\". Empty for baselines."),
     C("context_tokens", "int", "tokens", "The policy's window, as resolved for the model: KV cells per lane (BOS included), tokens per chunk, or the tool's n_ctx / max_length. Empty for baselines."),
     C("width", "int", "sequences", "Most lanes (or chunks) evaluated together per llama_decode call: a speed setting. Empty for baselines."),
     C("lanes", "int", "lanes", "Cold starts: lanes (coded lanes rows), chunks or windows that start from BOS with no history; 1 for an ideal lanes row (one stream)."),

@@ -9,8 +9,8 @@ from bpcbench import defaults
 from bpcbench.cli import options
 from bpcbench.errors import BpcError
 
-# The bench modules are imported inside each command: pandas and matplotlib cost seconds and
-# ~70 MB that `bpcbench decompress` (which registers these parsers too) should not pay.
+# The bench modules are imported inside each command: pandas and matplotlib are slow to import
+# and large, and `bpcbench decompress` (which registers these parsers too) should not pay for them.
 
 
 def lossy_step(plan, out_dir, log) -> list[str]:

@@ -11,8 +11,8 @@ statistics in `stats`, peak memory from `environment.PeakMemory`, files from `re
 Threads: `threads` is per model, and base and level decode at the same time in two Python
 threads (llama_decode releases the GIL). The default, half the usable cores, gives each model one
 core on a 2-core machine. One model with 2 OpenMP threads would be faster on an idle
-machine, but its threads spin at every barrier when another process takes a core: on a
-shared 2-core machine that was measured 10x slower (30 s instead of 2-3 s per 512 tokens).
+machine, but its threads spin at every barrier when another process takes a core, and then it
+is many times slower (docs/measurements.md).
 
 In a program (the `bpcbench ladder` command does the same)::
 

@@ -19,12 +19,12 @@ import numpy as np
 from bpcbench.errors import BpcError
 
 # llama.cpp's CPU backend in this build uses OpenMP (libgomp), whose threads spin at each of
-# the graph's barriers before they sleep. Measured here (benchmarks/wait_policy.py: 2,500 bytes
-# of alice29, SmolLM2, -t 2 on 2 cores, median of 3): idle, libgomp's default 14.2 s, active
-# 14.7 s, passive 18.0 s; beside one CPU-bound process 46.1 s, 43.5 s and 27.2 s. A benchmark
-# on a shared machine needs the second more than the first, so passive unless the user set
-# OMP_WAIT_POLICY (active brings the idle speed back). The wait policy changes no result, only
-# how threads wait. libgomp reads the variable once, when it loads: before llama_cpp is imported.
+# the graph's barriers before they sleep. Spinning is a little faster on an idle machine and far
+# slower beside another CPU-bound process (benchmarks/wait_policy.py; figures in
+# docs/measurements.md). A benchmark on a shared machine needs the second more than the first,
+# so passive unless the user set OMP_WAIT_POLICY (active brings the idle speed back). The wait
+# policy changes no result, only how threads wait. libgomp reads the variable once, when it
+# loads: before llama_cpp is imported.
 OMP_WAIT_POLICY = os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 try:
@@ -163,8 +163,7 @@ def _cpu_times(path: str) -> tuple[int, int]:
 def busy_cores(interval: float = 0.5, path: str = "/proc/stat") -> float | None:
     """Cores other processes keep busy now: CPU time used over `interval` s (this process sleeps
     meanwhile) × the machine's CPUs. The 1-minute load average lags: right after a run it still
-    counts that run (measured: 1.74 at the start of a second nightly run on an idle machine).
-    None where /proc/stat is missing."""
+    counts that run, so an idle machine looks busy. None where /proc/stat is missing."""
     import time
 
     try:
@@ -187,8 +186,8 @@ def _others_load() -> float:
 def measurement_threads() -> int:
     """Threads for a timed run (bench cells that set none): the usable cores other processes
     leave free now (busy_cores; the load average where that cannot be read), at least 1, at most
-    8. llama.cpp's threads on a busy core ran 5-60x slower here. Chosen once per process, so
-    every cell of a run agrees."""
+    8: llama.cpp's threads on a core another process keeps busy run many times slower. Chosen
+    once per process, so every cell of a run agrees."""
     return max(1, min(8, usable_cores() - int(round(_others_load()))))
 
 
