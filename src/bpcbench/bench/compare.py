@@ -8,7 +8,7 @@ Cells are matched on (corpus, measured bytes, codec, measure, policy, context). 
   there any change is real.
 * speed as "1.23x faster" / "1.23x slower" (encode and decode), pyperf's compare_to rule:
   Welch's t-test on the two timings (mean, std, n: timing.Timing) and "not significant"
-  when the difference lies within their noise (stats.speed_significant, at SPEED_LEVEL). A timing of one
+  when the difference lies within their noise (stats.speed_significant, at stats.SPEED_LEVEL). A timing of one
   value has no spread to test with and is not judged either ("1 value: not judged"), as
   pyperf refuses to: a single whole-file timing on a shared machine moves by 50% from one
   minute to the next (measured: the tiny model's nightly cell, 1.47x "slower", nothing
@@ -39,12 +39,6 @@ from bpcbench.bench.results import read_csv, row_failed
 from bpcbench.report.labels import cell_label
 
 MIN_TIMED_SECONDS = 0.1
-# Speed changes are judged at 99%, not pyperf's 95%: a baseline's values come from several
-# processes whose means differ by up to 1.4x (bench/measure.baseline_round), and with n = 5 per
-# run the t-test's assumptions hold loosely. Two back-to-back nightly pairs with nothing changed
-# (22 speed comparisons) gave one p = 0.024 (zstd-22-long decoding 1.27x "faster"), none below
-# 0.01; a real 2x slowdown (n = 5) gives p = 1e-6 with 5% spread, 0.003 with 20%.
-SPEED_LEVEL = 0.99
 KEY = ("corpus_name", "corpus_bytes", "codec", "measure", "policy", "context_tokens")
 
 
@@ -174,7 +168,7 @@ def _judge_speed(d: CellDelta, phase: str, ra, rb, threshold: float) -> None:
     # a value of more than one call was calibrated to >= 0.1 s of work (timing.time_calls)
     if all((_v(r["timing_loops"]) or 1) <= 1 and m < MIN_TIMED_SECONDS for m, r in ((ma, ra), (mb, rb))):
         return say("too short to judge")
-    sig = stats.speed_significant(ma, xa, na, mb, xb, nb, level=SPEED_LEVEL)
+    sig = stats.speed_significant(ma, xa, na, mb, xb, nb, level=stats.SPEED_LEVEL)
     setattr(d, f"{phase}_significant", sig)
     if sig is None:
         return say("1 value: not judged")
