@@ -50,7 +50,7 @@ $(STAMP): pyproject.toml Makefile
 			llama-cpp-python==$(LLAMA_CPP_PYTHON) -w $(WHEEL_DIR); \
 	fi
 	$(PY) -m pip install -q --force-reinstall --no-deps $(WHEEL_DIR)/llama_cpp_python-$(LLAMA_CPP_PYTHON)-*.whl
-	$(PY) -m pip install -q --find-links $(WHEEL_DIR) -e '.[test]'
+	$(PY) -m pip install -q --find-links $(WHEEL_DIR) -e '.[all,test]'
 	$(MAKE) --no-print-directory models
 	rm -f $(VENV)/.installed-*
 	touch $@

@@ -8,8 +8,8 @@ import sys
 from bpcbench.cli import options
 from bpcbench.errors import BpcError
 
-# The bench modules are imported inside each command: pandas and matplotlib cost seconds and
-# ~70 MB that `bpcbench decompress` (which registers these parsers too) should not pay.
+# The bench modules are imported inside each command: they need the bench extra (pandas,
+# matplotlib, scipy), which `bpcbench decompress` (registering these parsers too) runs without.
 
 
 def cmd_bench(args) -> int:

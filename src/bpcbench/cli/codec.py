@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import sys
 
-from tqdm import tqdm
+try:
+    from tqdm import tqdm
+except ImportError:  # tqdm comes with the bench extra; the core set compresses without a bar
+    tqdm = None
 
 from bpcbench.atomic import atomic_open
 from bpcbench.cli import options
@@ -86,7 +90,9 @@ def write_output(path: str, data: bytes, force: bool) -> None:
 
 
 def _progress(desc: str, enabled: bool):
-    """A token progress bar on stderr, shown only on a terminal."""
+    """A token progress bar on stderr, shown only on a terminal (and with tqdm installed)."""
+    if tqdm is None:
+        return contextlib.nullcontext()
     return tqdm(total=0, desc=desc, unit="tok", disable=not enabled or not sys.stderr.isatty(),
                 leave=False, file=sys.stderr, dynamic_ncols=True)
 
