@@ -24,7 +24,7 @@ STAMP    := $(VENV)/.installed-$(FLAVOUR)
 
 help:
 	@echo "make bench        set up (first time) and run the default benchmark (~40 min on 2 cores) -> results/<run-id>/"
-	@echo "make test         set up (first time) and run the test suite"
+	@echo "make test         set up (first time), run ruff and the import contracts, then the test suite"
 	@echo "make bench-quick  a ~6 minute benchmark (28 cells)"
 	@echo "make bench-micro  pytest-benchmark suite: coder throughput, lockstep vs bare llama_decode"
 	@echo "make fuzz         forged .bpcz files against the CLI: exit code, one line, time and memory each"
@@ -70,7 +70,10 @@ models:
 corpora: install
 	$(PY) -m bpcbench.corpora
 
+# the linters first: seconds, where the suite takes minutes
 test: install
+	$(VENV)/bin/ruff check src tests benchmarks scripts fuzz
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 bench: install
@@ -101,7 +104,7 @@ nightly: install
 	$(BPC) nightly
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .benchmarks
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .benchmarks .ruff_cache
 
 # A GPU run that fits the lent machines' 64 MiB calls (docs/gpu.md): the kit, its sizes, a rehearsal here.
 .PHONY: gpu-kit gpu-kit-check gpu-rehearse
