@@ -6,7 +6,9 @@ PYTHON   ?= python3
 VENV     ?= .venv
 PY       := $(VENV)/bin/python
 BPC      := $(VENV)/bin/bpcbench
-WHEELS   ?= $(HOME)/.cache/bpcbench/wheels
+# The cache root is bpcbench's own rule (src/bpcbench/defaults.py: $BPCBENCH_CACHE, else the
+# platform's user cache folder), asked by each recipe's shell once the venv has platformdirs.
+WHEELS   ?= $$(PYTHONPATH=src $(PY) -m bpcbench.defaults cache)/wheels
 LLAMA_CPP_PYTHON := 0.3.36
 # Flavour of the llama.cpp build: cpu-native (default, tuned to this CPU), cpu-portable
 # (-DGGML_NATIVE=OFF, a wheel that can be shared between machines), cuda (-DGGML_CUDA=on).
@@ -24,7 +26,7 @@ STAMP    := $(VENV)/.installed-$(FLAVOUR)
 
 help:
 	@echo "make bench        set up (first time) and run the default benchmark (~40 min on 2 cores) -> results/<run-id>/"
-	@echo "make test         set up (first time) and run the test suite"
+	@echo "make test         set up (first time), run ruff and the import contracts, then the test suite"
 	@echo "make bench-quick  a ~6 minute benchmark (28 cells)"
 	@echo "make bench-micro  pytest-benchmark suite: coder throughput, lockstep vs bare llama_decode"
 	@echo "make fuzz         forged .bpcz files against the CLI: exit code, one line, time and memory each"
@@ -39,7 +41,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip wheel
+	$(PY) -m pip install -q --upgrade pip wheel platformdirs
 	@if ls $(WHEEL_DIR)/llama_cpp_python-$(LLAMA_CPP_PYTHON)-*.whl >/dev/null 2>&1; then \
 		echo "using cached llama-cpp-python wheel from $(WHEEL_DIR)"; \
 	else \
@@ -50,7 +52,7 @@ $(STAMP): pyproject.toml Makefile
 			llama-cpp-python==$(LLAMA_CPP_PYTHON) -w $(WHEEL_DIR); \
 	fi
 	$(PY) -m pip install -q --force-reinstall --no-deps $(WHEEL_DIR)/llama_cpp_python-$(LLAMA_CPP_PYTHON)-*.whl
-	$(PY) -m pip install -q --find-links $(WHEEL_DIR) -e '.[test]'
+	$(PY) -m pip install -q --find-links $(WHEEL_DIR) -e '.[all,test]'
 	$(MAKE) --no-print-directory models
 	rm -f $(VENV)/.installed-*
 	touch $@
@@ -70,7 +72,10 @@ models:
 corpora: install
 	$(PY) -m bpcbench.corpora
 
+# the linters first: seconds, where the suite takes minutes
 test: install
+	$(VENV)/bin/ruff check src tests benchmarks scripts fuzz
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 bench: install
@@ -101,7 +106,7 @@ nightly: install
 	$(BPC) nightly
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .benchmarks
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .benchmarks .ruff_cache
 
 # A GPU run for an offline GPU machine that takes files in size-limited transfers (64 MiB per call,
 # docs/gpu.md): the kit, its sizes, a rehearsal here.

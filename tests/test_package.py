@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -148,3 +149,22 @@ def test_installed_wheel_loads_the_quick_matrix_from_another_folder(wheel, tmp_p
     name, n_cells, *names = proc.stdout.split()
     assert name == "quick" and int(n_cells) > 0
     assert {"alice29", "pytest-changelog-2026"} <= set(names)
+
+
+def test_the_version_is_defined_once_in_init():
+    """pyproject.toml reads the version from bpcbench.__version__ (setuptools' attr, read without
+    importing), so neither the wheel nor an editable install can disagree with `bpcbench --version`."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "bpcbench.__version__"}
+
+
+def test_the_wheel_and_the_install_carry_the_version_of_init(wheel):
+    import bpcbench
+
+    assert wheel.name.startswith(f"bpcbench-{bpcbench.__version__}-")
+    with zipfile.ZipFile(wheel) as zf:
+        metadata = zf.read(f"bpcbench-{bpcbench.__version__}.dist-info/METADATA").decode()
+    assert f"\nVersion: {bpcbench.__version__}\n" in metadata
+    assert {"bench", "lossy", "all", "test"} <= set(re.findall(r"^Provides-Extra: (\S+)$", metadata, re.M))
+    assert version("bpcbench") == bpcbench.__version__  # the editable install of this checkout

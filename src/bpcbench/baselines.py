@@ -19,9 +19,13 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-import brotli
 import numpy as np
 import zstandard
+
+try:
+    import brotli
+except ImportError:  # the bench extra's: compress and decompress (which import this module) run no baseline
+    brotli = None
 
 from bpcbench.errors import BpcError
 from bpcbench.timing import Timing, time_calls, time_values
@@ -82,7 +86,7 @@ def _versions() -> dict[str, str]:
         "bz2": f"{python} bz2 / libbz2 {_c_library_version(_bz2, 'BZ2_bzlibVersion')}",
         "lzma": f"{python} lzma / liblzma {_c_library_version(_lzma, 'lzma_version_string')}",
         "zstd": zstd,
-        "brotli": f"brotli {brotli.__version__}",
+        "brotli": f"brotli {brotli.__version__}" if brotli else "not installed",
     }
 
 
@@ -139,8 +143,9 @@ def _build() -> dict[str, Baseline]:
         ("xz-9e", _xz_compress, _xz_decompress, versions["lzma"]),
         ("zstd-19", _zstd19_compress, _zstd_decompress, versions["zstd"]),
         ("zstd-22-long", _zstd22_long_compress, _zstd_decompress, versions["zstd"]),
-        ("brotli-11", _brotli_compress, brotli.decompress, versions["brotli"]),
     ]
+    if brotli is not None:
+        rows.append(("brotli-11", _brotli_compress, brotli.decompress, versions["brotli"]))
     return {name: Baseline(name, enc, dec, version) for name, enc, dec, version in rows}
 
 

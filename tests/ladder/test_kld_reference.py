@@ -3,7 +3,7 @@
 `llama-perplexity --kl-divergence-base` on the F16 base (SmolLM2-135M re-expanded from Q4_1, as
 the ladder makes it), then `--kl-divergence` with Q8_0 (the ladder's cached level), on alice29's
 first 10,000 bytes (2,716 tokens: 5 windows of 512, 1,275 scored tokens); the same windows
-evaluated here and scored by the ladder's code (ladder/reference.py). ~80 s on one core; Q4_0
+evaluated here and scored by the ladder's code (tests/kld_reference.py). ~80 s on one core; Q4_0
 agrees as closely (docs/measurements.md). The tool is built from the wheel's own llama.cpp sources by
 `make llama-tools`; without it the test is skipped.
 
@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import os
 
+import kld_reference as reference
 import numpy as np
 import pytest
 
-from bpcbench import corpora, models
+from bpcbench import corpora, models, quantize
 from bpcbench.errors import BpcError
-from bpcbench import quantize, reference
 
 pytestmark = pytest.mark.real_model
 

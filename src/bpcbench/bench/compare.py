@@ -8,7 +8,7 @@ Cells are matched on (corpus, measured bytes, codec, measure, policy, context). 
   there any change is real.
 * speed as "1.23x faster" / "1.23x slower" (encode and decode), pyperf's compare_to rule:
   Welch's t-test on the two timings (mean, std, n: timing.Timing) and "not significant"
-  when the difference lies within their noise (stats.speed_significant, at SPEED_LEVEL). A timing of one
+  when the difference lies within their noise (stats.speed_significant, at stats.SPEED_LEVEL). A timing of one
   value has no spread to test with and is not judged either ("1 value: not judged"), as
   pyperf refuses to: a single whole-file timing on a shared machine moves by tens of percent
   from one minute to the next with nothing changed (docs/measurements.md). Model cells are gated on speed when the matrix times them more than once
@@ -38,11 +38,6 @@ from bpcbench.bench.results import read_csv, row_failed
 from bpcbench.bench.labels import cell_label
 
 MIN_TIMED_SECONDS = 0.1
-# Speed changes are judged at 99%, not pyperf's 95%: a baseline's values come from several
-# processes whose means differ (bench/measure.baseline_round), and with n = 5 per run the
-# t-test's assumptions hold loosely. At 95% back-to-back runs with nothing changed were flagged,
-# at 99% they were not, and a real 2x slowdown still is (docs/measurements.md).
-SPEED_LEVEL = 0.99
 KEY = ("corpus_name", "corpus_bytes", "codec", "measure", "policy", "context_tokens")
 
 
@@ -172,7 +167,7 @@ def _judge_speed(d: CellDelta, phase: str, ra, rb, threshold: float) -> None:
     # a value of more than one call was calibrated to >= 0.1 s of work (timing.time_calls)
     if all((_v(r["timing_loops"]) or 1) <= 1 and m < MIN_TIMED_SECONDS for m, r in ((ma, ra), (mb, rb))):
         return say("too short to judge")
-    sig = stats.speed_significant(ma, xa, na, mb, xb, nb, level=SPEED_LEVEL)
+    sig = stats.speed_significant(ma, xa, na, mb, xb, nb, level=stats.SPEED_LEVEL)
     setattr(d, f"{phase}_significant", sig)
     if sig is None:
         return say("1 value: not judged")

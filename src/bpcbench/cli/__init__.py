@@ -1,7 +1,8 @@
 """Command line: parses arguments and calls library functions; no logic of its own.
 
 Every BpcError becomes one line on stderr and a non-zero exit; nothing half-written is
-left behind because every output goes through atomic_open.
+left behind because every output goes through atomic_open. A command whose optional extra
+is not installed (cli/extras.py) is refused before it starts, with the pip line to run.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import signal
 import sys
 
 from bpcbench import __version__
-from bpcbench.cli import bench, codec, data, ladder, lossy
+from bpcbench.cli import bench, codec, data, extras, ladder, lossy
 from bpcbench.errors import BpcError
 
 
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         previous = None
     try:
         args = build_parser().parse_args(argv)
+        extras.require(args.command)
         return args.func(args) or 0
     except BpcError as e:
         print(f"bpcbench: error: {e}", file=sys.stderr)

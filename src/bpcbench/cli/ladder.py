@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tqdm import tqdm
-
 from bpcbench.cli import options
 from bpcbench.ladder import config
 from bpcbench.quantize import DEFAULT_LEVELS
@@ -57,7 +55,9 @@ def register(sub) -> None:
 
 
 def cmd_ladder(args: argparse.Namespace) -> int:
-    # imported here: pandas and matplotlib cost seconds that `bpcbench decompress` should not pay
+    # imported here: the bench extra's modules, which `bpcbench decompress` runs without
+    from tqdm import tqdm
+
     from bpcbench.ladder import results
     from bpcbench.ladder.run import run_ladder
     from bpcbench.report.findings import ladder_markdown

@@ -23,11 +23,6 @@ import numpy as np
 ESCAPE_MASS = 2.0**-16
 
 
-def unnormalised_probabilities(logits: np.ndarray) -> np.ndarray:
-    """exp(logits - rowmax) as float64, shape (positions, vocab)."""
-    return weights(logits, 0)
-
-
 def with_escapes(weights: np.ndarray, n_escapes: int) -> np.ndarray:
     """Append n_escapes columns sharing ESCAPE_MASS of each row's total weight."""
     if not n_escapes:
@@ -69,13 +64,6 @@ def ideal_bits(weights: np.ndarray, symbols: np.ndarray) -> np.ndarray:
     rows = np.arange(len(symbols))
     total = weights.sum(axis=1)
     return np.log2(total) - np.log2(weights[rows, symbols])
-
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """Natural-log probabilities in float64 (for KL divergence between two models)."""
-    x = np.asarray(logits, dtype=np.float64)
-    x = x - x.max(axis=1, keepdims=True)
-    return x - np.log(np.exp(x).sum(axis=1, keepdims=True))
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,8 @@ except ImportError:  # pragma: no cover - exercised only on broken installs
 
 def require():
     if ll is None:
-        raise BpcError("llama-cpp-python is not installed: run `make install`")
+        raise BpcError("llama-cpp-python is not installed: pip install bpcbench (which installs the version it "
+                       "pins, compiling llama.cpp for minutes; from a checkout: make install)")
     return ll
 
 

@@ -1,4 +1,5 @@
-"""The ladder's KLD statistics checked against llama.cpp's `llama-perplexity --kl-divergence`.
+"""The ladder's KLD statistics checked against llama.cpp's `llama-perplexity --kl-divergence`
+(tests/ladder/test_kld_reference.py; test code, so it lives here and not in the package).
 
 The reference tool is built from the sources of the installed llama-cpp-python wheel
 (scripts/build_llama_tools.sh, `make llama-tools`) into `tool_path()`. It evaluates the base on
