@@ -21,12 +21,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from forged import field_cases, raw_cases  # noqa: E402
-from tiny_gguf import write_tiny_gguf  # noqa: E402
+from forged import field_cases, raw_cases
+from tiny_gguf import write_tiny_gguf
 
-from bpcbench.codec.compress import compress  # noqa: E402
-from bpcbench.codec.container import Container  # noqa: E402
-from bpcbench.codec.session import Session, Settings  # noqa: E402
+from bpcbench.codec.compress import compress
+from bpcbench.codec.container import Container
+from bpcbench.codec.session import Session, Settings
 
 TEXT = b"Alice was beginning to get very tired of sitting by her sister on the bank.\n"
 

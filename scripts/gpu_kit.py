@@ -29,11 +29,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import gpu_plan  # noqa: E402
-import gpu_wheels  # noqa: E402
-from gpu_plan import KitError, MiB  # noqa: E402
+import gpu_plan
+import gpu_wheels
+from gpu_plan import KitError, MiB
 
-from bpcbench import defaults  # noqa: E402  (the cache root, one rule for the package and its scripts)
+from bpcbench import defaults
 
 ROOT = Path(__file__).resolve().parents[1]
 LLAMA_VERSION = "0.3.36"

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bpcbench import defaults, models
+from bpcbench import defaults
 from bpcbench.codec import policies
 from bpcbench.codec.session import Session
 from bpcbench.ladder.scoring import Scores, block_scores, summarise

@@ -20,6 +20,7 @@ from bpcbench.codec import cross_entropy as ideal
 from bpcbench.codec import decompress as decoding
 from bpcbench.codec.session import Settings
 from bpcbench.corpora import load_manifest, take_prefix
+from bpcbench.report.render import render
 
 TEXT_PREFIX = 2000
 MATRIX = tiny_matrix("tiny", ["text.txt", "random-org-10k"], 1500, f"""

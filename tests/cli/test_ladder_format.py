@@ -8,7 +8,6 @@ import pytest
 
 pytest.importorskip("llama_cpp")
 
-from bpcbench import models
 from bpcbench.cli import main
 from bpcbench.ladder import results
 

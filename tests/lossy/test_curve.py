@@ -83,7 +83,6 @@ def test_the_curve_writes_csv_plot_and_the_reconstruction(tmp_path, tiny_model_p
 
 def test_quant_adds_a_curve_per_quantization_level(tmp_path, tiny_model_path, monkeypatch):
     """--quant measures the model as given and each level, made by the ladder's quantizer (cached)."""
-    from bpcbench import models
 
     monkeypatch.setenv("BPCBENCH_CACHE", str(tmp_path / "cache"))
     (tmp_path / "t.txt").write_bytes(b"Once upon a time there was a tiny model. " * 3)

@@ -20,7 +20,7 @@ import pandas as pd
 from bpcbench import stats
 from bpcbench.atomic import atomic_open
 from bpcbench.bench import migrations
-from bpcbench.errors import BpcError, OtherSchema
+from bpcbench.errors import BpcError
 from bpcbench.schema import Column
 
 SCHEMA_VERSION = 4  # 2: policy, context_tokens, lanes, context_*; 3: timing mean ± std and n, BCa, ci_warning;

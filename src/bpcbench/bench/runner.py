@@ -206,7 +206,7 @@ class Runner:
                 taken = {i: {"error": f"baseline timing round {r}: {type(exc).__name__}: {exc}"} for i, _ in base}
             for index, m in due:
                 row = done[index]
-                _guarded(row, (lambda: taken[index]) if index in taken else m.again)
+                _guarded(row, (lambda value=taken[index]: value) if index in taken else m.again)
                 done[index] = row = results.finish_row(row)
                 if results.row_failed(row):
                     del measured[index]

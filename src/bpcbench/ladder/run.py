@@ -35,7 +35,7 @@ from typing import Callable
 
 import numpy as np
 
-from bpcbench import __version__, corpora, models, stats
+from bpcbench import __version__, corpora, stats
 from bpcbench.codec.compress import compress
 from bpcbench.codec.cross_entropy import ideal_plan
 from bpcbench.codec.decompress import decompress
