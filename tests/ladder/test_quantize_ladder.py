@@ -15,17 +15,18 @@ from scipy.special import log_softmax
 
 pytest.importorskip("llama_cpp")
 
-from bpcbench import corpora, defaults, models, stats
+from bpcbench import corpora, defaults, models, quantize, stats
 from bpcbench.defaults import LADDER_CONFIG
 from bpcbench.cli import main
 from bpcbench.codec import entropy_model
 from bpcbench.codec.cross_entropy import cross_entropy, ideal_plan
 from bpcbench.codec.session import DEFAULT_CONTEXT_CAP, Session, Settings
 from bpcbench.errors import BpcError
-from bpcbench.ladder import config, quantize, results, scoring
+from bpcbench.ladder import config, results, scoring
 from bpcbench.ladder.config import LadderConfig
 from bpcbench.ladder.run import LadderResult, run_ladder
 from bpcbench.levels import prepare_base
+from bpcbench.report.ladder import write_report
 from bpcbench.llama.binding import Model
 from bpcbench.report.findings import ladder_markdown
 
@@ -321,6 +322,7 @@ def test_base_bits_equal_the_ideal_path_under_every_policy(tiny_model_path, cach
 
 def test_outputs_csv_md_png(ladder_result, tmp_path):
     paths = results.write_outputs(ladder_result, tmp_path / "run")
+    paths.update(write_report(results.document(ladder_result), tmp_path / "run"))
     rows = list(csv.DictReader(io.StringIO(paths["csv"].read_text())))
     assert [r["level"] for r in rows] == ["base", "base", "Q8_0", "Q8_0", "Q4_K_M", "Q4_K_M", "Q2_K", "Q2_K"]
     assert {r["corpus"] for r in rows} == {"alice29", "all"}
