@@ -232,7 +232,7 @@ def test_corrupt_cache_file_is_ignored(tmp_path, isolated, no_registry, content)
     isolated.mkdir(parents=True, exist_ok=True)
     (isolated / "sha256.json").write_bytes(content)
     assert find_by_hash(prefix, "m.gguf", [d]) == str(d / "m.gguf")
-    assert models._read_sha_cache(isolated / "sha256.json")  # rewritten as a valid cache
+    assert models._read_json_dict(isolated / "sha256.json")  # rewritten as a valid cache
 
 
 def test_corrupt_cache_entry_is_ignored(tmp_path, isolated, no_registry, hashed):
@@ -240,12 +240,12 @@ def test_corrupt_cache_entry_is_ignored(tmp_path, isolated, no_registry, hashed)
     prefix = fake_gguf(d / "m.gguf")
     real = models.sha256_file(d / "m.gguf")
     cache_file = isolated / "sha256.json"
-    key = next(iter(models._read_sha_cache(cache_file)))
+    key = next(iter(models._read_json_dict(cache_file)))
     for bad in ["", "zz", 5, None, ABSENT, real.upper()]:
         models._SHA_MEMO.clear()
         cache_file.write_text(models.json.dumps({key: bad}))
         assert find_by_hash(prefix, "m.gguf", [d]) == str(d / "m.gguf")
-        assert models._read_sha_cache(cache_file)[key] == real
+        assert models._read_json_dict(cache_file)[key] == real
     models._SHA_MEMO.clear()
     cache_file.write_text(models.json.dumps({key: "f" * 64}))  # well-formed but wrong: trusted,
     with pytest.raises(BpcError):  # as the (path, size, mtime) key says the file is unchanged

@@ -94,8 +94,9 @@ def _hash_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _read_sha_cache(cache_file: Path) -> dict:
-    """The cache file's entries; a missing, unreadable or corrupt file counts as empty."""
+def _read_json_dict(cache_file: Path) -> dict:
+    """A cache file's entries (sha256.json, gguf-metadata.json); a missing, unreadable or corrupt
+    file counts as empty."""
     try:
         cache = json.loads(cache_file.read_text())
     except (OSError, ValueError, RecursionError):
@@ -114,7 +115,7 @@ def sha256_file(path: str | os.PathLike) -> str:
     if key in _SHA_MEMO:
         return _SHA_MEMO[key]
     cache_file = defaults.cache_root() / "sha256.json"
-    cache = _read_sha_cache(cache_file)
+    cache = _read_json_dict(cache_file)
     digest = cache.get(key)
     if not (isinstance(digest, str) and _HEX64.fullmatch(digest)):
         digest = cache[key] = _hash_file(path)
@@ -325,14 +326,6 @@ def describe(spec: str | os.PathLike) -> ModelInfo:
         except OSError:
             pass  # a read-only cache costs time, not correctness
     return ModelInfo(name=name, path=str(path), sha256=sha256_file(path), file_bytes=st.st_size, **fields)
-
-
-def _read_json_dict(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError, RecursionError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _read_metadata(path: Path) -> dict:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+from pathlib import Path
 
 import pytest
 from tiny_matrices import tiny_matrix
@@ -13,7 +14,11 @@ from tiny_matrices import tiny_matrix
 from bpcbench.bench import matrix, results, runner
 from bpcbench.cli import main
 from bpcbench.corpora import load_manifest
-from bpcbench.errors import BpcError
+from bpcbench.errors import BpcError, OtherSchema
+from bpcbench.report.render import render
+
+REPO = Path(__file__).resolve().parents[2]
+REFERENCE_RUNS = sorted(p.parent for p in (REPO / "results" / "reference").glob("*/results.csv"))
 
 MATRIX = tiny_matrix("reader", ["text.txt", "gone.txt"], 1000)
 
@@ -25,7 +30,7 @@ def run(make_bench_dir):
     (d / "gone.txt").write_text("x" * 100)
     m = matrix.load(d / "m.toml")
     (d / "gone.txt").unlink()
-    res = runner.run_matrix(m, d / "run", cache_dir=d / "cache", progress=False)
+    res = runner.run_matrix(m, d / "run", cache_dir=d / "cache", progress=False, finish=render)
     assert len(res.rows) == 6 and len(res.failed) == 3
     return d / "run"
 
@@ -138,9 +143,15 @@ def test_a_row_with_too_many_fields(run, tmp_path):
         results.read_csv(d)
 
 
-def test_another_schema_version(run, tmp_path):
+def test_a_schema_version_this_bpcbench_cannot_read(run, tmp_path):
     d = damaged(tmp_path, run, set_cell(1, "schema_version", "1"))
-    assert f"1, but this bpcbench reads {results.SCHEMA_VERSION}" in refused(d, "row 1", "schema_version")
+    assert f"1, but this bpcbench reads 2 to {results.SCHEMA_VERSION}" in refused(d, "row 1", "schema_version")
+    newer = str(results.SCHEMA_VERSION + 1)
+    d1 = damaged(tmp_path / "n", run, lambda rows: [set_cell(i, "schema_version", newer)(rows) for i in range(1, 7)])
+    with pytest.raises(OtherSchema, match=f"use a bpcbench that reads {newer}"):
+        results.read_csv(d1)
+    d3 = damaged(tmp_path / "s", run, set_cell(1, "schema_version", "\u00b2"))  # isdigit() says yes
+    assert "is not an integer" in refused(d3, "row 1 (line 2)", "schema_version")
     d2 = damaged(tmp_path / "b", run, set_cell(5, "schema_version", str(results.SCHEMA_VERSION + 1)))
     assert f"not schema version {results.SCHEMA_VERSION}" in refused(d2, "row 5 (line 6)", "schema_version")
 
@@ -176,3 +187,54 @@ def test_report_and_compare_refuse_a_damaged_file_in_one_line(run, tmp_path, cap
     assert out == "" and err.count("\n") == 1
     assert err.startswith(f"bpcbench: error: {bad / 'results.csv'}: row 2 (line 3), column roundtrip_ok")
     assert sorted(p.name for p in bad.iterdir()) == before and (bad / "summary.md").stat().st_mtime_ns == stamp
+
+
+def _as_version(rows, version: int, drop=(), rename=None):
+    """rows (header first) rewritten as an older bpcbench wrote them."""
+    keep = [i for i, name in enumerate(rows[0]) if name not in drop]
+    rows[:] = [[row[i] for i in keep] for row in rows]
+    if rename:
+        rows[0] = [rename.get(name, name) for name in rows[0]]
+    for row in rows[1:]:
+        row[rows[0].index("schema_version")] = str(version)
+
+
+V3_RENAME = {"n_pieces": "n_chunks"}
+V2_DROP = ("ci_warning", "encode_seconds_std", "decode_seconds_std", "timing_values", "timing_loops")
+
+
+def test_schema_3_files_read_as_today(run, tmp_path):
+    today = results.read_csv(run)
+    old = results.read_csv(damaged(tmp_path, run, lambda rows: _as_version(rows, 3, rename=V3_RENAME)))
+    assert old.equals(today) and (old["schema_version"] == results.SCHEMA_VERSION).all()
+
+
+def test_schema_2_files_read_with_the_later_columns_empty(run, tmp_path):
+    today = results.read_csv(run)
+    old = results.read_csv(damaged(tmp_path, run, lambda rows: _as_version(rows, 2, V2_DROP, V3_RENAME)))
+    assert old[list(V2_DROP)].isna().all().all()
+    rest = [c for c in results.COLUMN_NAMES if c not in V2_DROP]
+    assert old[rest].equals(today[rest])
+
+
+def test_one_file_holds_one_schema_version(run, tmp_path):
+    d = damaged(tmp_path, run, lambda rows: (_as_version(rows, 3, rename=V3_RENAME), set_cell(4, "schema_version", "2")(rows)))
+    assert "'2', but row 1 has 3" in refused(d, "row 4", "schema_version")
+
+
+@pytest.mark.parametrize("ref", REFERENCE_RUNS, ids=lambda p: p.name)
+def test_every_committed_reference_run_reads_compares_and_renders(ref, tmp_path, capsys):
+    frame = results.read_csv(ref)
+    assert len(frame) and (frame["schema_version"] == results.SCHEMA_VERSION).all()
+    assert main(["compare", str(ref), str(ref)]) == 0
+    assert "no regression" in capsys.readouterr().out
+    copy = tmp_path / ref.name
+    shutil.copytree(ref, copy)
+    (copy / "summary.md").unlink()
+    assert main(["report", str(copy)]) == 0
+    assert f"{len(frame)} cells" in (copy / "summary.md").read_text()
+
+
+def test_the_reference_runs_include_every_schema_this_project_kept():
+    versions = {next(csv.DictReader((ref / "results.csv").open()))["schema_version"] for ref in REFERENCE_RUNS}
+    assert {"2", "3"} <= versions
