@@ -98,7 +98,8 @@ def _settings(args) -> Settings:
 
 
 # --json keys: results.csv's column names where the quantity is the same (bench/results.py COLUMNS)
-_JSON_NAMES = {"input_bytes": "corpus_bytes", "context": "context_tokens", "container_bits_per_byte": "bits_per_byte"}
+_JSON_NAMES = {"input_bytes": "corpus_bytes", "context": "context_tokens", "container_bits_per_byte": "bits_per_byte",
+               "n_pieces": "n_chunks"}
 _JSON_DIRECTED = {"compress": {"seconds": "encode_seconds", "kb_per_second": "encode_kB_per_s",
                                "tokens_per_second": "tokens_per_s"},
                   "decompress": {"seconds": "decode_seconds", "kb_per_second": "decode_kB_per_s",
@@ -120,7 +121,7 @@ def _print_stats(direction: str, stats, args) -> None:
     d = stats.as_dict()
     lines = [
         f"{direction}: {d['input_bytes']:,} bytes <-> {d['container_bytes']:,} bytes "
-        f"(coded payload {d['coded_bytes']:,} bytes), {d['n_tokens']:,} tokens in {d['n_chunks']} "
+        f"(coded payload {d['coded_bytes']:,} bytes), {d['n_tokens']:,} tokens in {d['n_pieces']} "
         f"{'lanes' if d['policy'] == 'lanes' else 'chunks'}; stored as {d['method']}"
         + (f" ({d['segment_lanes']} lanes by zstd or as they are)" if d.get("segment_lanes") else "")
         + f", header {d['header_bytes']} bytes",
