@@ -10,17 +10,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bpcbench.llama.evaluation import LockstepEvaluator, Plan, PrefillEvaluator
+from bpcbench.llama.evaluation import PrefillEvaluator
+from bpcbench.llama.lanes import LaneEvaluator, plan_chunks
 
 TOKENS = 512
 
 
 def test_bare_prefill_loop(benchmark, smollm2):
-    chunk = (np.arange(TOKENS) % 5000 + 100).astype(np.int32)
+    inputs = (np.arange(TOKENS) % 5000 + 100).astype(np.int32)
     ev = PrefillEvaluator(smollm2, chunk_tokens=TOKENS, threads=2, block=TOKENS)
 
     def run():
-        for _ in ev.blocks(chunk):
+        for _ in ev.window(inputs, 0, TOKENS):
             pass
 
     benchmark.pedantic(run, rounds=3, iterations=1)
@@ -31,8 +32,8 @@ def test_bare_prefill_loop(benchmark, smollm2):
 @pytest.mark.parametrize("width", [1, 8, 32])
 def test_lockstep(benchmark, smollm2, width):
     steps = max(4, TOKENS // width)
-    plan = Plan(tuple([steps] * width), width, steps)
-    ev = LockstepEvaluator(smollm2, width=width, chunk_tokens=steps, threads=2)
+    plan = plan_chunks(steps * width, steps, width)  # `width` lanes of `steps` tokens: one wave
+    ev = LaneEvaluator(smollm2, lanes=plan.width, context=plan.context, threads=2)
     feed = np.full(width, 100, dtype=np.int32)
 
     def step(ids, t, logits):

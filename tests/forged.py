@@ -33,8 +33,9 @@ def patched(blob: bytes, at: int, new: bytes) -> bytes:
 def raw_cases(blob: bytes) -> dict[str, tuple[bytes, str]]:
     body = blob[:-4]
     return {
-        "flags-unknown-bits": (patched(blob, 5, b"\xe2"), "unknown flags"),
-        "flags-bit-7": (patched(blob, 5, b"\x82"), "unknown flags"),
+        # bit 2: chunks coded by bpcbench <= 0.3.0's padded evaluator, refused before any field is read
+        "flags-retired-padded-chunks": (patched(blob, 5, bytes([blob[5] | 4])), "retired padded-chunks layout"),
+        "flags-on-a-stored-file": (patched(blob, 5, b"\x80"), "without the model method"),
         "varint-not-minimal": (reseal(body[:6] + b"\x80\x00" + body[6:]), "not minimally encoded|out of range"),
         "varint-too-long": (reseal(body[:6] + b"\xff" * 9 + body[6:]), "too long"),
         "header-bomb-v2": (reseal(struct.pack("<4sHI", b"BPCZ", 2, 8) + zlib.compress(b"x" * (1 << 20))[:8]),

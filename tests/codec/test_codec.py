@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from bpcbench.errors import BpcError, CorruptInput, Mismatch
 
 # a small window and short lanes, so short inputs still exercise several lanes and slides
 SMALL = Settings(context=16, width=8, min_lane_tokens=40, threads=2)
-# the old disjoint-chunk policy (format version 1)
+# the chunks layout: disjoint lanes of at most 16 tokens that never slide, 8 at a time
 CHUNKS = Settings(policy="chunks", context=16, width=8, threads=2)
 
 INPUTS = {
@@ -58,12 +59,17 @@ def test_round_trip_any_bytes_any_window(tiny_session, data, context, policy):
     assert out == data
 
 
-def test_many_rounds_of_chunk_lockstep(tiny_session):
-    data = INPUTS["text"] * 3  # ~1.4k bytes, ~>24 chunks of 16 tokens: several rounds of width 8
-    blob, stats, out = roundtrip(tiny_session, data, CHUNKS)
+@pytest.mark.parametrize("width", [1, 2, 7, 8])
+def test_chunks_in_several_waves(tiny_session, width):
+    data = INPUTS["text"] * 3  # ~1.4k bytes, > 24 chunks of 16 tokens: several waves, the last one short
+    s = dataclasses.replace(CHUNKS, width=width)
+    blob, stats, out = roundtrip(tiny_session, data, s)
     assert out == data
-    assert stats.n_chunks > 2 * CHUNKS.width
-    assert Container.from_bytes(blob).header.policy == "chunks"
+    h = Container.from_bytes(blob).header
+    plan = h.plan()
+    assert plan.n_lanes == stats.n_pieces == stats.lanes > 2 * width and len(plan.waves()) > 2
+    assert (h.policy, h.context, plan.width, plan.discard) == ("chunks", 16, width, 0)
+    assert stats.context_max <= 16 and stats.context_min == 1  # no lane slides
 
 
 def test_compressing_twice_gives_identical_bytes(tiny_session):
@@ -82,8 +88,8 @@ def test_coded_size_close_to_ideal(tiny_session):
 def test_ideal_bits_match_an_independent_softmax(tiny_session, settings_):
     """Recompute Σ −log2 p from the lockstep logits with a plain float64 log-softmax."""
     data = INPUTS["text"]
-    tok, plan = tiny_session.prepare(data, settings_.resolved(tiny_session.model))
-    tokens = tok.tokens
+    job = tiny_session.prepare(data, settings_)
+    tokens, plan = job.tokens, job.plan
     offs = plan.offsets()
     independent = []
 
@@ -94,11 +100,11 @@ def test_ideal_bits_match_an_independent_softmax(tiny_session, settings_):
         independent.append(-lp[np.arange(len(ids)), symbols] / np.log(2))
         return symbols
 
-    tiny_session.evaluator(plan, settings_.threads).run(plan, step)
+    tiny_session.run(plan, step, settings_.threads)
     _, stats = codec.compress(data, tiny_session, settings_)
     assert stats.ideal_bits == pytest.approx(np.concatenate(independent).sum(), rel=1e-9)
-    assert sum(stats.chunk_ideal_bits) == pytest.approx(stats.ideal_bits, rel=1e-12)
-    assert sum(stats.chunk_input_bytes) == len(data)
+    assert sum(stats.piece_bits) == pytest.approx(stats.ideal_bits, rel=1e-12)
+    assert sum(stats.piece_bytes) == len(data)
 
 
 def test_plan_fields_cost_nothing_when_the_plan_is_the_formats_default(tiny_session):
@@ -237,9 +243,24 @@ def test_header_records_what_decoding_needs(tiny_session, good_blob):
 
 
 def test_a_chunks_file_records_its_plan(tiny_session):
+    """Flag bit 7, never bit 2 (the padded chunks of bpcbench <= 0.3.0), and the plan comes back."""
     blob, _ = codec.compress(INPUTS["text"], tiny_session, CHUNKS, fallback=False)
     h = Container.from_bytes(blob).header
     assert (h.policy, h.context, h.width) == ("chunks", 16, 8)
+    assert blob[5] & 0x80 and not blob[5] & 0x04
+    assert h.plan() == tiny_session.prepare(INPUTS["text"], CHUNKS).plan
+
+
+def test_a_padded_chunks_file_of_0_3_0_is_refused_before_any_model_loads(tmp_path, capsys):
+    """Made by bpcbench 0.3.0's padded lockstep evaluator, which no longer exists (tests/data/codec-0.3.0)."""
+    from bpcbench.cli import main
+
+    src = Path(__file__).parents[1] / "data" / "codec-0.3.0" / "retired-chunks.bpcz"
+    with pytest.raises(CorruptInput, match=r"retired padded-chunks layout of bpcbench <= 0\.3\.0"):
+        Container.from_bytes(src.read_bytes())
+    assert main(["decompress", str(src), "-o", str(tmp_path / "out"), "-m", "/nonexistent.gguf", "-q"]) == 3
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "retired padded-chunks" in err and not (tmp_path / "out").exists()
 
 
 def test_header_is_small(tiny_session, good_blob):

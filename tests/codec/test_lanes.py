@@ -14,7 +14,7 @@ from bpcbench.codec.decompress import decompress
 from bpcbench.codec.session import Settings
 from bpcbench.errors import BpcError, CorruptInput
 from bpcbench.llama import binding
-from bpcbench.llama.lanes import LanePlan, plan_lanes, window_context
+from bpcbench.llama.lanes import Plan, plan_lanes, window_context
 
 TEXT = ("Alice was beginning to get very tired of sitting by her sister on the bank, and of having nothing "
         "to do: once or twice she had peeped into the book her sister was reading. ").encode() * 6
@@ -50,7 +50,7 @@ def test_context_lengths_follow_the_slides():
     ctx = window_context(20, 8, 3)
     assert ctx[:8].tolist() == list(range(1, 9))
     assert ctx.max() == 8 and ctx[8:].min() == 8 - 3 + 1
-    plan = LanePlan((5, 4), 8, 3)
+    plan = Plan((5, 4), 8, 3, 2)
     assert plan.context_lengths().tolist() == [1, 2, 3, 4, 5, 1, 2, 3, 4]
 
 
@@ -116,7 +116,7 @@ def test_a_tampered_lane_plan_fails_before_decoding(tiny_session, changes, monke
     c = Container.from_bytes(blob)
     forged = Container(dataclasses.replace(c.header, **changes), c.payload).to_bytes()
     monkeypatch.setattr(tiny_session.__class__, "evaluator", lambda *a, **k: pytest.fail("decoding started"))
-    with pytest.raises(CorruptInput, match="lane plan|header field"):
+    with pytest.raises(CorruptInput, match="plan is invalid|header field"):
         decompress(forged, tiny_session, settings=s)
 
 

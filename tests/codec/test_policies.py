@@ -16,7 +16,7 @@ from bpcbench.codec.policies import (
     windows_for,
 )
 from bpcbench.llama.binding import Batch, Context, logits_rows
-from bpcbench.llama.evaluation import PrefillEvaluator, plan_chunks
+from bpcbench.llama.lanes import StreamEvaluator, plan_chunks
 
 T = np.arange(100, 110, dtype=np.int32)  # t0 … t9
 S = 7  # start / BOS / prefix token
@@ -51,9 +51,11 @@ def test_chunks_edges():
 
 
 def test_chunk_count_does_not_depend_on_a_width():
-    # whole alice29 under SmolLM2: 41,933 tokens; the old plan rounded 82 chunks up to 96 (width 32)
+    # whole alice29 under SmolLM2: 41,933 tokens; 0.3.0's padded coder rounded 82 chunks up to 96 (width 32)
     assert len(policies.balanced_lengths(41933, 512)) == 82
-    assert len(plan_chunks(41933, 512, 32).chunk_lengths) == 96
+    coded = plan_chunks(41933, 512, 32)
+    assert list(coded.lengths) == policies.balanced_lengths(41933, 512)  # the coder's chunks are the ideal ones
+    assert [len(w) for w in coded.waves()] == [32, 32, 18]
 
 
 # -- llama-perplexity ------------------------------------------------------------------------
@@ -217,12 +219,13 @@ def test_price_leaves_the_escape_mass_out_of_the_plain_nll():
 
 
 def _reference_logits(model, inputs: np.ndarray) -> np.ndarray:
-    """Every row of one window, float64, evaluated alone: a fresh PrefillEvaluator where the window
-    starts with the start token (its blocks() puts that token first), else one fresh llama_decode."""
+    """Every row of one window, float64, evaluated alone: a fresh StreamEvaluator (the ideal path of
+    the coder's plans) where the window starts with the start token (it puts that token first),
+    else one fresh llama_decode."""
     if inputs[0] == model.start_token:
-        with PrefillEvaluator(model, chunk_tokens=len(inputs), threads=1) as ev:
-            chunk = np.append(inputs[1:], 0).astype(np.int32)  # fed: [start] + chunk[:-1] == inputs
-            return np.concatenate([rows.astype(np.float64) for _, rows in ev.blocks(chunk)])
+        with StreamEvaluator(model, context=len(inputs), discard=0, threads=1) as ev:
+            lane = np.append(inputs[1:], 0).astype(np.int32)  # fed: [start] + lane[:-1] == inputs
+            return np.concatenate([rows.astype(np.float64) for _, rows in ev.blocks(lane)])
     with Context(model, n_seq=1, n_ctx_per_seq=len(inputs), n_batch=len(inputs), threads=1) as ctx, \
             Batch(len(inputs)) as batch:
         batch.set_seq_ids([0] * len(inputs))
@@ -291,7 +294,7 @@ def test_no_windows_score_nothing(tiny_session):
 
 
 @pytest.mark.real_model
-def test_smollm2_llama_perplexity_and_the_old_chunk_plan(smollm2_session):
+def test_smollm2_llama_perplexity_and_the_coders_chunks(smollm2_session):
     from bpcbench.corpora import resolve
 
     model, vocab = smollm2_session.model, smollm2_session.vocab
@@ -301,16 +304,16 @@ def test_smollm2_llama_perplexity_and_the_old_chunk_plan(smollm2_session):
     got = score(model, vocab, wins, threads=1)
     assert got.n_tokens == 255 * (len(tokens) // 512) and 5 < got.ppl < 60
 
-    few = tokens[: 2 * 512 - 100]  # two chunks: the old plan (width 32) did not round them up
-    old = plan_chunks(len(few), 512, 32)
-    assert list(old.chunk_lengths) == policies.balanced_lengths(len(few), 512)
+    few = tokens[: 2 * 512 - 100]  # two chunks
+    plan = plan_chunks(len(few), 512, 32)
+    assert list(plan.lengths) == policies.balanced_lengths(len(few), 512)
     n_escapes = len(vocab.escape_bytes)
-    old_bits, offs = [], old.offsets()
-    with PrefillEvaluator(model, chunk_tokens=512, threads=1) as ev:
-        for i in range(len(old.chunk_lengths)):
+    lane_bits, offs = [], plan.offsets()
+    with StreamEvaluator(model, context=512, discard=plan.discard, threads=1) as ev:  # cross_entropy's path
+        for i in range(plan.n_lanes):
             chunk = few[offs[i] : offs[i + 1]]
-            old_bits.append(sum(entropy_model.ideal_bits(entropy_model.weights(rows, n_escapes),
-                                                         chunk[f : f + len(rows)]).sum()
-                                for f, rows in ev.blocks(vocab.model_input(chunk))))
-    new = score(model, vocab, windows_for("chunks", few, model.start_token, model.add_bos, 512), threads=1)
-    np.testing.assert_allclose(new.window_bits, old_bits, rtol=1e-12)
+            lane_bits.append(sum(entropy_model.ideal_bits(entropy_model.weights(rows, n_escapes),
+                                                          chunk[f : f + len(rows)]).sum()
+                                 for f, rows in ev.blocks(vocab.model_input(chunk))))
+    windows = score(model, vocab, windows_for("chunks", few, model.start_token, model.add_bos, 512), threads=1)
+    np.testing.assert_allclose(windows.window_bits, lane_bits, rtol=1e-12)

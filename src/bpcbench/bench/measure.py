@@ -198,11 +198,11 @@ class Measurement:
             error = self._model_round(out)
         st = self.first_stats
         out.update(error=error, **timing_columns(self.encode, self.decode))
-        out.update(n_tokens=st.n_tokens, n_pieces=st.n_chunks, fallback_bytes=st.fallback_bytes,
+        out.update(n_tokens=st.n_tokens, n_pieces=st.n_pieces, fallback_bytes=st.fallback_bytes,
                    ideal_bits=st.ideal_bits, peak_rss_mb=mem.mb, policy=st.policy, context_tokens=st.context,
                    lanes=st.lanes, context_mean=st.context_mean, context_min=st.context_min,
                    context_max=st.context_max, scored_bytes=st.scored_bytes, perplexity=st.perplexity,
-                   _ci_ideal=bootstrap_interval(st.chunk_ideal_bits, st.chunk_input_bytes))
+                   _ci_ideal=bootstrap_interval(st.piece_bits, st.piece_bytes))
         if cell.measure != "ideal":
             out.update(coded_bytes=st.coded_bytes, container_bytes=st.container_bytes, roundtrip_ok=error is None)
         return out

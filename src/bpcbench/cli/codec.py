@@ -126,7 +126,7 @@ def _print_stats(direction: str, stats, args) -> None:
     d = stats.as_dict()
     lines = [
         f"{direction}: {d['input_bytes']:,} bytes <-> {d['container_bytes']:,} bytes "
-        f"(coded payload {d['coded_bytes']:,} bytes), {d['n_tokens']:,} tokens in {d['n_chunks']} "
+        f"(coded payload {d['coded_bytes']:,} bytes), {d['n_tokens']:,} tokens in {d['n_pieces']} "
         f"{'lanes' if d['policy'] == 'lanes' else 'chunks'}; stored as {d['method']}"
         + (f" ({d['segment_lanes']} lanes by zstd or as they are)" if d.get("segment_lanes") else "")
         + f", header {d['header_bytes']} bytes",

@@ -71,7 +71,9 @@ def add_gpu_layers(p: argparse.ArgumentParser, help: str = "layers to offload to
 
 
 def add_policy(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--policy", choices=POLICIES, help="how the text is cut: lanes (default) or the old disjoint chunks")
+    p.add_argument("--policy", choices=POLICIES,
+                   help="how the text is cut: lanes (default; a few long lanes, each with a sliding window) "
+                   "or chunks (disjoint pieces of at most --context tokens, each from BOS)")
     p.add_argument("--min-lane-tokens", type=positive_int, dest="min_lane_tokens",
                    help=f"a lane per this many tokens, up to --width lanes (default {DEFAULT_MIN_LANE_TOKENS})")
 

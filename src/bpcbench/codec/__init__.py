@@ -4,7 +4,7 @@ tokenization   lossless tokenization with byte escapes
 entropy_model  logits -> coder tables and ideal bits
 range_coder    constriction's range coder over blocks of positions
 container      the .bpcz file format
-session        a loaded model, the settings and their defaults
+session        a loaded model, the settings, their defaults and the plan they give
 compress       bytes -> container (and the cost statistics)
 decompress     container -> bytes, or one line saying why not
 cross_entropy  the ideal (no file) measurement on the fast path

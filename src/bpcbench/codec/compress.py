@@ -1,22 +1,24 @@
 """compress: bytes -> tokens -> lockstep probabilities -> range coder -> container.
 
-The encoder and the decoder (codec/decompress.py) run the same evaluator loop (lanes, or the
-old disjoint chunks); only the step differs (the encoder looks its tokens up, the decoder
-decodes them). That shared loop is what makes decoding bit-exact.
+The path, each step one layer down: `Session.prepare` (codec/session.py) resolves the
+settings, tokenizes, makes the plan and the fingerprint; `Session.run` drives the plan's
+evaluator (llama/lanes.py) with this module's step; `container.coded_header` writes the header
+from what `prepare` returned. The encoder and the decoder (codec/decompress.py) run the same
+evaluator loop over the same plan; only the step differs (the encoder looks its tokens up, the
+decoder decodes them). That shared loop is what makes decoding bit-exact.
 
 A file is never much larger than its input: when the model's coding is not the smallest, the
 container holds a zstd frame or the bytes themselves (one flag says which), so random data
-costs its size plus a ~20-byte header, not the ~15 bits per byte the model would spend. With
-several lanes the choice is also made lane by lane (`_segmented`): a lane the model codes
-worse than zstd or storing is kept that way (one byte per lane says how) and the other lanes
-are coded again without it, so a text with a block of random bytes pays the model's price
-only on the text. The bench and the ladder ask for the model's coding always, since that is
-what they measure.
+costs its size plus a header of a few bytes, not the many bits per byte the model would spend
+on it. With several lanes the choice is also made lane by lane (`_segmented`): a lane the model
+codes worse than zstd or storing is kept that way (one byte per lane says how) and the other
+lanes are coded again without it, so a text with a block of random bytes pays the model's
+price only on the text. The bench and the ladder ask for the model's coding always, since that
+is what they measure.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import asdict, dataclass, field, replace
 
@@ -26,21 +28,18 @@ import zstandard
 from bpcbench import stats
 from bpcbench.codec import entropy_model, range_coder
 from bpcbench.codec.container import (
-    HASH_BYTES,
     LANE_MODEL,
     LANE_STORED,
     LANE_ZSTD,
     Container,
     Header,
+    coded_header,
     model_lanes,
-    pack_words,
-    plan_fields,
+    payload_bytes,
 )
-from bpcbench.codec.session import Session, Settings, codec_fingerprint
+from bpcbench.codec.session import Prepared, Session, Settings
 from bpcbench.codec.tokenization import Tokenized, Vocabulary
-from bpcbench.errors import BpcError
-from bpcbench.llama.evaluation import Plan
-from bpcbench.llama.lanes import LanePlan
+from bpcbench.llama.lanes import Plan
 
 ZSTD_LEVEL = 19  # the fallback for data the model codes badly; its speed hardly matters beside the model's
 
@@ -51,19 +50,19 @@ class Stats:
     container_bytes: int = 0
     coded_bytes: int = 0  # the range coder's payload alone
     n_tokens: int = 0
-    n_chunks: int = 0  # independently scored pieces: lanes, chunks, or the ideal stream's bootstrap blocks
+    n_pieces: int = 0  # independently scored pieces, which the bootstrap resamples: lanes, or blocks of a lane
     fallback_bytes: int = 0
     ideal_bits: float = 0.0
     policy: str = ""
     context: int = 0  # the policy's window
-    lanes: int = 0  # cold starts: each lane (or chunk) starts from BOS with no history
+    lanes: int = 0  # cold starts: each lane starts from BOS with no history
     context_mean: float = float("nan")  # tokens of history (BOS included) per scored token
     context_min: int = 0
     context_max: int = 0
     scored_bytes: int | None = None  # bytes of the tokens scored, where a policy scores only some (llama-perplexity)
     perplexity: float = float("nan")  # exp(mean −ln p), plain vocabulary softmax (window policies only)
-    chunk_ideal_bits: list = field(default_factory=list)
-    chunk_input_bytes: list = field(default_factory=list)
+    piece_bits: list = field(default_factory=list)  # ideal bits of each piece
+    piece_bytes: list = field(default_factory=list)  # input bytes of each piece
     seconds: float = 0.0
     method: str = "model"  # how the container stores the data: model, zstd or stored (compress fallback)
     segment_lanes: int = 0  # lanes of a "model" file stored by zstd or as they are (compress fallback);
@@ -103,9 +102,9 @@ class Stats:
         the history each scored token had (`contexts`, one entry per token)."""
         offs = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         return cls(
-            input_bytes=len(data), n_tokens=len(tok.tokens), n_chunks=len(lengths), fallback_bytes=tok.fallback_bytes,
-            ideal_bits=float(piece_bits.sum()), chunk_ideal_bits=piece_bits.tolist(),
-            chunk_input_bytes=[len(vocab.detokenize(tok.tokens[offs[i] : offs[i + 1]])) for i in range(len(lengths))],
+            input_bytes=len(data), n_tokens=len(tok.tokens), n_pieces=len(lengths), fallback_bytes=tok.fallback_bytes,
+            ideal_bits=float(piece_bits.sum()), piece_bits=piece_bits.tolist(),
+            piece_bytes=[len(vocab.detokenize(tok.tokens[offs[i] : offs[i + 1]])) for i in range(len(lengths))],
             context_mean=float(contexts.mean()) if len(contexts) else float("nan"),
             context_min=int(contexts.min()) if len(contexts) else 0,
             context_max=int(contexts.max()) if len(contexts) else 0,
@@ -113,56 +112,32 @@ class Stats:
 
     def as_dict(self) -> dict:
         d = asdict(self)
-        d.pop("chunk_ideal_bits")
-        d.pop("chunk_input_bytes")
+        d.pop("piece_bits")
+        d.pop("piece_bytes")
         for k in ("ideal_bits_per_byte", "coded_bits_per_byte", "container_bits_per_byte",
                   "overhead_percent", "tokens_per_second", "kb_per_second"):
             d[k] = getattr(self, k)
         return d
 
 
-def contexts_of(plan: Plan | LanePlan) -> np.ndarray:
-    """History per scored token, in stream order: 1, 2, … from each chunk's or lane's BOS."""
-    if isinstance(plan, LanePlan):
-        return plan.context_lengths()
-    return np.concatenate([np.arange(1, n + 1) for n in plan.lengths] or [np.zeros(0, dtype=np.int64)])
-
-
 def compress(data: bytes, session: Session, settings: Settings | None = None, progress=None, *,
              fallback: bool = True) -> tuple[bytes, Stats]:
     """The .bpcz container of `data`, and what it cost. With `fallback`, the smallest of the
     model's coding, zstd and the bytes stored as they are; without, always the model's."""
-    settings = (settings or Settings()).resolved(session.model)
     t0 = time.perf_counter()
-    tok, plan = session.prepare(data, settings)
-    payload, piece_bits, shift = _code_tokens(session, plan, tok.tokens, settings.threads, progress)
-    header = coded_header("model", data, plan, settings, session, shift)
-    container = Container(header, payload)
+    job = session.prepare(data, settings)
+    s, plan = job.settings, job.plan
+    payload, piece_bits, shift = _code_tokens(session, plan, job.tokens, s.threads, progress)
+    container = Container(coded_header("model", data, job, shift), payload)
     if fallback:
-        segmented = _segmented(container, tok.tokens, plan, piece_bits, session, settings, progress)
-        container = min([container, *segmented, *_fallbacks(data, header)], key=lambda c: len(c.to_bytes()))
+        segmented = _segmented(container, job, piece_bits, session, progress)
+        container = min([container, *segmented, *_fallbacks(data, container.header)], key=lambda c: len(c.to_bytes()))
     blob = container.to_bytes()
-    st = Stats.measured(data, tok, plan.lengths, piece_bits, contexts_of(plan), session.vocab, t0,
-                        container_bytes=len(blob), coded_bytes=len(payload), policy=settings.policy,
-                        context=settings.context, lanes=len(plan.lengths), method=container.header.method,
-                        header_bytes=container.header_bytes,
+    st = Stats.measured(data, job.tokenized, plan.lengths, piece_bits, plan.context_lengths(), session.vocab, t0,
+                        container_bytes=len(blob), coded_bytes=len(payload), policy=s.policy, context=s.context,
+                        lanes=plan.n_lanes, method=container.header.method, header_bytes=container.header_bytes,
                         segment_lanes=sum(m != LANE_MODEL for m in container.header.lane_methods))
     return blob, st
-
-
-def coded_header(method: str, data: bytes, plan: Plan | LanePlan, settings: Settings, session: Session,
-                 shift: bool | None) -> Header:
-    """The header of a model-coded container (lossless, or lossy with `data` the reconstruction)."""
-    width, min_lane_tokens = settings.width, settings.min_lane_tokens
-    if isinstance(plan, LanePlan):
-        width, min_lane_tokens = plan_fields(plan, width, min_lane_tokens)
-    return Header(
-        method, len(data), hashlib.sha256(data).hexdigest()[: 2 * HASH_BYTES], n_tokens=plan.n_tokens,
-        policy=settings.policy, shift=shift is not False, context=plan.context if isinstance(plan, LanePlan) else
-        plan.chunk_tokens, width=width, discard=getattr(plan, "discard", 0) or Header.discard,
-        min_lane_tokens=min_lane_tokens, threads=settings.threads, n_gpu_layers=settings.n_gpu_layers,
-        model_name=session.info.name, model_sha=session.info.sha256[: 2 * HASH_BYTES],
-        codec=codec_fingerprint(session, settings))
 
 
 def _fallbacks(data: bytes, model: Header) -> list[Container]:
@@ -180,13 +155,13 @@ def lane_choice(raw: bytes, model_bits: float) -> tuple[int, bytes]:
     return (method, seg) if len(seg) + 3 < model_bits / 8 else (LANE_MODEL, b"")  # + its length varint
 
 
-def _segmented(whole: Container, tokens: np.ndarray, plan: Plan | LanePlan, piece_bits: np.ndarray,
-               session: Session, settings: Settings, progress) -> list[Container]:
+def _segmented(whole: Container, job: Prepared, piece_bits: np.ndarray, session: Session, progress) -> list[Container]:
     """The container with each lane stored the cheapest way, when some lane is cheaper as zstd
-    or as it is than by the model (by its ideal bits, which the coder meets within ~0.1%); [] if
-    none is, or all are (the whole-file fallbacks cover that). The model's lanes are coded again
-    without the others, since a batch without them is what the decoder will evaluate."""
-    if not isinstance(plan, LanePlan) or plan.n_lanes < 2:
+    or as it is than by the model (by its ideal bits, which the range coder meets closely); []
+    if none is, or all are (the whole-file fallbacks cover that). The model's lanes are coded
+    again without the others, since a batch without them is what the decoder will evaluate."""
+    plan, tokens = job.plan, job.tokens
+    if plan.n_lanes < 2:
         return []
     offs = plan.offsets()
     choices = [lane_choice(session.vocab.detokenize(tokens[offs[i] : offs[i + 1]]), piece_bits[i])
@@ -197,19 +172,19 @@ def _segmented(whole: Container, tokens: np.ndarray, plan: Plan | LanePlan, piec
         return []
     coded = model_lanes(plan, methods)  # the decoder's own rule for the plan it evaluates
     keep = np.concatenate([tokens[offs[i] : offs[i + 1]] for i, m in enumerate(methods) if m == LANE_MODEL])
-    payload, _, shift = _code_tokens(session, coded, keep, settings.threads, progress)
-    header = replace(whole.header, shift=shift is not False, lane_methods=tuple(methods),
+    payload, _, shift = _code_tokens(session, coded, keep, job.settings.threads, progress)
+    header = replace(whole.header, shift=shift, lane_methods=tuple(methods),
                      segment_bytes=tuple(len(s) for s in segments))
     return [Container(header, b"".join(segments) + payload)]
 
 
-def _code_tokens(session: Session, plan: Plan | LanePlan, tokens: np.ndarray, threads: int, progress):
+def _code_tokens(session: Session, plan: Plan, tokens: np.ndarray, threads: int, progress):
     """Range-code `tokens` under the plan: (payload bytes, ideal bits per lane, KV-shift mode)."""
     offs = plan.offsets()
     enc = range_coder.Encoder()
     scratch = entropy_model.StepTables(session.vocab.n_symbols, len(session.vocab.escape_bytes))
     factor = scratch.factor
-    piece_bits = np.zeros(len(plan.lengths))
+    piece_bits = np.zeros(plan.n_lanes)
     spent = 0.0  # summed exactly as the decoder sums it (decompress._decode_tokens)
 
     def step(piece_ids: np.ndarray, t: int, logits: np.ndarray) -> np.ndarray:
@@ -225,30 +200,5 @@ def _code_tokens(session: Session, plan: Plan | LanePlan, tokens: np.ndarray, th
         spent += entropy_model.min_code_bits(outer, blocks) + entropy_model.min_code_bits(within_tables, within)
         return session.vocab.model_input(symbols)
 
-    shift = None
-    if plan.lengths:
-        ev = session.evaluator(plan, threads)
-        shift = getattr(ev, "shift", None)
-        ev.run(plan, step, on_step(progress, plan))
+    shift = session.run(plan, step, threads, progress)
     return payload_bytes(enc.finish(), spent, plan.n_tokens), piece_bits, shift
-
-
-def payload_bytes(words: np.ndarray, spent: float, n_tokens: int) -> bytes:
-    """The words as trimmed bytes, but never so short that the decoder's payload checks would
-    refuse them (zeros added back, or appended: the decoder reads missing words as zeros anyway)."""
-    full = np.asarray(words, dtype=">u4").tobytes()
-    if entropy_model.payload_bytes_needed(spent, 0) > len(full):  # fewer bytes than the information coded
-        raise BpcError(f"internal error: the range coder wrote {len(full)} bytes for {spent:.0f} bits")
-    payload = pack_words(words)
-    need = entropy_model.payload_bytes_needed(spent, n_tokens)
-    return payload if len(payload) >= need else (full + bytes(need))[:need]
-
-
-def on_step(progress, plan):
-    """Adapt a tqdm-like bar (reset(total=), update(n)) to the evaluator's per-step callback."""
-    if progress is None:
-        return None
-    progress.reset(total=plan.n_tokens)
-    return progress.update
-
-

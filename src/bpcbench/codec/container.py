@@ -11,8 +11,8 @@ Layout (varint = unsigned LEB128, minimal, at most 8 bytes; fixed integers littl
         u8 model: 0 = named (u8 length, UTF-8 file name; never used as a path), k >= 1 = REGISTRY[k - 1]
         6 bytes: sha256(model)[:6]   4 bytes: codec fingerprint (build, numpy, coder, vocabulary)
         flag EXPLICIT: varint context, varint width, lanes also varint discard, varint min_lane_tokens
-                       (otherwise the lane defaults of this format, LANE_DEFAULTS)
-        flag SEGMENTS ("model", lanes): one byte per lane of the plan, how it is stored (0 by the
+                       (otherwise the defaults of this format, LANE_DEFAULTS)
+        flag SEGMENTS ("model" only): one byte per lane of the plan, how it is stored (0 by the
                        model, 1 zstd, 2 stored), then a varint payload length per lane not by the model
     payload: with SEGMENTS, first the segments of the lanes not coded by the model, in lane order
              (a zstd frame or the lane's bytes), then the model's payload for the other lanes;
@@ -23,19 +23,33 @@ Layout (varint = unsigned LEB128, minimal, at most 8 bytes; fixed integers littl
              "zstd": one zstd frame; "stored": the original bytes
     u32 CRC-32 of everything before it
 
-flags: bits 0-1 method (0 stored, 1 zstd, 2 model, 3 lossy), bit 2 chunks policy (else lanes), bit 3 the
-lanes re-evaluate instead of shifting the KV cache, bit 4 EXPLICIT, bit 5 OFFLOAD (layers on a
-GPU), bit 6 SEGMENTS; bit 7 must be zero.
+flags: bits 0-1 method (0 stored, 1 zstd, 2 model, 3 lossy); bit 2 the retired padded-chunks
+layout (bpcbench <= 0.3.0), refused; bit 3 the lanes re-evaluate instead of shifting the KV
+cache; bit 4 EXPLICIT; bit 5 OFFLOAD (layers on a GPU); bit 6 SEGMENTS; bit 7 the chunks
+policy (else lanes). All eight bits are taken: another option needs a new format version.
+
+The plan (llama/lanes.py make_plan) follows from the policy bit, n_tokens and the EXPLICIT
+fields: lanes, min(width, ⌈n_tokens / min_lane_tokens⌉) lanes sliding by `discard` in a window
+of `context`; chunks, ⌈n_tokens / context⌉ lanes that never slide (so no discard field), run
+`width` at a time. The writer puts the format's defaults wherever they give the same plan.
+
+Files with bit 2 were coded by bpcbench <= 0.3.0's padded lockstep evaluator for chunks (every
+call padded to `width` rows), which no longer exists, so their distributions cannot be
+reproduced: they are refused with a message naming the release that reads them. Their chunks
+successors set bit 7 instead, which those releases refuse as an unknown flag: neither is ever
+decoded under the other's layout.
 
 Guarantees: the CRC is checked before any field is read; every field is typed and range-checked,
-with n_tokens <= original_bytes (a token spells at least one byte) and the payload length
-checked against the method (a payload byte may stand for at most 512 tokens); nothing read here chooses threads, paths or allocation sizes beyond
-original_bytes, which the caller bounds (--max-output-bytes) before decoding. Versions 1 and 2
-(JSON headers, bpcbench 0.1) are refused with a message naming the release that reads them.
+with n_tokens <= original_bytes (a token spells at least one byte), at most MAX_PLAN_LANES lanes,
+and the payload length checked against the method (a payload byte may stand for at most 512
+tokens); nothing read here chooses threads, paths or allocation sizes beyond original_bytes,
+which the caller bounds (--max-output-bytes) before decoding. Versions 1 and 2 (JSON headers,
+bpcbench 0.1) are refused with a message naming the release that reads them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import zlib
 from collections.abc import Sequence
@@ -43,9 +57,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from bpcbench.codec.entropy_model import max_tokens
-from bpcbench.errors import CorruptInput
-from bpcbench.llama.lanes import MAX_LANES, LanePlan, plan_lanes
+from bpcbench.codec import entropy_model
+from bpcbench.codec.session import Prepared
+from bpcbench.errors import BpcError, CorruptInput
+from bpcbench.llama.lanes import MAX_LANES, Plan, make_plan
 from bpcbench.models import SHA_PREFIX_DIGITS
 
 MAGIC = b"BPCZ"
@@ -54,11 +69,12 @@ METHODS = ("stored", "zstd", "model", "lossy")
 CODED = ("model", "lossy")  # methods whose payload is range-coded under the model (the lossy one: codec/lossy.py)
 REGISTRY = ("smollm2-135m", "gemma3-270m")  # ids 1, 2: part of the format; append only
 LANE_DEFAULTS = {"context": 2048, "width": 32, "discard": 512, "min_lane_tokens": 8192}
+PLAN_FIELDS = {"lanes": ("context", "width", "discard", "min_lane_tokens"), "chunks": ("context", "width")}
 HASH_BYTES = SHA_PREFIX_DIGITS // 2  # original and model sha256 prefixes (48 bits): plenty to catch a wrong model or decode
 CODEC_BYTES = 4
 MAX_ORIGINAL_BYTES = 1 << 48  # what any header may claim; decompress applies the user's own, smaller bound
 MAX_NAME_BYTES = 255
-_CHUNKS, _REEVAL, _EXPLICIT, _OFFLOAD, _SEGMENTS = 4, 8, 16, 32, 64
+_PADDED_CHUNKS, _REEVAL, _EXPLICIT, _OFFLOAD, _SEGMENTS, _CHUNKS = 4, 8, 16, 32, 64, 128
 LANE_MODEL, LANE_ZSTD, LANE_STORED = 0, 1, 2  # how a lane of a SEGMENTS file is stored
 _VARINT_BYTES = 8
 _CRC = struct.Struct("<I")
@@ -72,12 +88,12 @@ class Header:
     original_bytes: int
     original_sha: str  # hex, HASH_BYTES bytes
     n_tokens: int = 0
-    policy: str = "lanes"  # or "chunks"
+    policy: str = "lanes"  # or "chunks": the layout of the plan
     shift: bool = True  # lanes slide by llama.cpp's KV shift (else by re-evaluation)
-    context: int = LANE_DEFAULTS["context"]  # lanes: KV window; chunks: tokens per chunk
+    context: int = LANE_DEFAULTS["context"]  # lanes: KV window; chunks: most tokens per chunk
     width: int = LANE_DEFAULTS["width"]
-    discard: int = LANE_DEFAULTS["discard"]
-    min_lane_tokens: int = LANE_DEFAULTS["min_lane_tokens"]
+    discard: int = LANE_DEFAULTS["discard"]  # lanes only
+    min_lane_tokens: int = LANE_DEFAULTS["min_lane_tokens"]  # lanes only
     threads: int = 0
     n_gpu_layers: int = 0
     model_name: str = ""
@@ -87,16 +103,40 @@ class Header:
     segment_bytes: tuple[int, ...] = ()  # SEGMENTS: payload bytes of each lane not coded by the model, in order
 
     def explicit(self) -> bool:
-        return self.policy == "chunks" or any(getattr(self, k) != v for k, v in LANE_DEFAULTS.items())
+        return any(getattr(self, k) != LANE_DEFAULTS[k] for k in PLAN_FIELDS[self.policy])
+
+    def plan(self) -> Plan:
+        """The plan this header describes, bounded before anything is allocated from it."""
+        try:
+            return make_plan(self.policy, self.n_tokens, width=self.width, min_lane_tokens=self.min_lane_tokens,
+                             context=self.context, discard=self.discard)
+        except BpcError as exc:
+            raise CorruptInput(f"compressed file's {self.policy} plan is invalid ({exc})") from None
 
 
-def plan_fields(plan: LanePlan, width: int, min_lane_tokens: int) -> tuple[int, int]:
-    """(width, min_lane_tokens) for a lanes header: the format's defaults wherever they give the
-    same plan, since the header only has to tell the decoder the plan; a file then pays for
-    explicit fields (EXPLICIT) only when its plan needs them, whatever the encoder's defaults."""
-    w, m = LANE_DEFAULTS["width"], LANE_DEFAULTS["min_lane_tokens"]
-    same = plan_lanes(plan.n_tokens, w, m, plan.context, plan.discard).lengths == plan.lengths
-    return (w, m) if same else (width, min_lane_tokens)
+def coded_header(method: str, data: bytes, job: Prepared, shift: bool) -> Header:
+    """The header of a model-coded container (lossless, or lossy with `data` the reconstruction).
+
+    The header only has to give the decoder the plan back, so the format's default width and
+    lane length are written wherever they give the same plan: a file then pays for explicit
+    fields (EXPLICIT) only when its plan needs them, whatever the encoder's defaults.
+    """
+    s, plan = job.settings, job.plan
+    given = {"context": plan.context, "width": s.width, "discard": plan.discard, "min_lane_tokens": s.min_lane_tokens}
+    fields = {k: given[k] if k in PLAN_FIELDS[s.policy] else v for k, v in LANE_DEFAULTS.items()}
+    h = Header(method, len(data), hashlib.sha256(data).hexdigest()[: 2 * HASH_BYTES], n_tokens=plan.n_tokens,
+               policy=s.policy, shift=shift, threads=s.threads, n_gpu_layers=s.n_gpu_layers,
+               model_name=job.model.name, model_sha=job.model.sha256[: 2 * HASH_BYTES], codec=job.codec, **fields)
+    short = replace(h, width=LANE_DEFAULTS["width"], min_lane_tokens=LANE_DEFAULTS["min_lane_tokens"])
+    return short if short.plan() == plan else h
+
+
+def model_lanes(plan: Plan, lane_methods: Sequence[int]) -> Plan:
+    """The plan the model codes: lanes stored otherwise (a SEGMENTS file) have no tokens, so the
+    evaluator leaves them out of every batch, on both ends alike (the waves stay as they were)."""
+    if not lane_methods:
+        return plan
+    return replace(plan, lengths=tuple(n if m == LANE_MODEL else 0 for n, m in zip(plan.lengths, lane_methods)))
 
 
 @dataclass(frozen=True)
@@ -171,7 +211,7 @@ def _pack_header(h: Header) -> bytes:
     out += bytes.fromhex(h.model_sha) + bytes.fromhex(h.codec)
     if h.explicit():
         out += _varint(h.context) + _varint(h.width)
-        if h.policy == "lanes":
+        if "discard" in PLAN_FIELDS[h.policy]:
             out += _varint(h.discard) + _varint(h.min_lane_tokens)
     if h.lane_methods:
         out += bytes(h.lane_methods) + b"".join(map(_varint, h.segment_bytes))
@@ -206,9 +246,10 @@ class _Reader:
 
 def _read_header(r: _Reader) -> Header:
     flags = r.take(1, "flags")[0]
-    if flags & ~0x7F:
-        raise CorruptInput(f"compressed file's header has unknown flags {flags:#04x}")
     method = METHODS[flags & 3]
+    if method in CODED and flags & _PADDED_CHUNKS:
+        raise CorruptInput("compressed file was made by the retired padded-chunks layout of bpcbench <= 0.3.0, "
+                           "which this version cannot reproduce: decompress it with bpcbench 0.3.0 (git 594b614)")
     original = r.varint("original_bytes", 0, MAX_ORIGINAL_BYTES)
     h = Header(method, original, r.take(HASH_BYTES, "original_sha").hex())
     if method not in CODED:
@@ -221,30 +262,21 @@ def _read_header(r: _Reader) -> Header:
     h = replace(h, n_tokens=n_tokens, threads=threads, n_gpu_layers=ngl, policy="chunks" if flags & _CHUNKS else "lanes",
                 shift=not flags & _REEVAL, model_name=_model_name(r), model_sha=r.take(HASH_BYTES, "model_sha").hex(),
                 codec=r.take(CODEC_BYTES, "codec").hex())
-    if h.policy == "chunks" and not flags & _EXPLICIT:
-        raise CorruptInput("compressed file's header lacks its chunk plan")
     if flags & _EXPLICIT:
         h = replace(h, context=r.varint("context", 2, 1 << 24), width=r.varint("width", 1, MAX_LANES))
-        if h.policy == "lanes":
+        if "discard" in PLAN_FIELDS[h.policy]:
             h = replace(h, discard=r.varint("discard", 1, h.context - 1),
                         min_lane_tokens=r.varint("min_lane_tokens", 1, MAX_ORIGINAL_BYTES))
     return _read_segments(r, h) if flags & _SEGMENTS else h
 
 
-def model_lanes(plan: LanePlan, lane_methods: Sequence[int]) -> LanePlan:
-    """The plan the model codes: lanes stored otherwise (a SEGMENTS file) have no tokens, so the
-    evaluator leaves them out of every batch, on both ends alike."""
-    if not lane_methods:
-        return plan
-    return replace(plan, lengths=tuple(n if m == LANE_MODEL else 0 for n, m in zip(plan.lengths, lane_methods)))
-
-
 def _read_segments(r: _Reader, h: Header) -> Header:
     """The lane map of a SEGMENTS file: one method byte per lane of the plan the header implies
-    (at most MAX_LANES), some not by the model; a payload length for each of those."""
-    if h.method != "model" or h.policy != "lanes":
-        raise CorruptInput("compressed file's header has lane segments outside the model method's lanes")
-    n_lanes = len(plan_lanes(h.n_tokens, h.width, h.min_lane_tokens, h.context, h.discard).lengths)
+    (at most MAX_PLAN_LANES, and no more than the file holds), some not by the model; a payload
+    length for each of those."""
+    if h.method != "model":
+        raise CorruptInput("compressed file's header has lane segments outside the model method")
+    n_lanes = h.plan().n_lanes
     methods = tuple(r.take(n_lanes, "lane methods"))
     if any(m > LANE_STORED for m in methods) or all(m == LANE_MODEL for m in methods):
         raise CorruptInput("compressed file's lane methods are invalid")
@@ -274,15 +306,26 @@ def _check_payload(h: Header, payload: bytes) -> None:
     if coded < 0 or sum(h.segment_bytes) > h.original_bytes:
         raise CorruptInput("compressed file's lane segments are longer than its payload or its original")
     if h.lane_methods:
-        lengths = plan_lanes(h.n_tokens, h.width, h.min_lane_tokens, h.context, h.discard).lengths
+        lengths = h.plan().lengths
         n_tokens = sum(n for n, m in zip(lengths, h.lane_methods) if m == LANE_MODEL)
-    if h.method in CODED and n_tokens > max_tokens(coded):
+    if h.method in CODED and n_tokens > entropy_model.max_tokens(coded):
         raise CorruptInput(f"compressed file claims {n_tokens:,} tokens, more than its {coded:,}-byte "
                            "payload can hold")
     if h.method == "stored" and len(payload) != h.original_bytes:
         raise CorruptInput("compressed file's stored data does not match its length")
     if h.method == "zstd" and not payload:
         raise CorruptInput("compressed file's zstd frame is empty")
+
+
+def payload_bytes(words: np.ndarray, spent: float, n_tokens: int) -> bytes:
+    """The coder's words as trimmed bytes, but never so short that the decoder's payload checks
+    would refuse them (zeros added back, or appended: the decoder reads missing words as zeros)."""
+    full = np.asarray(words, dtype=">u4").tobytes()
+    if entropy_model.payload_bytes_needed(spent, 0) > len(full):  # fewer bytes than the information coded
+        raise BpcError(f"internal error: the range coder wrote {len(full)} bytes for {spent:.0f} bits")
+    payload = pack_words(words)
+    need = entropy_model.payload_bytes_needed(spent, n_tokens)
+    return payload if len(payload) >= need else (full + bytes(need))[:need]
 
 
 def pack_words(words) -> bytes:

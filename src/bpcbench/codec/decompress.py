@@ -12,13 +12,12 @@ import hashlib
 import io
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 
 import numpy as np
 import zstandard
 
 from bpcbench.codec import entropy_model, lossy, range_coder
-from bpcbench.codec.compress import Stats, on_step
+from bpcbench.codec.compress import Stats
 from bpcbench.codec.container import (
     CODED,
     HASH_BYTES,
@@ -29,18 +28,16 @@ from bpcbench.codec.container import (
     model_lanes,
     unpack_words,
 )
-from bpcbench.codec.session import Session, Settings, codec_fingerprint
+from bpcbench.codec.session import Session, Settings
 from bpcbench.errors import BpcError, CorruptInput, Mismatch
 from bpcbench.llama.binding import default_threads
-from bpcbench.llama.evaluation import Plan, plan_chunks
-from bpcbench.llama.lanes import LanePlan, plan_lanes
+from bpcbench.llama.lanes import Plan
 from bpcbench.models import find_by_hash
 
 DEFAULT_MAX_OUTPUT_BYTES = 4 << 30  # a decode writes at most this much unless told otherwise
 # KV cells (lanes x window) a decode allocates at most unless told otherwise: what the default
-# settings use at their widest (32 lanes x 2,048), ~1.5 GB for SmolLM2's cache
+# settings use at their widest (32 lanes x 2,048)
 DEFAULT_MAX_KV_CELLS = 32 * 2048
-MAX_CHUNKS = 1 << 20  # chunk plans: more chunks than this is a forged plan
 
 
 def decompress(blob: bytes, session: Session | None = None, model_spec: str | None = None,
@@ -69,7 +66,7 @@ def decompress(blob: bytes, session: Session | None = None, model_spec: str | No
     if len(data) != h.original_bytes or hashlib.sha256(data).hexdigest()[: 2 * HASH_BYTES] != h.original_sha:
         raise CorruptInput("decoded data fails its checksum: the file is corrupt or was made under a different "
                            "model/build; nothing was written")
-    return data, Stats(input_bytes=len(data), container_bytes=len(blob), n_tokens=h.n_tokens, n_chunks=n_pieces,
+    return data, Stats(input_bytes=len(data), container_bytes=len(blob), n_tokens=h.n_tokens, n_pieces=n_pieces,
                        lanes=n_pieces, policy=h.policy if h.method in CODED else "", method=h.method,
                        coded_bytes=len(container.model_payload) if h.method in CODED else 0,
                        header_bytes=container.header_bytes, seconds=time.perf_counter() - t0)
@@ -97,15 +94,11 @@ def _unzstd(frame: bytes, limit: int) -> bytes:
 def _decode_model(container, session, model_spec, settings, force, progress, threads, n_gpu_layers, model_dirs,
                   max_kv_cells):
     h = container.header
-    plan = decoder_plan(h)
-    cells = (plan.n_lanes * plan.context) if isinstance(plan, LanePlan) else plan.width * plan.chunk_tokens
-    if cells > max_kv_cells:
-        raise BpcError(f"the file's plan needs {cells:,} KV cells, more than the limit of {max_kv_cells:,} "
+    plan = h.plan()
+    if plan.kv_cells > max_kv_cells:
+        raise BpcError(f"the file's plan needs {plan.kv_cells:,} KV cells, more than the limit of {max_kv_cells:,} "
                        f"(--max-kv-cells)")
     settings = settings or Settings(threads=threads or default_threads(), n_gpu_layers=n_gpu_layers or 0)
-    # the plan comes from the file, threads and offload never do
-    settings = replace(settings, policy=h.policy, context=h.context, width=h.width, discard=h.discard,
-                       min_lane_tokens=h.min_lane_tokens)
     if (early := _run_differences(h, settings)) and not force:  # before any model file is opened
         raise Mismatch(_refusal(early[0]))
     own = session is None
@@ -121,14 +114,14 @@ def _decode_model(container, session, model_spec, settings, force, progress, thr
         coded = model_lanes(plan, h.lane_methods)
         tokens = decode(container, session, coded, settings.threads, progress)
         if not h.lane_methods:
-            return session.vocab.detokenize(tokens), len(plan.lengths)
-        return _join_lanes(container, coded, tokens, session), len(plan.lengths)
+            return session.vocab.detokenize(tokens), plan.n_lanes
+        return _join_lanes(container, coded, tokens, session), plan.n_lanes
     finally:
         if own:
             session.close()
 
 
-def _join_lanes(container: Container, coded: LanePlan, tokens: np.ndarray, session: Session) -> bytes:
+def _join_lanes(container: Container, coded: Plan, tokens: np.ndarray, session: Session) -> bytes:
     """The original of a SEGMENTS file: each lane's bytes in order, from the model's tokens or its segment."""
     offs, segments = coded.offsets(), iter(container.segments)
     out, limit = bytearray(), container.header.original_bytes
@@ -143,25 +136,13 @@ def _join_lanes(container: Container, coded: LanePlan, tokens: np.ndarray, sessi
     return bytes(out)
 
 
-def decoder_plan(h: Header) -> Plan | LanePlan:
-    """The plan a header describes; sizes are bounded before anything is allocated from them."""
-    if h.policy == "chunks":
-        if -(-h.n_tokens // h.context) > MAX_CHUNKS:
-            raise CorruptInput(f"compressed file's chunk plan has more than {MAX_CHUNKS} chunks")
-        return plan_chunks(h.n_tokens, h.context, h.width)
-    try:
-        return plan_lanes(h.n_tokens, h.width, h.min_lane_tokens, h.context, h.discard)
-    except (BpcError, ValueError) as exc:
-        raise CorruptInput(f"compressed file's lane plan is invalid ({exc})") from None
-
-
 def check_compatible(h: Header, session: Session, settings: Settings, force: bool = False) -> list[str]:
     """Refuse (or, forced, warn about) a decode whose distributions could differ from the encoder's."""
     if not session.info.sha256.startswith(h.model_sha):
         raise Mismatch(f"model mismatch: file was compressed with {h.model_name} (sha256 {h.model_sha}…), "
                        f"this model has sha256 {session.info.sha256[: 2 * HASH_BYTES]}…")
     problems = _run_differences(h, settings)
-    here = codec_fingerprint(session, settings)
+    here = session.fingerprint(settings.n_gpu_layers)
     if h.codec != here:
         problems.append(f"llama.cpp build, CPU features, numpy, coder or vocabulary differ from the encoder's "
                         f"(fingerprint: file {h.codec}, here {here})")
@@ -187,7 +168,7 @@ def _run_differences(h: Header, settings: Settings) -> list[str]:
     return problems
 
 
-def _decode_tokens(container: Container, session: Session, plan, threads: int, progress) -> np.ndarray:
+def _decode_tokens(container: Container, session: Session, plan: Plan, threads: int, progress) -> np.ndarray:
     tokens = np.zeros(plan.n_tokens, dtype=np.int32)
     offs = plan.offsets()
     dec = range_coder.Decoder(unpack_words(container.model_payload))
@@ -212,7 +193,5 @@ def _decode_tokens(container: Container, session: Session, plan, threads: int, p
         tokens[offs[piece_ids] + t] = symbols
         return session.vocab.model_input(symbols)
 
-    if plan.lengths:
-        session.evaluator(plan, threads, shift=container.header.shift if isinstance(plan, LanePlan) else None).run(
-            plan, step, on_step(progress, plan))
+    session.run(plan, step, threads, progress, shift=container.header.shift)
     return tokens

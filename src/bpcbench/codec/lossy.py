@@ -22,11 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from bpcbench.codec import entropy_model, range_coder
-from bpcbench.codec.compress import coded_header, on_step, payload_bytes
-from bpcbench.codec.container import Container, unpack_words
+from bpcbench.codec.container import Container, coded_header, payload_bytes, unpack_words
 from bpcbench.codec.session import Session, Settings
 from bpcbench.errors import BpcError, CorruptInput
-from bpcbench.llama.lanes import LanePlan
+from bpcbench.llama.lanes import Plan
 
 
 @dataclass
@@ -83,12 +82,10 @@ def encode(data: bytes, session: Session, settings: Settings | None, tau: float,
     """A lossy container of `data` at threshold `tau` bits, and the reconstruction it decodes to."""
     if not tau >= 0:
         raise BpcError(f"tau must be a number of bits >= 0 (or inf), got {tau}")
-    settings = (settings or Settings()).resolved(session.model)
-    if settings.policy not in ("lanes", "chunks"):
-        raise BpcError(f"the lossy codec runs under the coder's policies (lanes, chunks), not {settings.policy!r}")
     t0 = time.perf_counter()
-    tok, plan = session.prepare(data, settings)
-    original, offs = tok.tokens, plan.offsets()
+    job = session.prepare(data, settings)
+    plan = job.plan
+    original, offs = job.tokens, plan.offsets()
     out = np.zeros_like(original)
     enc, s = range_coder.Encoder(), _Step(session)
 
@@ -111,18 +108,14 @@ def encode(data: bytes, session: Session, settings: Settings | None, tau: float,
         out[offs[ids] + t] = recon
         return s.vocab.model_input(recon)
 
-    shift = None
-    if plan.lengths:
-        ev = session.evaluator(plan, settings.threads)
-        shift = getattr(ev, "shift", None)
-        ev.run(plan, step, on_step(progress, plan))
+    shift = session.run(plan, step, job.settings.threads, progress)
     reconstruction = s.vocab.detokenize(out)
-    header = coded_header("lossy", reconstruction, plan, settings, session, shift)
+    header = coded_header("lossy", reconstruction, job, shift)
     blob = Container(header, payload_bytes(enc.finish(), s.spent, plan.n_tokens)).to_bytes()
     return LossyResult(tau, blob, reconstruction, original, out, int(s.counts[1] - 1), time.perf_counter() - t0)
 
 
-def decode_tokens(container: Container, session: Session, plan, threads: int, progress) -> np.ndarray:
+def decode_tokens(container: Container, session: Session, plan: Plan, threads: int, progress) -> np.ndarray:
     """The reconstruction's tokens (decompress calls this for method "lossy")."""
     tokens = np.zeros(plan.n_tokens, dtype=np.int32)
     offs = plan.offsets()
@@ -151,7 +144,5 @@ def decode_tokens(container: Container, session: Session, plan, threads: int, pr
         tokens[offs[ids] + t] = recon
         return s.vocab.model_input(recon)
 
-    if plan.lengths:
-        shift = container.header.shift if isinstance(plan, LanePlan) else None
-        session.evaluator(plan, threads, shift=shift).run(plan, step, on_step(progress, plan))
+    session.run(plan, step, threads, progress, shift=container.header.shift)
     return tokens

@@ -6,7 +6,8 @@ windows) and prices each target with the coder's distribution (entropy_model: to
 escape symbols). Ideal rows only: nothing is coded, so a policy may score some tokens
 twice or not at all (llama-perplexity scores only the second half of each window).
 
-* ``chunks``: today's disjoint chunks, every token scored once, from the start token.
+* ``chunks``: the coder's chunks (llama/lanes.py plan_chunks: the same pieces), every token
+  scored once, from the start token.
 * ``llama-perplexity``: llama.cpp's `llama-perplexity -f FILE -c N` rule (PPL comparable).
 * ``lm-eval-rolling``: lm-evaluation-harness `loglikelihood_rolling` (its bits_per_byte rule).
 """
@@ -20,6 +21,7 @@ import numpy as np
 
 from bpcbench.codec import entropy_model
 from bpcbench.llama.evaluation import PrefillEvaluator
+from bpcbench.llama.lanes import balanced
 
 COST_ROWS = 64  # logits rows priced at a time: bounds the float64 tables (262k-token vocabularies)
 
@@ -51,9 +53,7 @@ def balanced_lengths(n: int, limit: int) -> list[int]:
     """ceil(n / limit) lengths summing to n, differing by at most one, the longer ones first."""
     if limit < 1:
         raise ValueError("the window must hold at least 1 token")
-    parts = -(-n // limit)
-    base, extra = divmod(n, parts) if parts else (0, 0)
-    return [base + 1] * extra + [base] * (parts - extra)
+    return list(balanced(n, -(-n // limit)))
 
 
 def chunks(tokens: np.ndarray, start_token: int, chunk_tokens: int) -> list[Window]:

@@ -1,14 +1,16 @@
 """Base and level side by side: bits under both, KL divergence and top-token agreement, per token.
 
-Both models are fed the same token stream under the same context policy as the codec's ideal
-path (`codec.cross_entropy`), each through its own `Evaluator`:
+Both models are fed the same token stream under the same plan as the codec's ideal path
+(`codec.cross_entropy` ideal_plan), each through its own `Evaluator` (llama/lanes.py
+StreamEvaluator), lane by lane:
 
-* ``lanes`` (the default): one lane over the whole text (llama/lanes.py StreamEvaluator), a
-  KV window of `context` tokens (BOS included) that drops the `discard` oldest tokens after
-  BOS when full. Both windows slide at the same token positions, so the two models' blocks
-  have the same lengths and are scored pair by pair.
-* ``chunks``: disjoint chunks of at most `context` tokens, each from BOS, as many as the text
-  needs (never rounded to a width), each prefilled (llama/evaluation.py PrefillEvaluator).
+* ``lanes`` (the default): one lane over the whole text, a KV window of `context` tokens (BOS
+  included) that drops the `discard` oldest tokens after BOS when full.
+* ``chunks``: disjoint lanes of at most `context` tokens, each from BOS, as many as the text
+  needs; none slides.
+
+Both windows slide at the same token positions, so the two models' blocks have the same
+lengths and are scored pair by pair.
 
 Their logits are scored block by block as they come out of llama.cpp, so no store of base
 logits is needed: memory does not grow with corpus × vocabulary, only by a few numbers per
@@ -50,12 +52,10 @@ import numpy as np
 
 from bpcbench import corpora, stats
 from bpcbench.codec import entropy_model
-from bpcbench.codec.compress import contexts_of
 from bpcbench.codec.session import Settings
 from bpcbench.codec.tokenization import Tokenized, Vocabulary
 from bpcbench.llama.binding import Closeable, Model
-from bpcbench.llama.evaluation import Plan, PrefillEvaluator
-from bpcbench.llama.lanes import LanePlan, StreamEvaluator
+from bpcbench.llama.lanes import Plan, StreamEvaluator
 
 # the name of all texts pooled, beside each text's own: the corpora's implicit group of every corpus
 POOLED = corpora.ALL_GROUP
@@ -64,20 +64,16 @@ BLOCK_ELEMENTS = 1 << 21
 
 
 class Evaluator(Closeable):
-    """One model evaluated under resolved settings: `blocks(inputs)` of one segment of the plan
-    yields (first position, logits rows), row i predicting segment token first + i."""
+    """One model evaluated under resolved settings: `blocks(inputs)` of one lane of the plan
+    yields (first position, logits rows), row i predicting lane token first + i."""
 
     def __init__(self, model: Model, settings: Settings):
         self.model, self.settings = model, settings
-        if settings.policy == "chunks":
-            self._ev = PrefillEvaluator(model, chunk_tokens=settings.context, threads=settings.threads)
-        else:
-            self._ev = StreamEvaluator(model, context=settings.context, threads=settings.threads)
+        self._ev = StreamEvaluator(model, context=settings.context, discard=settings.discard or 0,
+                                   threads=settings.threads)
 
     def blocks(self, inputs: np.ndarray):
-        if self.settings.policy == "chunks":
-            return self._ev.blocks(inputs)
-        return self._ev.blocks(inputs, self.settings.context, self.settings.discard)
+        return self._ev.blocks(inputs)
 
     def close(self) -> None:
         self._ev.close()
@@ -91,7 +87,7 @@ class Text:
     sha256: str
     data: bytes
     tokenized: Tokenized
-    plan: Plan | LanePlan
+    plan: Plan
 
     @property
     def tokens(self) -> np.ndarray:
@@ -101,8 +97,8 @@ class Text:
 def history(texts: list[Text]) -> dict:
     """Cold starts (segments that start from BOS) and the tokens of history, BOS included, that
     each scored token had, pooled over `texts`."""
-    ctx = np.concatenate([contexts_of(t.plan) for t in texts] or [np.zeros(0, dtype=np.int64)])
-    return {"lanes": sum(len(t.plan.lengths) for t in texts),
+    ctx = np.concatenate([t.plan.context_lengths() for t in texts] or [np.zeros(0, dtype=np.int64)])
+    return {"lanes": sum(t.plan.n_lanes for t in texts),
             "context_mean": float(ctx.mean()) if len(ctx) else math.nan,
             "context_min": int(ctx.min()) if len(ctx) else None,
             "context_max": int(ctx.max()) if len(ctx) else None}
@@ -201,7 +197,7 @@ def _paired_blocks(base_ev: Evaluator, level_ev: Evaluator | None, inputs: np.nd
 
 def score_side_by_side(base_ev: Evaluator, level_ev: Evaluator | None, text: Text,
                        vocab: Vocabulary, progress=None, pool: ThreadPoolExecutor | None = None) -> Scores:
-    """Run both models over the segments of the text's plan side by side and score every token.
+    """Run both models over the lanes of the text's plan side by side and score every token.
 
     With a pool, the level decodes in a worker thread while the base decodes in this one
     (llama_decode releases the GIL), so two single-threaded models use two cores without

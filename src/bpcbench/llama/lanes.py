@@ -1,24 +1,41 @@
-"""Lanes: contiguous segments of the token stream, each with its own sliding KV window.
+"""The coder's one plan and one evaluator: lanes, contiguous segments of the token stream.
 
-The token stream is cut into W contiguous segments (lanes), W = min(width, ⌈n / min_lane⌉),
-balanced to within one token. Every lane starts from the start token (BOS) and keeps its KV
-cache across its whole segment; when a lane's cache holds `context` tokens (BOS included)
-it slides: the `discard` oldest tokens after BOS are dropped and the rest move back, so
-every token is predicted from between context − discard and context tokens of history
-(fewer at the start of a lane, its cold start).
+A `Plan` is (lane lengths, context, discard, width). Every lane starts from the start token
+(BOS) and keeps its KV cache across its whole segment; when a lane's cache holds `context`
+tokens (BOS included) it slides: the `discard` oldest tokens after BOS are dropped and the rest
+move back, so every token is predicted from between context − discard and context tokens of
+history (fewer at the start of a lane, its cold start). Lanes run in waves of at most `width`
+lanes; a wave starts from an empty cache.
 
-Lockstep: each llama_decode call holds one token of every lane still running, never
-padding. The decoder learns a lane's next token only after decoding it, so it cannot
-prefill; but it issues exactly the calls the encoder issued (same rows, positions, slides),
-which is all that bit-exactness needs.
+Two policies are two layouts of this one plan (`make_plan`):
+
+* ``lanes``: W = min(width, ⌈n / min_lane_tokens⌉) lanes, so one wave. Few long lanes, few cold
+  starts: the codec's default.
+* ``chunks``: ⌈n / context⌉ lanes of at most `context` tokens each (the ideal chunks policy's
+  pieces, codec/policies.py), so no lane ever slides, in as many waves of `width` as needed.
+
+Why chunks became a layout rather than a second evaluator: the padded lockstep evaluator it
+had (bpcbench <= 0.3.0) differed from lanes only in padding every call to `width` rows and in
+rounding the chunk count to a multiple of the width. Neither is needed for bit-exactness
+(a call without padding is as reproducible as one with it), and keeping both meant every
+step of the codec asked which plan it held. One plan and one evaluator leave the codec, the
+container and the decoder with one path; disjoint chunks stay available for coded rows that
+are compared with papers that cut text so, and their pieces are now exactly the ideal chunks'
+(0.3.0's rounding made more, shorter chunks). Files of the padded layout are refused by the
+container reader (codec/container.py).
+
+Lockstep: each llama_decode call holds one token of every lane of the wave still running,
+never padding. The decoder learns a lane's next token only after decoding it, so it cannot
+prefill; but it issues exactly the calls the encoder issued (same rows, positions, slides,
+waves), which is all that bit-exactness needs.
 
 Sliding uses llama.cpp's own KV shift (llama_memory_seq_rm + llama_memory_seq_add; llama.cpp
 re-rotates the keys) where the model's memory can shift; elsewhere the kept tokens are
 evaluated again from BOS. Both ends take the same branch (the container records which).
 
-`stream` is the fast path for the ideal measurement of the same policy: one lane over the
-whole text, evaluated in blocks that end exactly where the lane slides, so each token has
-the same context as in a one-lane codec run.
+`StreamEvaluator` is the fast path for the ideal measurement of the same plans (measurement
+only, never coding): each lane evaluated alone, in blocks that end exactly where the lane
+slides, so each token has the same context as in the codec; only the batch shapes differ.
 """
 
 from __future__ import annotations
@@ -34,15 +51,22 @@ from bpcbench.llama.binding import Batch, Closeable, Context, Model, logits_rows
 MAX_LANES = 256  # llama.cpp refuses a context with more sequences (LLAMA_MAX_SEQ in this build)
 REEVAL_BLOCK = 256  # tokens per llama_decode call when kept tokens are evaluated again
 PREFILL_BLOCK = 256
+PLAN_POLICIES = ("lanes", "chunks")  # the layouts make_plan knows
+MAX_PLAN_LANES = 1 << 20  # lanes of one plan (chunks: ⌈n / context⌉); more is a forged file's plan
 
 
 @dataclass(frozen=True)
-class LanePlan:
-    """Everything the decoder must reproduce: lane lengths (in stream order) and the window."""
+class Plan:
+    """Everything the decoder must reproduce: lane lengths (in stream order), the window, the waves.
+
+    Build it with make_plan (or plan_lanes / plan_chunks), which keep `width` at most the number
+    of lanes, so two plans that evaluate alike compare equal.
+    """
 
     lengths: tuple[int, ...]
     context: int  # KV cells per lane, BOS included
-    discard: int  # tokens dropped at each slide
+    discard: int  # tokens dropped at each slide; 0 where no lane is longer than `context`
+    width: int  # lanes per wave: the KV cache's sequences
 
     @property
     def n_tokens(self) -> int:
@@ -52,8 +76,18 @@ class LanePlan:
     def n_lanes(self) -> int:
         return len(self.lengths)
 
+    @property
+    def kv_cells(self) -> int:
+        """KV cells the evaluator allocates for this plan."""
+        return self.width * self.context
+
     def offsets(self) -> np.ndarray:
         return np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int64)
+
+    def waves(self) -> list[np.ndarray]:
+        """Lane ids of each wave, in order: `width` consecutive lanes at a time."""
+        ids = np.arange(self.n_lanes)
+        return [ids[first : first + self.width] for first in range(0, self.n_lanes, self.width)]
 
     def context_lengths(self) -> np.ndarray:
         """Tokens in the KV cache (BOS included) when each token of the stream is predicted."""
@@ -65,8 +99,12 @@ def window_context(n: int, context: int, discard: int) -> np.ndarray:
 
     >>> window_context(7, 4, 2).tolist()
     [1, 2, 3, 4, 3, 4, 3]
+    >>> window_context(3, 4, 0).tolist()
+    [1, 2, 3]
     """
     t = np.arange(n, dtype=np.int64)
+    if n <= context:
+        return t + 1
     slid = context - discard + 1 + (t - context) % discard
     return np.where(t < context, t + 1, slid)
 
@@ -83,7 +121,25 @@ def default_discard(context: int) -> int:
     return max(1, context // 4)
 
 
-def plan_lanes(n_tokens: int, width: int, min_lane_tokens: int, context: int, discard: int) -> LanePlan:
+def balanced(n: int, parts: int) -> tuple[int, ...]:
+    """`parts` lengths summing to n, differing by at most one, the longer ones first.
+
+    >>> balanced(10, 4)
+    (3, 3, 2, 2)
+    """
+    base, extra = divmod(n, parts) if parts else (0, 0)
+    return tuple([base + 1] * extra + [base] * (parts - extra))
+
+
+def _plan(lengths: tuple[int, ...], context: int, discard: int, width: int) -> Plan:
+    if width < 1:
+        raise BpcError("width must be positive")
+    if width > MAX_LANES:
+        raise BpcError(f"width {width} is more lanes than llama.cpp allows ({MAX_LANES})")
+    return Plan(lengths, context, discard, max(1, min(width, len(lengths))))
+
+
+def plan_lanes(n_tokens: int, width: int, min_lane_tokens: int, context: int, discard: int) -> Plan:
     """W = min(width, ⌈n / min_lane_tokens⌉) contiguous lanes, longer ones first, lengths within one.
 
     >>> plan_lanes(10, 4, 3, 8, 2).lengths
@@ -95,8 +151,33 @@ def plan_lanes(n_tokens: int, width: int, min_lane_tokens: int, context: int, di
         raise BpcError("width and min_lane_tokens must be positive")
     check_window(context, discard)
     lanes = min(width, -(-n_tokens // min_lane_tokens)) if n_tokens else 0
-    base, extra = divmod(n_tokens, lanes) if lanes else (0, 0)
-    return LanePlan(tuple([base + 1] * extra + [base] * (lanes - extra)), context, discard)
+    return _plan(balanced(n_tokens, lanes), context, discard, width)
+
+
+def plan_chunks(n_tokens: int, context: int, width: int) -> Plan:
+    """⌈n / context⌉ disjoint lanes of at most `context` tokens (none slides), in waves of `width`.
+
+    >>> p = plan_chunks(10, 4, 2)
+    >>> p.lengths, [w.tolist() for w in p.waves()]
+    ((4, 3, 3), [[0, 1], [2]])
+    """
+    if context < 2:
+        raise BpcError(f"context must be at least 2 tokens (BOS and one more), got {context}")
+    parts = -(-n_tokens // context)
+    if parts > MAX_PLAN_LANES:  # before any is allocated: a reader's bound
+        raise BpcError(f"{parts:,} chunks of at most {context} tokens are more lanes than a plan may have "
+                       f"({MAX_PLAN_LANES:,})")
+    return _plan(balanced(n_tokens, parts), context, 0, width)
+
+
+def make_plan(policy: str, n_tokens: int, *, width: int, min_lane_tokens: int, context: int,
+              discard: int | None) -> Plan:
+    """The plan of a policy (PLAN_POLICIES): the one rule the encoder and the container reader share."""
+    if policy == "chunks":
+        return plan_chunks(n_tokens, context, width)
+    if policy == "lanes":  # at most `width` <= MAX_LANES lanes
+        return plan_lanes(n_tokens, width, min_lane_tokens, context, discard or 0)
+    raise BpcError(f"the coder's plans are {', '.join(PLAN_POLICIES)}, not {policy!r}")
 
 
 # step(lane ids, position in lane, logits rows) -> the tokens those lanes hold at that position
@@ -104,22 +185,26 @@ StepFn = Callable[[np.ndarray, int, np.ndarray], np.ndarray]
 
 
 class _Window(Closeable):
-    """A context whose sequences slide: by KV shift where possible, else by evaluating again."""
+    """A context whose sequences slide: by KV shift where possible, else by evaluating again.
+    With `slides` false no sequence ever fills its window, and the slide mode is moot."""
 
-    def __init__(self, model: Model, *, n_seq: int, context: int, n_batch: int, threads: int, shift: bool | None):
+    def __init__(self, model: Model, *, n_seq: int, context: int, n_batch: int, threads: int, shift: bool | None,
+                 slides: bool = True):
         self.model = model
         self.ctx = Context(model, n_seq=n_seq, n_ctx_per_seq=context, n_batch=n_batch, threads=threads)
         self.shift = self.ctx.can_shift if shift is None else shift
         if self.shift and not self.ctx.can_shift:
             raise BpcError("this model's KV cache cannot shift, but the file was coded with KV shifts")
-        if not self.shift and n_batch < REEVAL_BLOCK:  # evaluating kept tokens again needs a larger batch
+        if slides and not self.shift and n_batch < REEVAL_BLOCK:  # evaluating kept tokens again needs a larger batch
             self.ctx.close()
             self.ctx = Context(model, n_seq=n_seq, n_ctx_per_seq=context, n_batch=REEVAL_BLOCK, threads=threads)
-        self._reeval = None if self.shift else Batch(REEVAL_BLOCK)
+        self._reeval = None if self.shift or not slides else Batch(REEVAL_BLOCK)
 
     def slide(self, seq: int, kv: int, discard: int, history: np.ndarray) -> int:
         """Drop `discard` tokens after BOS from a full sequence; -> its new length. `history`
         is every token the sequence was fed after BOS (used when the cache cannot shift)."""
+        if not discard:
+            raise BpcError("internal error: a lane of a plan that never slides is longer than its window")
         if self.shift:
             self.ctx.forget(seq, 1, 1 + discard)
             self.ctx.shift(seq, 1 + discard, -discard)
@@ -143,6 +228,8 @@ class _Window(Closeable):
 
 
 class LaneEvaluator(_Window):
+    """The coding evaluator: one KV sequence per lane of a wave (`lanes` = the plan's width)."""
+
     def __init__(self, model: Model, *, lanes: int, context: int, threads: int, shift: bool | None = None):
         super().__init__(model, n_seq=max(1, lanes), context=context, n_batch=max(1, lanes), threads=threads,
                          shift=shift)
@@ -150,17 +237,21 @@ class LaneEvaluator(_Window):
         self.batch = Batch(self.lanes)
         self.batch.logits[:] = 1
 
-    def run(self, plan: LanePlan, step: StepFn, on_step: Callable[[int], None] | None = None) -> None:
-        """Drive every lane of `plan`; `step` consumes each position's logits and names its tokens."""
-        lengths = np.asarray(plan.lengths, dtype=np.int64)
-        if not len(lengths):
-            return
-        assert len(lengths) <= self.lanes
-        fed = np.zeros((len(lengths), int(lengths.max())), dtype=np.int32)  # inputs after BOS, per lane
+    def run(self, plan: Plan, step: StepFn, on_step: Callable[[int], None] | None = None) -> None:
+        """Drive every lane of `plan`, wave by wave; `step` consumes each position's logits
+        (lanes named by their ids in the plan) and names those lanes' tokens."""
+        assert plan.width <= self.lanes
+        for ids in plan.waves():
+            self._wave(ids, np.asarray(plan.lengths, dtype=np.int64)[ids], plan, step, on_step)
+
+    def _wave(self, ids: np.ndarray, lengths: np.ndarray, plan: Plan, step: StepFn, on_step) -> None:
+        """One wave from an empty cache: lane ids[j] runs in KV sequence j."""
+        longest = int(lengths.max())
+        fed = np.zeros((len(lengths), longest), dtype=np.int32)  # inputs after BOS, per lane
         kv = np.zeros(len(lengths), dtype=np.int64)
         inputs = np.full(len(lengths), self.model.start_token, dtype=np.int32)
         self.ctx.clear()
-        for t in range(int(lengths.max())):
+        for t in range(longest):
             active = np.nonzero(lengths > t)[0]
             for j in active[kv[active] == plan.context]:
                 kv[j] = self.slide(int(j), int(kv[j]), plan.discard, fed[j, : t - 1])
@@ -170,7 +261,7 @@ class LaneEvaluator(_Window):
             self.batch.pos[:n] = kv[active]
             self.batch.decode(self.ctx, n)
             kv[active] += 1
-            tokens = step(active, t, logits_rows(self.ctx, n, self.model.n_vocab))
+            tokens = step(ids[active], t, logits_rows(self.ctx, n, self.model.n_vocab))
             inputs[active] = tokens
             fed[active, t] = tokens
             if on_step:
@@ -182,24 +273,30 @@ class LaneEvaluator(_Window):
 
 
 class StreamEvaluator(_Window):
-    """One lane over a whole text, prefilled in blocks that end where the lane slides."""
+    """Measurement only: one lane of a plan at a time, prefilled in blocks that end where it slides.
 
-    def __init__(self, model: Model, *, context: int, threads: int, block: int = PREFILL_BLOCK):
+    The same interface shape as the coder's loop: the plan's window, and per lane (first
+    position, logits rows) blocks, whichever layout the plan has.
+    """
+
+    def __init__(self, model: Model, *, context: int, discard: int, threads: int, block: int = PREFILL_BLOCK):
         self.block = max(1, min(block, context))
-        super().__init__(model, n_seq=1, context=context, n_batch=self.block, threads=threads, shift=None)
+        self.context, self.discard = context, discard
+        super().__init__(model, n_seq=1, context=context, n_batch=self.block, threads=threads, shift=None,
+                         slides=discard > 0)
         self.batch = Batch(self.block)
         self.batch.set_seq_ids([0] * self.block)
         self.batch.logits[:] = 1
 
-    def blocks(self, tokens: np.ndarray, context: int, discard: int) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield (first index, logits rows); row i predicts tokens[first + i]."""
-        inputs = np.concatenate([[self.model.start_token], tokens[:-1]]).astype(np.int32)
+    def blocks(self, lane: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+        """The model inputs of one lane's tokens -> (first index, logits rows); row i predicts lane[first + i]."""
+        inputs = np.concatenate([[self.model.start_token], lane[:-1]]).astype(np.int32)
         self.ctx.clear()
         kv, first = 0, 0
-        while first < len(tokens):
-            if kv == context:
-                kv = self.slide(0, kv, discard, inputs[1:first])
-            n = min(self.block, len(tokens) - first, context - kv)
+        while first < len(lane):
+            if kv == self.context:
+                kv = self.slide(0, kv, self.discard, inputs[1:first])
+            n = min(self.block, len(lane) - first, self.context - kv)
             self.batch.token[:n] = inputs[first : first + n]
             self.batch.pos[:n] = np.arange(kv, kv + n)
             self.batch.decode(self.ctx, n)

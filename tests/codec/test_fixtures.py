@@ -1,0 +1,61 @@
+"""Files made by bpcbench 0.3.0 (tests/data/codec-0.3.0, see codec_fixtures.py) still decode, and
+their inputs still code to the same bytes, wherever the build and model are those that made them.
+
+On another build (a different CPU, llama.cpp or numpy: another codec fingerprint) or model file,
+the decoder must refuse a model-coded file with exit code 4 (Mismatch) instead, so the test can
+fail either way. Stored and zstd files need no model and decode everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from codec_fixtures import CASES, here, make
+
+from bpcbench.cli import main
+from bpcbench.codec.container import CODED, Container
+from bpcbench.codec.decompress import decompress
+from bpcbench.codec.session import Settings
+
+DATA = Path(__file__).parents[1] / "data" / "codec-0.3.0"
+MANIFEST = json.loads((DATA / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def made_here(tiny_session):
+    return here(tiny_session)
+
+
+def test_every_case_has_its_file():
+    assert sorted(MANIFEST) == sorted(CASES)
+    assert {m["method"] for m in MANIFEST.values()} == {"model", "lossy", "zstd", "stored"}
+    assert Container.from_bytes((DATA / "segments.bpcz").read_bytes()).header.lane_methods
+    assert not Container.from_bytes((DATA / "model-reeval.bpcz").read_bytes()).header.shift
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST))
+def test_a_file_of_0_3_0_decodes_byte_exact_or_is_refused(tmp_path, capsys, tiny_session, tiny_model_path,
+                                                            made_here, name):
+    case, blob = MANIFEST[name], (DATA / f"{name}.bpcz").read_bytes()
+    same_build = (case["codec"], case["model_sha"]) == made_here
+    if case["method"] in CODED and not same_build:
+        out = tmp_path / "out"
+        (tmp_path / "f.bpcz").write_bytes(blob)
+        assert main(["decompress", str(tmp_path / "f.bpcz"), "-o", str(out), "-m", str(tiny_model_path),
+                     "-t", "1", "-q"]) == 4
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and ("mismatch" in err or "differ" in err), err
+        assert not out.exists()
+        return
+    decoded, _ = decompress(blob, tiny_session, settings=Settings(**case["settings"]))
+    assert decoded == (DATA / f"{name}.out").read_bytes()
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST))
+def test_its_input_codes_to_the_same_bytes(tiny_session, made_here, name):
+    case = MANIFEST[name]
+    if (case["codec"], case["model_sha"]) != made_here:
+        pytest.skip(f"made under codec {case['codec']}, model {case['model_sha']}; here {made_here}")
+    assert make(tiny_session, (DATA / f"{name}.in").read_bytes(), CASES[name]) == (DATA / f"{name}.bpcz").read_bytes()
