@@ -5,8 +5,8 @@
 The unit tests (tests/codec/test_hostile.py) check the same cases in-process for their verdicts;
 this script measures what each costs, which a unit test should not (timings vary with the
 machine). It exits 1 if any case ends otherwise than in one line and exit 2/3/4, or (for the
-cases refused from the header alone) takes more than --seconds or --rss-mb; it also checks that random bytes cost no more than their size plus
-the header. `make fuzz` runs it.
+cases refused from the header alone) takes more than --seconds or --rss-mb; it also checks
+that random bytes cost no more than their size plus the header. `make fuzz` runs it.
 """
 
 from __future__ import annotations

@@ -153,7 +153,8 @@ def materialise(calls: list[gpu_plan.Call], stage: Path, entries: list[dict], ki
         (folder / "parts").mkdir(parents=True)
         for name in call.files:
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
-            os.link(stage / name, folder / name) if _same_fs(stage, folder) else shutil.copy2(stage / name, folder / name)
+            (os.link(stage / name, folder / name) if _same_fs(stage, folder)
+             else shutil.copy2(stage / name, folder / name))
         for part in call.parts:
             sums.append(f"{gpu_plan.write_part(paths[part.model], part, folder / 'parts' / part.name)}  {part.name}")
     nparts = {e["name"]: sum(1 for c in calls for p in c.parts if p.model == e["name"]) for e in entries}

@@ -1,11 +1,12 @@
 """The GPU kit's pure parts: which calls carry what, cutting and checking model files.
 
 An offline GPU machine that takes files in size-limited transfers (64 MiB per call, the working
-tree included) cannot receive the run in one go, so the kit is planned as a few calls: call 1 carries the llama-cpp-python source, the wheels and as many
-model bytes as fit; the next calls carry the rest of the model bytes; the last one also runs
-the bench. `plan_calls` cuts every model into parts that fill each call (no part over
-`part_max`), so the number of calls is the least the sizes allow. Nothing here touches the
-network or compiles; `gpu_kit.py` does the downloads and `gpu-run.sh` the device side.
+tree included) cannot receive the run in one go, so the kit is planned as a few calls: call 1
+carries the llama-cpp-python source, the wheels and as many model bytes as fit; the next calls
+carry the rest of the model bytes; the last one also runs the bench. `plan_calls` cuts every
+model into parts that fill each call (no part over `part_max`), so the number of calls is the
+least the sizes allow. Nothing here touches the network or compiles; `gpu_kit.py` does the
+downloads and `gpu-run.sh` the device side.
 
 >>> calls = plan_calls({"src.tar.xz": 10 * MiB}, {"m": 100 * MiB}, tree_bytes=3 * MiB)
 >>> [(c.step, round(c.carried / MiB)) for c in calls]
@@ -76,7 +77,8 @@ def plan_calls(fixed: dict[str, int], models: dict[str, int], tree_bytes: int, *
         raise KitError(f"the working tree ({tree_bytes / MiB:.1f} MiB) leaves no room under {limit / MiB:.0f} MiB")
     if sum(fixed.values()) > room:
         raise KitError(f"call 1 would carry {(tree_bytes + sum(fixed.values())) / MiB:.1f} MiB "
-                       f"(working tree + source + wheels), over {limit / MiB:.0f} MiB less {margin / MiB:.0f} MiB margin")
+                       f"(working tree + source + wheels), over {limit / MiB:.0f} MiB "
+                       f"less {margin / MiB:.0f} MiB margin")
     calls = [Call(1, "build", dict(fixed), tree_bytes=tree_bytes, kit=kit)]
     for model, size in models.items():
         offset, index = 0, 0

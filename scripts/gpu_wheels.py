@@ -3,10 +3,10 @@
 The GPU machine is offline: it cannot reach a package index, so what bpcbench and
 llama-cpp-python need at run time, less what its image already holds
 (device-image-packages.txt), travels as wheels, downloaded here for its Python and platform
-(`pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux...`). Versions are the ones tested here: the
-project's exact pins, else what this environment has installed. `closure` then reads each
-wheel's Requires-Dist and adds whatever is neither in the image nor in the kit, until nothing
-is missing.
+(`pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux...`).
+Versions are the ones tested here: the project's exact pins, else what this environment has
+installed. `closure` then reads each wheel's Requires-Dist and adds whatever is neither in the
+image nor in the kit, until nothing is missing.
 
 >>> normalise("Typing_Extensions")
 'typing-extensions'

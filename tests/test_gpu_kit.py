@@ -128,7 +128,8 @@ def test_model_parts_reassemble_to_the_models_sha256(tmp_path):
     ("vendor/llama.cpp/ggml/src/ggml-cpu/CMakeLists.txt", True),
     ("vendor/llama.cpp/tools/mtmd/clip.cpp", True), ("vendor/llama.cpp/vendor/miniaudio/miniaudio.h", True),
     ("vendor/llama.cpp/models/ggml-vocab-llama-bpe.gguf", False), ("vendor/llama.cpp/docs/build.md", False),
-    ("vendor/llama.cpp/ggml/src/ggml-vulkan/ggml-vulkan.cpp", False), ("vendor/llama.cpp/tools/server/server.cpp", False),
+    ("vendor/llama.cpp/ggml/src/ggml-vulkan/ggml-vulkan.cpp", False),
+    ("vendor/llama.cpp/tools/server/server.cpp", False),
     ("vendor/llama.cpp/convert_hf_to_gguf.py", False), (".git/modules/vendor/llama.cpp/index", False),
     ("vendor/llama.cpp/tools/mtmd/test-3.mp4", False), ("examples/high_level_api/fastapi_server.py", False),
 ])

@@ -222,7 +222,7 @@ def write_tiny_gguf(
         # spread over a few nats instead of being nearly uniform.
         w.add_tensor(names[T.TOKEN_EMBD] + ".weight", mat(n_vocab, n_embd))
         for i in range(n_layer):
-            blk = lambda t: names[t].format(bid=i) + ".weight"  # noqa: E731
+            blk = lambda t, i=i: names[t].format(bid=i) + ".weight"  # noqa: E731
             w.add_tensor(blk(T.ATTN_NORM), norm(n_embd))
             w.add_tensor(blk(T.ATTN_Q), mat(n_embd, n_embd))
             w.add_tensor(blk(T.ATTN_K), mat(n_head_kv * head_dim, n_embd))

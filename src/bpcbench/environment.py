@@ -143,7 +143,8 @@ def collect(n_gpu_layers: int = 0, argv: list[str] | None = None) -> dict:
         "kernel": platform.release(),
         "machine": platform.machine(),
         "cpu": cpu_info(),
-        "load": {**binding.machine_load(), "busy_cores": binding.busy_cores()},  # at the start: a slow run explained afterwards
+        # at the start: a slow run explained afterwards
+        "load": {**binding.machine_load(), "busy_cores": binding.busy_cores()},
         "cpu_frequency": cpu_frequency(),
         "memory_bytes": memory_bytes(),
         "gpus": gpus(),

@@ -179,8 +179,8 @@ def test_merge_writes_nothing_when_a_shard_results_csv_is_damaged(runs, tmp_path
 
 def test_empty_shard_and_default_shard_directory(tmp_path):
     """A shard can get no cells at all; it still writes a valid (empty) run that merges."""
-    m = loads('[run]\nname = "one"\nmodels = []\ncorpora = ["random-org-10k"]\nbaselines = ["gzip-9"]\nmax_bytes = 500\n',
-              tmp_path / "m.toml")
+    m = loads('[run]\nname = "one"\nmodels = []\ncorpora = ["random-org-10k"]\nbaselines = ["gzip-9"]\n'
+              'max_bytes = 500\n', tmp_path / "m.toml")
     dirs = [runner.run_matrix(m, results_dir=tmp_path / "res", cache_dir=tmp_path / "cache", progress=False,
                               shard=(k, 2)).out_dir for k in (1, 2)]
     assert [d.name.split("-one-")[1] for d in dirs] == ["shard-1-of-2", "shard-2-of-2"]

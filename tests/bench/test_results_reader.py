@@ -218,7 +218,8 @@ def test_schema_2_files_read_with_the_later_columns_empty(run, tmp_path):
 
 
 def test_one_file_holds_one_schema_version(run, tmp_path):
-    d = damaged(tmp_path, run, lambda rows: (_as_version(rows, 3, rename=V3_RENAME), set_cell(4, "schema_version", "2")(rows)))
+    d = damaged(tmp_path, run,
+                lambda rows: (_as_version(rows, 3, rename=V3_RENAME), set_cell(4, "schema_version", "2")(rows)))
     assert "'2', but row 1 has 3" in refused(d, "row 4", "schema_version")
 
 

@@ -13,6 +13,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from forged import field_cases, forged, raw_cases, reseal
@@ -42,7 +43,7 @@ def model_blob(tiny_session):
 class OpenAudit:
     """Every file opened while active (sys.addaudithook cannot be removed, so it is switched on and off)."""
 
-    opened: list[str] = []
+    opened: ClassVar[list[str]] = []
     active = False
 
     @classmethod
@@ -66,7 +67,7 @@ def decode_cli(tmp_path: Path, blob: bytes, capsys, *extra) -> tuple[int, str, l
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and "Traceback" not in err, err
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".bpcbench-*"))
-    ours = (str(defaults.cache_root()), "/proc/", sys.prefix, sys.base_prefix)  # our hash cache, our /proc probes, imports
+    ours = (str(defaults.cache_root()), "/proc/", sys.prefix, sys.base_prefix)  # our hash cache, /proc probes, imports
     foreign = [p for p in OpenAudit.opened if Path(p).resolve() != src.resolve()
                and not p.startswith(ours) and not p.endswith((".py", ".pyc"))]
     return code, lines[0], foreign

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_gguf import BOS_ID, EOS_ID, VOCAB_SIZE, write_tiny_gguf
 
 llama_cpp = pytest.importorskip("llama_cpp")
-
-from tiny_gguf import BOS_ID, EOS_ID, VOCAB_SIZE, write_tiny_gguf
 
 GGML_LOG_LEVEL_WARN = 3
 GGML_LOG_LEVEL_ERROR = 4

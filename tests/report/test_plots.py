@@ -183,4 +183,5 @@ def test_rerender_removes_plots_that_no_longer_carry_information(tmp_path):
     assert (tmp_path / "bpb_vs_model_size.png").exists() and "bpb_vs_model_size.png" in linked_plots(tmp_path)
     render_rows(tmp_path, text_rows())  # one model size left: that plot would be one point per model
     assert not (tmp_path / "bpb_vs_model_size.png").exists()
-    assert linked_plots(tmp_path) == {p.name for p in tmp_path.glob("*.png")} == {"bpb_by_codec.png", "bpb_vs_speed.png"}
+    assert (linked_plots(tmp_path) == {p.name for p in tmp_path.glob("*.png")}
+            == {"bpb_by_codec.png", "bpb_vs_speed.png"})

@@ -11,8 +11,9 @@ Cells are matched on (corpus, measured bytes, codec, measure, policy, context). 
   when the difference lies within their noise (stats.speed_significant, at stats.SPEED_LEVEL). A timing of one
   value has no spread to test with and is not judged either ("1 value: not judged"), as
   pyperf refuses to: a single whole-file timing on a shared machine moves by tens of percent
-  from one minute to the next with nothing changed (docs/measurements.md). Model cells are gated on speed when the matrix times them more than once
-  (`model_repeats`). Nor is a cell judged whose values covered less than MIN_TIMED_SECONDS
+  from one minute to the next with nothing changed (docs/measurements.md). Model cells are
+  gated on speed when the matrix times them more than once (`model_repeats`). Nor is a cell
+  judged whose values covered less than MIN_TIMED_SECONDS
   of work, whose new row came from the cell cache (an old timing replayed, not measured), or
   that ran with other threads, backend or offload in the two runs (a bench cell's default
   threads follow the machine's free cores, bench/measure.settings).

@@ -90,7 +90,8 @@ def view_title(frame_view) -> str:
     if n is None:
         return str(name)
     parts = [str(_value(row, "corpus_kind") or "")]
-    parts.append(f"first {int(n):,} of {int(total):,} bytes" if total is not None and n < total else f"{int(n):,} bytes")
+    parts.append(f"first {int(n):,} of {int(total):,} bytes" if total is not None and n < total
+                 else f"{int(n):,} bytes")
     if _value(row, "corpus_characters") is not None:
         parts.append(f"{int(row['corpus_characters']):,} characters")
     return f"{name} ({', '.join(p for p in parts if p)})"

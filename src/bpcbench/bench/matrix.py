@@ -218,7 +218,8 @@ class _Parser:
             corpora = self.corpora(f"{where} corpora", self.string_list(where, "corpora", t["corpora"]))
         if not models:
             raise self.fail(where, "no models: list them here or in [run] models")
-        if not t["taus"] or any(isinstance(x, bool) or not isinstance(x, (int, float)) or not x >= 0 for x in t["taus"]):
+        if not t["taus"] or any(isinstance(x, bool) or not isinstance(x, (int, float)) or not x >= 0
+                                for x in t["taus"]):
             raise self.fail(where, f"taus must be {_LOSSY_KEYS['taus'].what}, got {t['taus']!r}")
         for key in ("max_bytes", "context"):
             if key in t and t[key] < _LOSSY_KEYS[key].minimum:
@@ -303,7 +304,8 @@ def _check_codec_names(parser: _Parser, cells: list[Cell]) -> None:
     for cell in cells:
         other = seen.setdefault(cell.codec, cell.model)
         if other != cell.model:
-            raise parser.fail("models", f"{other!r} and {cell.model!r} would both be reported as {cell.codec}; rename one file")
+            raise parser.fail("models", f"{other!r} and {cell.model!r} would both be reported as {cell.codec}; "
+                                        "rename one file")
 
 
 def with_overrides(matrix: Matrix, **settings) -> Matrix:

@@ -59,7 +59,8 @@ _RUN_KEYS = {
     "name": Key(str, "a string", "Letters, digits, `.`, `_`, `-`; the run id is `<UTC time>-<name>`.",
                 required=True, llm=False),
     "description": Key(str, "a string", "Free text for readers of the matrix and of the run's copy.", "", llm=False),
-    "models": Key(list, "a list of model names or paths", f"Registry names ({', '.join(f'`{m}`' for m in KNOWN_MODELS)})"
+    "models": Key(list, "a list of model names or paths",
+                  f"Registry names ({', '.join(f'`{m}`' for m in KNOWN_MODELS)})"
                   " or GGUF paths, relative to the matrix file's folder first. [run]'s may be empty (baselines only).",
                   required=True),
     "corpora": Key(list, "a list of corpus names, groups or files", "Names or groups (`all`: every corpus) of the "
@@ -69,8 +70,8 @@ _RUN_KEYS = {
     "measure": Key(str, '"coded", "ideal" or "none"', "`coded`: compress, decompress, compare; `ideal`: the model's "
                    "cross-entropy only, no file; `none`: no model cell (an [[llm]] table's way to skip).", "ideal"),
     "policy": Key((list, str), f"one of {', '.join(ALL_POLICIES)} or a list of them", "How the model sees the text "
-                  f"(docs/design.md: What the numbers mean); a list measures each. {', '.join(session.WINDOW_POLICIES)}: "
-                  "ideal rows only.", session.DEFAULT_POLICY),
+                  f"(docs/design.md: What the numbers mean); a list measures each. "
+                  f"{', '.join(session.WINDOW_POLICIES)}: ideal rows only.", session.DEFAULT_POLICY),
     "context": Key((list, int), f"{_POSITIVE} or a list of them", "Tokens of KV window (lanes) or per chunk; a list "
                    f"is a sweep, one cell per value. Unset: {session.DEFAULT_CHUNK_TOKENS} for chunks, else the "
                    f"model's training context, at most {session.DEFAULT_CONTEXT_CAP}."),
@@ -81,8 +82,8 @@ _RUN_KEYS = {
     "threads": Key(int, f"{_POSITIVE} (0 = default)", "llama.cpp threads; 0: the usable cores other processes leave "
                    "free now (/proc/stat over 0.5 s), 1 to 8 (`measurement_threads`).", 0, 0),
     "n_gpu_layers": Key(int, _NON_NEGATIVE, "Layers llama.cpp offloads to a GPU (99: all).", 0, 0),
-    "max_bytes": Key(int, f"{_NON_NEGATIVE} (0 = whole file)", "Measure this prefix of each corpus, cut back to a UTF-8 "
-                     "character boundary.", 0, 0),
+    "max_bytes": Key(int, f"{_NON_NEGATIVE} (0 = whole file)", "Measure this prefix of each corpus, cut back to "
+                     "a UTF-8 character boundary.", 0, 0),
     "baseline_repeats": Key(int, _POSITIVE, "Timed values per baseline and direction, each >= 0.1 s of "
                             "work, one per round across the run; results.csv: mean, std, n.", 1, 1, llm=False),
     "model_repeats": Key(int, _POSITIVE, "Times a model cell is evaluated, or compressed and decompressed, in rounds "
@@ -123,7 +124,8 @@ def reference_markdown() -> str:
              "", f"`bpcbench bench FILE` runs a matrix file, `bpcbench bench NAME` a shipped one ({names}: "
              "`src/bpcbench/data/matrices/`). Corpus and model names, `$BPCBENCH_CORPORA`, `$BPCBENCH_MODEL_PATH` "
              "and the cell cache: [cache.md](cache.md).", "", FORMAT.strip(), "",
-             "## Top-level keys", "", "| key | meaning |", "|---|---|", *(f"| `{k}` | {d} |" for k, d in _TOP_LEVEL.items())]
+             "## Top-level keys", "", "| key | meaning |", "|---|---|",
+             *(f"| `{k}` | {d} |" for k, d in _TOP_LEVEL.items())]
     for title, keys, note in (
             ("[run]", _RUN_KEYS, "Settings here are the defaults of every model × corpus of the run."),
             ("[[llm]]", _LLM_KEYS, "Each table applies to its `models` × `corpora` (default: all of [run]'s) and "

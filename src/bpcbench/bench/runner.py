@@ -153,7 +153,8 @@ class Runner:
         self.matrix = matrix
         self.out_dir = Path(out_dir)
         self.run_id = run_id or defaults.run_id(matrix.name)
-        self.cache = cache.CellCache(Path(cache_dir) if cache_dir is not None else defaults.cache_root(), read=use_cache)
+        self.cache = cache.CellCache(Path(cache_dir) if cache_dir is not None else defaults.cache_root(),
+                                     read=use_cache)
         self.progress_enabled = progress
         # results.csv is always written; "json" adds results.json, "md" summary.md and the plots (None: all)
         self.formats = {"csv", "json", "md"} if formats is None else set(formats)

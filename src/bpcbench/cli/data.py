@@ -33,7 +33,8 @@ def cmd_cache_ls(args) -> int:
     rows = cache.usage(root)
     print(f"{'kind':<10} {'entries':>8} {'MiB':>10}  holds")
     for u in rows:
-        print(f"{u.kind:<10} {u.entries:>8} {_mib(u.bytes):>10}  {holds.get(u.kind, 'not a cache kind: never cleared')}")
+        print(f"{u.kind:<10} {u.entries:>8} {_mib(u.bytes):>10}  "
+              f"{holds.get(u.kind, 'not a cache kind: never cleared')}")
     print(f"{'total':<10} {sum(u.entries for u in rows):>8} {_mib(sum(u.bytes for u in rows)):>10}")
     return 0
 
@@ -94,8 +95,8 @@ def register(sub) -> None:
                                        "every cell again). Any other kind needs --yes; without it the command "
                                        "only prints what it would remove.")
     a.add_argument("kinds", nargs="*", metavar="KIND",
-                   help="cells, metadata, quantized, models, wheels, sdist, tools, or all (every kind but wheels, sdist "
-                        "and tools)")
+                   help="cells, metadata, quantized, models, wheels, sdist, tools, or all (every kind but wheels, "
+                        "sdist and tools)")
     a.add_argument("--yes", action="store_true", help="really remove kinds other than cells")
     a.set_defaults(func=cmd_cache_clear)
 

@@ -80,8 +80,8 @@ def add_policy(p: argparse.ArgumentParser) -> None:
 
 def add_context(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--context", type=positive_int,
-                   help=f"lanes: KV window per lane (default the model's training context, at most {DEFAULT_CONTEXT_CAP}); "
-                        f"chunks: tokens per chunk (default {DEFAULT_CHUNK_TOKENS})")
+                   help=f"lanes: KV window per lane (default the model's training context, "
+                        f"at most {DEFAULT_CONTEXT_CAP}); chunks: tokens per chunk (default {DEFAULT_CHUNK_TOKENS})")
 
 
 def lane_count(text: str) -> int:
@@ -94,7 +94,8 @@ def lane_count(text: str) -> int:
 
 def add_width(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=lane_count,
-                   help=f"most lanes evaluated together per llama_decode call, a speed setting (default {DEFAULT_WIDTH})")
+                   help="most lanes evaluated together per llama_decode call, a speed setting "
+                        f"(default {DEFAULT_WIDTH})")
 
 
 def add_quiet(p: argparse.ArgumentParser, help: str = "no progress bars") -> None:

@@ -72,7 +72,8 @@ class Stats:
 
     @property
     def ideal_bits_per_byte(self) -> float:
-        return stats.bits_per_byte(self.ideal_bits, self.input_bytes if self.scored_bytes is None else self.scored_bytes)
+        return stats.bits_per_byte(self.ideal_bits,
+                                   self.input_bytes if self.scored_bytes is None else self.scored_bytes)
 
     @property
     def coded_bits_per_byte(self) -> float:

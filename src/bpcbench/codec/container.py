@@ -70,7 +70,8 @@ CODED = ("model", "lossy")  # methods whose payload is range-coded under the mod
 REGISTRY = ("smollm2-135m", "gemma3-270m")  # ids 1, 2: part of the format; append only
 LANE_DEFAULTS = {"context": 2048, "width": 32, "discard": 512, "min_lane_tokens": 8192}
 PLAN_FIELDS = {"lanes": ("context", "width", "discard", "min_lane_tokens"), "chunks": ("context", "width")}
-HASH_BYTES = SHA_PREFIX_DIGITS // 2  # original and model sha256 prefixes (48 bits): plenty to catch a wrong model or decode
+# original and model sha256 prefixes (48 bits): plenty to catch a wrong model or decode
+HASH_BYTES = SHA_PREFIX_DIGITS // 2
 CODEC_BYTES = 4
 MAX_ORIGINAL_BYTES = 1 << 48  # what any header may claim; decompress applies the user's own, smaller bound
 MAX_NAME_BYTES = 255
@@ -259,8 +260,9 @@ def _read_header(r: _Reader) -> Header:
     n_tokens = r.varint("n_tokens", 0, original)  # a token spells at least one byte
     threads = r.varint("threads", 1, 1 << 20)
     ngl = r.varint("n_gpu_layers", 1, 1 << 20) if flags & _OFFLOAD else 0
-    h = replace(h, n_tokens=n_tokens, threads=threads, n_gpu_layers=ngl, policy="chunks" if flags & _CHUNKS else "lanes",
-                shift=not flags & _REEVAL, model_name=_model_name(r), model_sha=r.take(HASH_BYTES, "model_sha").hex(),
+    h = replace(h, n_tokens=n_tokens, threads=threads, n_gpu_layers=ngl,
+                policy="chunks" if flags & _CHUNKS else "lanes", shift=not flags & _REEVAL,
+                model_name=_model_name(r), model_sha=r.take(HASH_BYTES, "model_sha").hex(),
                 codec=r.take(CODEC_BYTES, "codec").hex())
     if flags & _EXPLICIT:
         h = replace(h, context=r.varint("context", 2, 1 << 24), width=r.varint("width", 1, MAX_LANES))

@@ -112,8 +112,9 @@ class StepTables:
     Written by hand rather than with `weights` and `TwoLevel.tables` alone because those
     allocate vocabulary-sized arrays per row (the float64 copy, the shifted copy, the table,
     then its zero-padded copy), and fresh 400 kB arrays cost page faults on every step
-    (benchmarks/test_range_coder_speed.py::test_step_tables). The padding columns of the buffer stay zero, so the blocked view is a reshape, and the numbers
-    are the ones `weights` + `TwoLevel.tables` give (tests/codec/test_codec.py checks equality).
+    (benchmarks/test_range_coder_speed.py::test_step_tables). The padding columns of the buffer
+    stay zero, so the blocked view is a reshape, and the numbers are the ones `weights` +
+    `TwoLevel.tables` give (tests/codec/test_codec.py checks equality).
     """
 
     def __init__(self, n_symbols: int, n_escapes: int):

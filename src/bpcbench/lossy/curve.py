@@ -27,9 +27,9 @@ from bpcbench.errors import BpcError
 from bpcbench.levels import level_files
 from bpcbench.lossy.distortion import MEASURES, measure
 
-COLUMNS = ("model", "model_sha256", "model_quant_type", "corpus", "corpus_bytes", "context", "tau", "bits_per_byte", "container_bytes",
-           "header_bytes", "n_tokens", "stored_tokens", *MEASURES, "reconstruction_sha256", "roundtrip_ok",
-           "encode_seconds", "decode_seconds")
+COLUMNS = ("model", "model_sha256", "model_quant_type", "corpus", "corpus_bytes", "context", "tau", "bits_per_byte",
+           "container_bytes", "header_bytes", "n_tokens", "stored_tokens", *MEASURES, "reconstruction_sha256",
+           "roundtrip_ok", "encode_seconds", "decode_seconds")
 
 
 def parse_taus(text: str) -> list[float]:
@@ -61,7 +61,8 @@ def load_texts(specs: Sequence[str], max_bytes: int) -> list[Text]:
 
 
 def curve(session: Session, text: Text, taus: Sequence[float], settings: Settings,
-          log: Callable[[str], None] = lambda m: None, label: str | None = None) -> tuple[list[dict], dict[float, bytes]]:
+          log: Callable[[str], None] = lambda m: None,
+          label: str | None = None) -> tuple[list[dict], dict[float, bytes]]:
     """The rows of one (model, text) curve, lossless point first, and each tau's reconstruction.
     `label` names the model in the rows (default: its file's name)."""
     s = settings.resolved(session.model)

@@ -74,5 +74,6 @@ def measure(original: bytes, reconstruction: bytes, original_tokens, tokens,
     ref, hyp = original.decode("utf-8", "replace"), reconstruction.decode("utf-8", "replace")
     out = {}
     for name in check_names(names):
-        out[name] = token_error_rate(original_tokens, tokens) if name == "token_error_rate" else MEASURES[name](ref, hyp)
+        out[name] = (token_error_rate(original_tokens, tokens) if name == "token_error_rate"
+                     else MEASURES[name](ref, hyp))
     return out

@@ -115,7 +115,8 @@ def findings(doc: dict) -> list[str]:
         smallest = min(noise, key=lambda r: r["file_bytes"])
         base_bytes = next(r["file_bytes"] for r in levels if r["kind"] == "base")
         out.append(f"Smallest level whose Δ bits/byte is within noise of the base: {smallest['level']} "
-                   f"({smallest['file_mb']:.1f} MB, {100 * smallest['file_bytes'] / base_bytes:.0f}% of the base file).")
+                   f"({smallest['file_mb']:.1f} MB, {100 * smallest['file_bytes'] / base_bytes:.0f}% "
+                   "of the base file).")
     out += _fallbacks(ok) + _same_tensors(ok)
     out += [f"{r['level']}: {r['error']}" for r in levels if r.get("error")]
     return out
@@ -209,7 +210,8 @@ def _row(a: dict, per_corpus: dict, names: list[str], base_label: str, coded_byt
 
 
 def _failed_row(a: dict, width: int) -> list[str]:
-    cells = [f"{a['level']} ⚠ error: {a['error']}", _num(a.get("file_mb"), ".1f"), _num(a.get("bits_per_weight"), ".2f")]
+    cells = [f"{a['level']} ⚠ error: {a['error']}", _num(a.get("file_mb"), ".1f"),
+             _num(a.get("bits_per_weight"), ".2f")]
     return cells + [""] * (width - len(cells))
 
 
