@@ -76,8 +76,14 @@ def pinned_spec(req: Requirement) -> str:
     return f"{req.name}=={installed}" if req.specifier.contains(installed, prereleases=True) else str(req)
 
 
+# The GPU run benches, draws and scores lossy curves: the core set and these extras travel.
+EXTRAS = ("bench", "lossy")
+
+
 def project_requirements(pyproject: Path) -> list[str]:
-    return list(tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["dependencies"])
+    project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
+    extras = project.get("optional-dependencies", {})
+    return list(project["dependencies"]) + [r for name in EXTRAS for r in extras.get(name, [])]
 
 
 def wanted(pyproject: Path, image: set[str], python_version: str, carry: set[str]) -> tuple[list[str], list[str]]:

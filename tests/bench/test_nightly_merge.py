@@ -294,16 +294,28 @@ def first_night(bench_dir, tmp_path, monkeypatch):
     return argv, first, pd.read_csv(first / "results.csv", dtype=str, keep_default_na=False)
 
 
-def test_nightly_does_not_compare_with_a_run_of_another_schema(bench_dir, tmp_path, monkeypatch, capsys):
-    """After an upgrade the previous night's results.csv has an older schema: a note, not a refusal."""
+def test_nightly_does_not_compare_with_a_run_of_a_newer_schema(bench_dir, tmp_path, monkeypatch, capsys):
+    """The previous night was written by a newer bpcbench (a downgrade): a note, not a refusal."""
     argv, first, frame = first_night(bench_dir, tmp_path, monkeypatch)
-    frame["schema_version"] = str(results.SCHEMA_VERSION - 1)
+    frame["schema_version"] = str(results.SCHEMA_VERSION + 1)
     frame.to_csv(first / "results.csv", index=False, lineterminator="\n")
     capsys.readouterr()
     assert main(argv) == 0
     out, err = capsys.readouterr()
     assert f"not compared with 2026-11-27: {first / 'results.csv'}: row 1, column schema_version" in err
     assert "first nightly run, nothing to compare" in out
+
+
+def test_nightly_compares_with_a_run_of_an_older_schema(bench_dir, tmp_path, monkeypatch, capsys):
+    """After an upgrade the previous night's results.csv has schema 3 (n_chunks): migrated, compared."""
+    argv, first, frame = first_night(bench_dir, tmp_path, monkeypatch)
+    frame = frame.rename(columns={"n_pieces": "n_chunks"}).assign(schema_version="3")
+    frame.to_csv(first / "results.csv", index=False, lineterminator="\n")
+    capsys.readouterr()
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "not compared" not in err and "first nightly run" not in out
+    assert "no regression" in out
 
 
 def test_nightly_refuses_a_damaged_previous_run_before_measuring(bench_dir, tmp_path, monkeypatch, capsys):

@@ -11,7 +11,7 @@ file cannot say its value (the readers treat empty cells as unknown, never as ze
   value per timing, so there is no spread to give).
 * 3 -> 4: `n_chunks` renamed `n_pieces` (it counts lanes, chunks, windows or blocks).
 
->>> header, rows = upgrade(["schema_version", "n_chunks"], [["3", "7"]], 4)
+>>> header, rows = upgrade(["schema_version", "n_chunks"], [["3", "7"]], 3)
 >>> header, rows
 (['schema_version', 'n_pieces'], [['4', '7']])
 """

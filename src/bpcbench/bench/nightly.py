@@ -182,6 +182,22 @@ class NightlyResult:
         return 0 if self.run.ok else 1
 
 
+def _compare(previous: Path, old, run_dir: Path, new, matrix_text: str, thresholds: tuple[float, float], out):
+    """The night against the last passing one: compare.txt and compare.json, the text on `out`."""
+    comparison = compare.compare_frames(old, new, *thresholds, str(previous), str(run_dir),
+                                        require_all=True)  # one matrix: a vanished cell is a regression
+    text = compare.format_text(comparison)
+    write_text(run_dir / "compare.txt", text + "\n")
+    write_text(run_dir / "compare.json", compare.format_json(comparison) + "\n")
+    try:
+        if (previous / "matrix.toml").read_text() != matrix_text:
+            text += "\nnote: the matrix changed since the previous run"
+    except OSError:
+        pass
+    print(text, file=out)
+    return comparison
+
+
 def run_nightly(matrix_path: str | os.PathLike | None = None, results_dir: str | os.PathLike = "results", *,
                 bpb_threshold: float = 0.5, speed_threshold: float = 10.0, shard: tuple[int, int] | None = None,
                 use_cache: bool = False, cache_dir: str | os.PathLike | None = None, progress: bool | None = None,
@@ -229,17 +245,7 @@ def run_nightly(matrix_path: str | os.PathLike | None = None, results_dir: str |
     if previous is None:
         print("first nightly run, nothing to compare", file=out)
     else:
-        comparison = compare.compare_frames(old, new, bpb_threshold, speed_threshold, str(previous), str(run_dir),
-                                            require_all=True)  # one matrix: a vanished cell is a regression
-        text = compare.format_text(comparison)
-        write_text(run_dir / "compare.txt", text + "\n")
-        write_text(run_dir / "compare.json", compare.format_json(comparison) + "\n")
-        try:
-            if (previous / "matrix.toml").read_text() != m.text:
-                text += "\nnote: the matrix changed since the previous run"
-        except OSError:
-            pass
-        print(text, file=out)
+        comparison = _compare(previous, old, run_dir, new, m.text, (bpb_threshold, speed_threshold), out)
     result = NightlyResult(run_dir, run, previous, comparison, n_hist)
     write_text(run_dir / DONE_FILE, json.dumps({
         "nightly_utc": nightly_utc, "run_id": run.run_id, "shard": list(shard) if shard else None,
