@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import real_model
 
 from bpcbench.errors import BpcError
 from bpcbench.llama.binding import Model
@@ -22,11 +23,5 @@ def smollm2():
 @pytest.fixture(scope="module")
 def session():
     """SmolLM2 as a codec session (model + vocabulary), per module."""
-    from bpcbench.codec.session import Session
-
-    try:
-        s = Session("smollm2-135m")
-    except BpcError as e:
-        pytest.skip(str(e))
-    with s:
+    with real_model.smollm2_session() as s:
         yield s

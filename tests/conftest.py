@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import real_model
 from tiny_gguf import write_tiny_gguf
 
 
@@ -18,7 +19,7 @@ def other_tiny_model_path(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_session(tiny_model_path):
-    from bpcbench.codec.compress import Session
+    from bpcbench.codec.session import Session
 
     with Session(str(tiny_model_path)) as session:
         yield session
@@ -26,14 +27,7 @@ def tiny_session(tiny_model_path):
 
 @pytest.fixture(scope="session")
 def smollm2_session():
-    from bpcbench.codec.compress import Session
-    from bpcbench.errors import BpcError
-
-    try:
-        session = Session("smollm2-135m")
-    except BpcError as e:
-        pytest.skip(f"SmolLM2 not installed ({e}); run `make models`")
-    with session:
+    with real_model.smollm2_session() as session:
         yield session
 
 
