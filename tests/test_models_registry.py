@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
-    monkeypatch.setattr(models, "CACHE_DIR", cache)
+    monkeypatch.setenv("BPCBENCH_CACHE", str(cache))
     monkeypatch.setattr(models, "_SHA_MEMO", {})
     return cache
 

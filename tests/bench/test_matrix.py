@@ -185,7 +185,7 @@ def test_reference_doc_is_generated_from_the_key_table():
 
 
 def test_the_documented_example_and_defaults_are_what_the_validator_does(tmp_path):
-    example = matrix.__doc__.split("```toml\n")[1].split("```")[0]
+    example = matrix_keys.FORMAT.split("```toml\n")[1].split("```")[0]
     cells = load(example, tmp_path).cells
     assert {c.measure for c in cells} == {"baseline", "ideal", "coded"}
     llm = [c for c in load(BASE, tmp_path).cells if c.is_llm]

@@ -8,9 +8,8 @@ import pytest
 from tiny_matrices import tiny_matrix
 
 from bpcbench import baselines, timing
-from bpcbench.bench import matrix, results, runner
+from bpcbench.bench import incomplete, matrix, results, runner
 from bpcbench.codec import cross_entropy
-from bpcbench.report import render
 
 MATRIX = tiny_matrix("timed", ["text.txt"], 1200, """
 model_repeats = 2
@@ -83,11 +82,11 @@ def test_values_are_taken_in_rounds_across_the_run(bench_dir, tmp_path, monkeypa
 
 
 def test_a_run_stopped_in_a_timing_round_says_so(tmp_path):
-    render.mark_incomplete(tmp_path, 4, 4, (2, 3))
-    note = render.incomplete_note(tmp_path)
+    incomplete.mark_incomplete(tmp_path, 4, 4, (2, 3))
+    note = incomplete.incomplete_note(tmp_path)
     assert "every cell measured" in note and "timing round 2 of 3" in note
-    render.mark_incomplete(tmp_path, 1, 4)
-    assert render.incomplete_note(tmp_path).startswith("INCOMPLETE run: 1 of 4 cells")
+    incomplete.mark_incomplete(tmp_path, 1, 4)
+    assert incomplete.incomplete_note(tmp_path).startswith("INCOMPLETE run: 1 of 4 cells")
 
 
 def test_a_later_round_joins_the_first_values_at_their_loops():
