@@ -25,7 +25,7 @@ from bpcbench.codec.decompress import (
 )
 from bpcbench.codec.session import Session, Settings
 from bpcbench.environment import PeakMemory
-from bpcbench.errors import BpcError
+from bpcbench.errors import BpcError, StdoutFailed
 from bpcbench.models import DEFAULT_MODEL, KNOWN_MODELS, describe
 
 DEFAULT_MAX_INPUT_BYTES = 1 << 30  # compressing 1 GiB takes the model days on a CPU; more is a mistake
@@ -74,12 +74,23 @@ def _refuse_existing(path: str, force: bool, source: str = "-") -> None:
         raise BpcError(f"output exists: {path} (use -f to overwrite)")
 
 
+def _check_stdout() -> None:
+    if sys.stdout is None:  # started with stdout closed (`>&-`)
+        raise BpcError("stdout is closed; use -o FILE")
+    if sys.stdout.isatty():
+        raise BpcError("refusing to write binary data to a terminal; use -o FILE or a pipe")
+
+
 def write_output(path: str, data: bytes, force: bool) -> None:
     if path == "-":
-        if sys.stdout.isatty():
-            raise BpcError("refusing to write binary data to a terminal; use -o FILE or a pipe")
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
+        _check_stdout()
+        try:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:
+            raise  # the reader went away: main() exits 1 without a message, as cat and gzip do
+        except OSError as e:
+            raise StdoutFailed(f"cannot write to stdout: {e.strerror}") from None
         return
     _refuse_existing(path, force)
     try:
@@ -151,6 +162,8 @@ def _code(direction: str, out: str, args, work, out_bytes: int) -> int:
     if args.json and out == "-":
         raise BpcError(f"--json prints to stdout, which holds the {direction}ed data here: "
                        "use -o FILE, or --stats for the same figures as text on stderr")
+    if out == "-":
+        _check_stdout()  # before the work, not after it
     _refuse_existing(out, args.force, args.input)
     check_free_space(out, out_bytes)
     with PeakMemory() as mem, _progress(direction, not args.quiet) as bar:
