@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import sys
 
 try:
@@ -14,6 +15,7 @@ try:
 except ImportError:  # tqdm comes with the bench extra; the core set compresses without a bar
     tqdm = None
 
+from bpcbench import atomic
 from bpcbench.atomic import atomic_open
 from bpcbench.cli import options
 from bpcbench.codec.compress import compress
@@ -66,12 +68,36 @@ def check_free_space(path: str, needed: int) -> None:
 
 
 def _refuse_existing(path: str, force: bool, source: str = "-") -> None:
-    if path == "-" or not os.path.exists(path):
+    """Before the work: an output bpcbench may write. Only a regular file is ever replaced (with -f), as
+    gzip and zstd do; a device, FIFO, socket or folder, or a symlink to one, is refused even with -f and
+    left as it is. A symlink to a regular file is itself replaced by the new file (its target untouched),
+    as gzip -f does. A name the file system would refuse is refused now, not after the model ran."""
+    if path == "-":
         return
-    if source != "-" and os.path.exists(source) and os.path.samefile(path, source):
-        raise BpcError(f"output {path} is the input file (as gzip, bpcbench never overwrites its input)")
-    if not force:
+    try:
+        st = os.stat(path)  # through a symlink: what it points at
+    except FileNotFoundError:
+        st = None  # nothing there, or a dangling symlink: the new file takes the name
+    except OSError as e:
+        raise BpcError(f"cannot write {path}: {e.strerror}") from None
+    if st is not None:
+        if source != "-" and os.path.exists(source) and os.path.samefile(path, source):
+            raise BpcError(f"output {path} is the input file (as gzip, bpcbench never overwrites its input)")
+        if not stat.S_ISREG(st.st_mode):
+            raise BpcError(f"output {path} is {_kind(st.st_mode)}, not a regular file: bpcbench writes only "
+                           "regular files or stdout (-o -), and never replaces anything else, even with -f")
+    if (st is not None or os.path.islink(path)) and not force:
         raise BpcError(f"output exists: {path} (use -f to overwrite)")
+    try:
+        atomic.check_writable(path)
+    except OSError as e:
+        raise BpcError(f"cannot write {path}: {e.strerror}") from None
+
+
+def _kind(mode: int) -> str:
+    kinds = [(stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket")]
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
 def _check_stdout() -> None:
