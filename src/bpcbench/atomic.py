@@ -7,6 +7,7 @@ power cut is removed by the next write into that directory once it is a day old.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 import time
@@ -36,6 +37,21 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Raise the OSError that writing `path` through atomic_path would raise (a name too long for
+    the file system once the temp prefix is added, a folder that is not one or not writable), now,
+    before the work that would produce it. Leaves nothing behind."""
+    path = Path(path)
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:  # atomic_path creates the missing folders
+        folder = folder.parent
+    if not folder.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder))
+    fd, tmp = tempfile.mkstemp(prefix=f"{PREFIX}{path.name}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    os.unlink(tmp)
 
 
 @contextmanager

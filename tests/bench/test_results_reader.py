@@ -239,3 +239,59 @@ def test_every_committed_reference_run_reads_compares_and_renders(ref, tmp_path,
 def test_the_reference_runs_include_every_schema_this_project_kept():
     versions = {next(csv.DictReader((ref / "results.csv").open()))["schema_version"] for ref in REFERENCE_RUNS}
     assert {"2", "3"} <= versions
+
+
+# --- values no real run writes (bench/plausible.py) -------------------------------------------
+
+
+def _first_filled(rows, *columns) -> int:
+    idx = [rows[0].index(c) for c in columns]
+    return next(n for n, r in enumerate(rows[1:], start=1) if all(r[i] != "" for i in idx))
+
+
+def set_filled(column: str, value: str, *also: str):
+    """An edit: the first row with `column` (and `also`) filled gets `value` there."""
+    def edit(rows):
+        rows[_first_filled(rows, column, *also)][rows[0].index(column)] = value
+    return edit
+
+
+@pytest.mark.parametrize("column, value, why", [
+    ("bits_per_byte", "0", "not in (0,"), ("bits_per_byte", "-1.5", "not in (0,"),
+    ("bits_per_byte", "1e300", "not in (0,"), ("bits_per_byte_ci95_low", "-1e300", "not in (0,"),
+    ("encode_seconds", "0", "not positive"), ("timing_values", "0", "not positive"),
+    ("container_bytes", "-4", "negative"),
+])
+def test_a_value_no_real_run_writes(run, tmp_path, column, value, why):
+    d = damaged(tmp_path, run, set_filled(column, value))
+    with pytest.raises(BpcError) as e:
+        results.read_csv(d)
+    assert f"column {column}: {value!r} is {why}" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_an_inverted_interval(run, tmp_path):
+    def invert(rows):
+        n = _first_filled(rows, "bits_per_byte_ci95_low", "bits_per_byte_ci95_high")
+        lo, hi = rows[0].index("bits_per_byte_ci95_low"), rows[0].index("bits_per_byte_ci95_high")
+        rows[n][lo], rows[n][hi] = rows[n][hi], rows[n][lo]
+    d = damaged(tmp_path, run, invert)
+    with pytest.raises(BpcError, match="an inverted interval"):
+        results.read_csv(d)
+
+
+def test_a_spread_no_positive_timings_have(run, tmp_path):
+    def spread(rows):
+        rows[_first_filled(rows, "encode_seconds")][rows[0].index("encode_seconds_std")] = "1e300"
+    d = damaged(tmp_path, run, spread)
+    with pytest.raises(BpcError, match=r"more than encode_seconds × sqrt\(timing_values\)"):
+        results.read_csv(d)
+
+
+def test_the_same_cell_twice_under_another_cell_key(run, tmp_path):
+    def twice(rows):
+        copy = list(rows[1])
+        copy[rows[0].index("cell_key")] = "f" * 64
+        rows.append(copy)
+    d = damaged(tmp_path, run, twice)
+    with pytest.raises(BpcError, match="is already in row 1: one cell, one row"):
+        results.read_csv(d)

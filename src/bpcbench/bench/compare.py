@@ -35,11 +35,12 @@ from pathlib import Path
 import pandas as pd
 
 from bpcbench import stats
+from bpcbench.bench import plausible
 from bpcbench.bench.results import read_csv, row_failed
 from bpcbench.bench.labels import cell_label
 
 MIN_TIMED_SECONDS = 0.1
-KEY = ("corpus_name", "corpus_bytes", "codec", "measure", "policy", "context_tokens")
+KEY = plausible.CELL_COLUMNS  # what makes two rows the same cell; read_csv refuses a cell twice
 
 
 def _v(x):

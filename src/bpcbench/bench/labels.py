@@ -76,11 +76,16 @@ def view_key(row) -> tuple:
 
 def views(frame) -> list[tuple]:
     """(corpus name, measured bytes) in first-appearance order."""
-    return list(dict.fromkeys(view_key(row) for _, row in frame.iterrows()))
+    return list(split_views(frame))
 
 
-def view_rows(frame, view: tuple):
-    return frame[[view_key(r) == view for _, r in frame.iterrows()]]
+def split_views(frame) -> dict:
+    """{view: its rows}, views in first-appearance order: one pass over the rows whatever the number
+    of views (a pass per view made a report of 20,000 rows take hours)."""
+    positions: dict[tuple, list[int]] = {}
+    for i, (_, row) in enumerate(frame.iterrows()):
+        positions.setdefault(view_key(row), []).append(i)
+    return {v: frame.iloc[p] for v, p in positions.items()}
 
 
 def view_title(frame_view) -> str:

@@ -19,7 +19,7 @@ import pandas as pd
 
 from bpcbench import stats
 from bpcbench.atomic import atomic_open
-from bpcbench.bench import migrations
+from bpcbench.bench import migrations, plausible
 from bpcbench.errors import BpcError
 from bpcbench.schema import Column
 
@@ -226,7 +226,8 @@ def read_csv(path: str | os.PathLike):
     Anything the writer does not write is refused with one line naming the file, the row and
     the column, before a caller writes anything: an unknown, missing or repeated column, a row
     of the wrong length, a bad number, NaN or infinity, a boolean not spelled True/False, an
-    empty required cell, another schema version, a cell key twice. Other empty cells (failed
+    empty required cell, another schema version, a cell key twice, a value no run can produce
+    (bench/plausible.py). Other empty cells (failed
     rows, baselines, optional columns) load as NA.
     """
     path = Path(path)
@@ -237,6 +238,7 @@ def read_csv(path: str | os.PathLike):
     _check_header(path, header, rows)
     frame = pd.DataFrame(rows, columns=header, dtype=object).reindex(columns=COLUMN_NAMES)
     problems = [(row, i, what) for i, c in enumerate(COLUMNS) for row, what in _column_problems(frame, c)]
+    problems = problems or [(row, 0, what) for row, what in plausible.problems(frame)]  # values, once they parse
     if problems:
         row, _, what = min(problems)  # the earliest in the file
         raise BpcError(f"{path}: row {row + 1} (line {lines[row]}), column {what}")

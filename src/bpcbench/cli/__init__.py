@@ -3,17 +3,22 @@
 Every BpcError becomes one line on stderr and a non-zero exit; nothing half-written is
 left behind because every output goes through atomic_open. A command whose optional extra
 is not installed (cli/extras.py) is refused before it starts, with the pip line to run.
+SIGTERM and SIGINT end a run the same way (one line, exit 143 or 130) at any moment: their
+handlers are installed before the command modules, which import numpy and llama.cpp (most of a
+second), are imported at all.
 """
 
 from __future__ import annotations
 
 import argparse
-import signal
+import errno
+import os
 import sys
 
 from bpcbench import __version__
-from bpcbench.cli import bench, codec, data, extras, ladder, lossy
-from bpcbench.errors import BpcError
+from bpcbench.errors import BpcError, StdoutFailed, Terminated, catch_signals, interruption, restore_signals
+
+__all__ = ["Terminated", "build_parser", "main"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -25,6 +30,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # here, not at the top: main() installs the signal handlers before these heavy imports run
+    from bpcbench.cli import bench, codec, data, ladder, lossy
+
     parser = _Parser(
         prog="bpcbench",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -50,34 +58,67 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so every temp file is removed on the way out."""
+def _flush_stdout() -> None:
+    """Flush stdout now, where a full disk or a closed pipe is one line, not an 'Exception ignored'
+    at interpreter exit; afterwards stdout is /dev/null so that exit's own flush has nothing to fail."""
+    try:
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        raise StdoutFailed(f"cannot write to stdout: {e.strerror}") from None
 
 
-def _terminate(signum, frame):
-    raise Terminated()
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}  # what a print() onto a full stdout raises
+
+
+def _stdout_broken() -> bool:
+    """Whether stdout fails to flush (what it could not write is still in its buffer)."""
+    try:
+        _flush_stdout()
+    except (OSError, BpcError):
+        return True
+    return False
+
+
+def _silence_stdout() -> None:
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
+    previous = catch_signals()
     try:
-        previous = signal.signal(signal.SIGTERM, _terminate)
-    except ValueError:  # not the main thread (main() called from a library): no handler
-        previous = None
-    try:
+        from bpcbench.cli import extras  # inside the try: a signal while it imports is one line too
+
         args = build_parser().parse_args(argv)
         extras.require(args.command)
-        return args.func(args) or 0
+        code = args.func(args) or 0
+        _flush_stdout()
+        return code
     except BpcError as e:
+        if isinstance(e, StdoutFailed):
+            _silence_stdout()
         print(f"bpcbench: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt as e:
-        print("bpcbench: terminated" if isinstance(e, Terminated) else "bpcbench: interrupted", file=sys.stderr)
-        return 143 if isinstance(e, Terminated) else 130
-    except BrokenPipeError:
+        line, code = interruption(e)
+        print(f"bpcbench: {line}", file=sys.stderr)
+        return code
+    except BrokenPipeError:  # the reader went away (`| head`): no message, as cat and gzip
+        _silence_stdout()
         return 1
+    except OSError as e:  # print() onto a full stdout (models --json > /dev/full) is one line too
+        if not (_stdout_broken() or e.errno in _FULL):
+            raise
+        _silence_stdout()
+        print(f"bpcbench: error: cannot write the output: {e.strerror}", file=sys.stderr)
+        return 2
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        restore_signals(previous)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import sys
 
 try:
@@ -14,6 +15,7 @@ try:
 except ImportError:  # tqdm comes with the bench extra; the core set compresses without a bar
     tqdm = None
 
+from bpcbench import atomic
 from bpcbench.atomic import atomic_open
 from bpcbench.cli import options
 from bpcbench.codec.compress import compress
@@ -25,7 +27,7 @@ from bpcbench.codec.decompress import (
 )
 from bpcbench.codec.session import Session, Settings
 from bpcbench.environment import PeakMemory
-from bpcbench.errors import BpcError
+from bpcbench.errors import BpcError, StdoutFailed
 from bpcbench.models import DEFAULT_MODEL, KNOWN_MODELS, describe
 
 DEFAULT_MAX_INPUT_BYTES = 1 << 30  # compressing 1 GiB takes the model days on a CPU; more is a mistake
@@ -66,20 +68,55 @@ def check_free_space(path: str, needed: int) -> None:
 
 
 def _refuse_existing(path: str, force: bool, source: str = "-") -> None:
-    if path == "-" or not os.path.exists(path):
+    """Before the work: an output bpcbench may write. Only a regular file is ever replaced (with -f), as
+    gzip and zstd do; a device, FIFO, socket or folder, or a symlink to one, is refused even with -f and
+    left as it is. A symlink to a regular file is itself replaced by the new file (its target untouched),
+    as gzip -f does. A name the file system would refuse is refused now, not after the model ran."""
+    if path == "-":
         return
-    if source != "-" and os.path.exists(source) and os.path.samefile(path, source):
-        raise BpcError(f"output {path} is the input file (as gzip, bpcbench never overwrites its input)")
-    if not force:
+    try:
+        st = os.stat(path)  # through a symlink: what it points at
+    except FileNotFoundError:
+        st = None  # nothing there, or a dangling symlink: the new file takes the name
+    except OSError as e:
+        raise BpcError(f"cannot write {path}: {e.strerror}") from None
+    if st is not None:
+        if source != "-" and os.path.exists(source) and os.path.samefile(path, source):
+            raise BpcError(f"output {path} is the input file (as gzip, bpcbench never overwrites its input)")
+        if not stat.S_ISREG(st.st_mode):
+            raise BpcError(f"output {path} is {_kind(st.st_mode)}, not a regular file: bpcbench writes only "
+                           "regular files or stdout (-o -), and never replaces anything else, even with -f")
+    if (st is not None or os.path.islink(path)) and not force:
         raise BpcError(f"output exists: {path} (use -f to overwrite)")
+    try:
+        atomic.check_writable(path)
+    except OSError as e:
+        raise BpcError(f"cannot write {path}: {e.strerror}") from None
+
+
+def _kind(mode: int) -> str:
+    kinds = [(stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket")]
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
+def _check_stdout() -> None:
+    if sys.stdout is None:  # started with stdout closed (`>&-`)
+        raise BpcError("stdout is closed; use -o FILE")
+    if sys.stdout.isatty():
+        raise BpcError("refusing to write binary data to a terminal; use -o FILE or a pipe")
 
 
 def write_output(path: str, data: bytes, force: bool) -> None:
     if path == "-":
-        if sys.stdout.isatty():
-            raise BpcError("refusing to write binary data to a terminal; use -o FILE or a pipe")
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
+        _check_stdout()
+        try:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:
+            raise  # the reader went away: main() exits 1 without a message, as cat and gzip do
+        except OSError as e:
+            raise StdoutFailed(f"cannot write to stdout: {e.strerror}") from None
         return
     _refuse_existing(path, force)
     try:
@@ -151,6 +188,8 @@ def _code(direction: str, out: str, args, work, out_bytes: int) -> int:
     if args.json and out == "-":
         raise BpcError(f"--json prints to stdout, which holds the {direction}ed data here: "
                        "use -o FILE, or --stats for the same figures as text on stderr")
+    if out == "-":
+        _check_stdout()  # before the work, not after it
     _refuse_existing(out, args.force, args.input)
     check_free_space(out, out_bytes)
     with PeakMemory() as mem, _progress(direction, not args.quiet) as bar:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bpcbench.errors import BpcError
+from bpcbench.errors import BpcError, called_from_c
 
 # llama.cpp's CPU backend in this build uses OpenMP (libgomp), whose threads spin at each of
 # the graph's barriers before they sleep. Spinning is a little faster on an idle machine and far
@@ -49,6 +49,7 @@ def _init_backend() -> None:
     lib = require()
 
     @lib.llama_log_callback
+    @called_from_c
     def _log(level, text, user_data):
         try:
             _LOG_LINES.append(text.decode("utf-8", "replace"))
@@ -71,6 +72,7 @@ class capture_log:
         self.parts: list[str] = []
 
         @lib.llama_log_callback
+        @called_from_c
         def _cb(level, text, user_data):
             try:
                 self.parts.append(text.decode("utf-8", "replace"))
@@ -243,8 +245,8 @@ class Model(Closeable):
 
     def close(self) -> None:
         if getattr(self, "ptr", None):
-            ll.llama_model_free(self.ptr)
-            self.ptr = None
+            ptr, self.ptr = self.ptr, None  # first: a signal after the free must not leave it to be freed twice
+            ll.llama_model_free(ptr)
 
     @property
     def n_ctx_train(self) -> int:
@@ -348,8 +350,8 @@ class Context(Closeable):
 
     def close(self) -> None:
         if getattr(self, "ptr", None):
-            ll.llama_free(self.ptr)
-            self.ptr = None
+            ptr, self.ptr = self.ptr, None  # first: a signal after the free must not leave it to be freed twice
+            ll.llama_free(ptr)
 
 
 class Batch(Closeable):
@@ -377,8 +379,8 @@ class Batch(Closeable):
 
     def close(self) -> None:
         if getattr(self, "raw", None) is not None:
-            ll.llama_batch_free(self.raw)
-            self.raw = None
+            raw, self.raw = self.raw, None
+            ll.llama_batch_free(raw)
 
 
 def logits_rows(ctx: Context, n_rows: int, n_vocab: int) -> np.ndarray:

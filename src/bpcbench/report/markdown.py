@@ -13,9 +13,8 @@ from bpcbench.bench.labels import (
     codec_label,
     input_label,
     is_missing,
-    view_rows,
+    split_views,
     view_title,
-    views,
 )
 from bpcbench.stats import pareto_front
 
@@ -124,8 +123,7 @@ def overview(frame) -> list[str]:
     head = "| corpus | " + " | ".join(cols) + " |"
     lines = [head, "|---|" + "--:|" * len(cols)]
     failed = failed_mask(frame)
-    for v in views(frame):
-        fv = view_rows(frame, v)
+    for fv in split_views(frame).values():
         cells = {}
         for i, r in fv.iterrows():
             cells[codec_label(r)] = "FAILED" if failed[i] else _num(r["bits_per_byte"], ".3f")
@@ -138,8 +136,7 @@ def text_tables(frame) -> list[str]:
     codec, compress and decompress speed, size, bits/byte, ratio; best first, failures last."""
     lines = []
     failed = failed_mask(frame)
-    for v in views(frame):
-        fv = view_rows(frame, v)
+    for fv in split_views(frame).values():
         ok = fv[~failed[fv.index]].sort_values("bits_per_byte", kind="stable", na_position="last")
         best = pareto_best(ok)
         table = [("", "codec", "compress", "decompress", "size (bytes)", "bits/byte", "ratio")]
@@ -220,8 +217,7 @@ def summary_markdown(frame, env: dict | None = None, matrix_text: str | None = N
     ]
     if len(frame):
         lines += ["## Overview (bits/byte)", ""] + overview(frame) + [""]
-    for v in views(frame):
-        fv = view_rows(frame, v)
+    for fv in split_views(frame).values():
         lines += [f"## {view_title(fv)}", ""] + corpus_table(fv) + [""]
     if failed.any():
         lines += ["## FAILED cells", ""]

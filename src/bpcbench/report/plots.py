@@ -18,8 +18,7 @@ from bpcbench.bench.labels import (
     codec_label,
     input_label,
     is_missing,
-    view_rows,
-    views,
+    split_views,
 )
 from bpcbench.stats import pareto_front
 
@@ -54,7 +53,7 @@ def model_size_views(frame) -> list[tuple]:
     with a size axis to read (one size per panel is one point, and no plot)."""
     ok = _scored_rows(frame)
     llm = ok[(ok["measure"] != "baseline") & ok["model_file_bytes"].notna()]
-    return [v for v in views(llm) if view_rows(llm, v)["model_file_bytes"].nunique() >= 2]
+    return [v for v, fv in split_views(llm).items() if fv["model_file_bytes"].nunique() >= 2]
 
 
 def draw_bpb_vs_model_size(frame):
@@ -70,9 +69,10 @@ def draw_bpb_vs_model_size(frame):
     axes = fig.subplots(nrows, ncols, squeeze=False)
     colors = {}
     palette = ["C0", "C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9"]
+    groups = split_views(ok)
     for k, v in enumerate(vs):
         ax = axes[k // ncols][k % ncols]
-        fv = view_rows(ok, v)
+        fv = groups[v]
         llm = fv[(fv["measure"] != "baseline") & fv["model_file_bytes"].notna()]
         labelled: dict[str, list] = {}
         for _, r in llm.iterrows():
@@ -158,15 +158,14 @@ def draw_bpb_by_codec(frame):
     shapes = []  # (views, codecs) of each panel
     for _, rows, _ in panels:
         slots = [c for c in codecs if c in {codec_label(r) for _, r in rows.iterrows()}]
-        shapes.append((views(rows), slots))
+        shapes.append((split_views(rows), slots))
     ratios = [max(3.0, len(vs) * (0.6 + 0.16 * len(slots))) for vs, slots in shapes]
     fig = figure(min(22.0, max(7.0, sum(ratios) + 2.0)), 6.0 + 0.25 * math.ceil(len(codecs) / 5))
     axes = fig.subplots(1, len(panels), squeeze=False, width_ratios=ratios)[0]
-    for ax, (title, rows, top), (vs, slots) in zip(axes, panels, shapes):
+    for ax, (title, _, top), (vs, slots) in zip(axes, panels, shapes):
         width = 0.85 / len(slots)
         labels = []
-        for k, v in enumerate(vs):
-            fv = view_rows(rows, v)
+        for k, fv in enumerate(vs.values()):
             labels.append(input_label(fv.iloc[0]))
             for _, r in fv.iterrows():
                 label = codec_label(r)
@@ -219,8 +218,7 @@ def speed_panels(frame) -> list[tuple[tuple, object]]:
               & ok["bits_per_byte"].notna()
               & ok["encode_kB_per_s"].gt(0).fillna(False).astype(bool)]
     panels = []
-    for v in views(real):
-        rows = view_rows(real, v)
+    for v, rows in split_views(real).items():
         if len(rows) < 2:
             continue
         front = pareto_front([(float(r["bits_per_byte"]), -float(r["encode_kB_per_s"])) for _, r in rows.iterrows()])

@@ -1,0 +1,59 @@
+"""SIGTERM and SIGINT end a run in one line with exit 143 or 130 at any moment, model load included,
+leaving no partial or temp file (tests/signal_runs.py says what passes; fuzz/signals.py sends 100)."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+from signal_runs import campaign
+
+from bpcbench.errors import Terminated, catch_signals, restore_signals
+from bpcbench.llama import binding
+
+
+@pytest.fixture
+def handlers():
+    previous = catch_signals()
+    yield
+    restore_signals(previous)
+
+
+@pytest.fixture
+def signal_in_log_callback(monkeypatch):
+    """The first llama.cpp log line raises SIGTERM inside the ctypes log callback, as a signal that
+    arrives while llama.cpp loads a model does: its handler then runs in the callback."""
+
+    class Tripwire(list):
+        def append(self, line):
+            signal.raise_signal(signal.SIGTERM)
+
+    binding._init_backend()  # its own log lines before the tripwire
+    monkeypatch.setattr(binding, "_LOG_LINES", Tripwire())
+    unraisable = []
+    monkeypatch.setattr("sys.unraisablehook", unraisable.append)
+    return unraisable
+
+
+def test_a_signal_inside_the_log_callback_is_raised_once_llama_cpp_returns(handlers, signal_in_log_callback):
+    with pytest.raises(Terminated):
+        binding._init_backend.callback(2, b"a log line\n", None)  # through ctypes, as llama.cpp calls it
+        print("the first call outside the callback raises")
+    assert signal_in_log_callback == []  # not "Exception ignored on calling ctypes callback function"
+
+
+def test_a_signal_during_model_load_ends_the_load(handlers, signal_in_log_callback, tiny_model_path):
+    with pytest.raises(Terminated):
+        binding.Model(tiny_model_path)
+    assert signal_in_log_callback == []
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_random_signals_end_in_one_line_and_leave_nothing(tmp_path, tiny_model_path, seed):
+    # 12 runs of compress and decompress in turn (~1.5 s each); delays past the interpreter's own
+    # start, which no handler can reach (fuzz/signals.py --min-delay)
+    results = list(campaign(tiny_model_path, tmp_path, 12, seed, 0.1, 1.4))
+    problems = [f"{case.name} {signal.Signals(sig).name} at {delay:.3f} s: {problem}"
+                for case, sig, delay, _, problem in results if problem]
+    assert problems == []
+    assert sum(out.rc in (130, 143) for *_, out, _ in results) >= 6  # most runs were interrupted, not finished

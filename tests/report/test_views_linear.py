@@ -1,0 +1,46 @@
+"""Views (one table, one plot panel per corpus × measured bytes) are found in one pass over the rows:
+the work of a report grows with its rows, not with rows × views (benchmarks/test_report_speed.py times
+20,000 rows)."""
+
+from __future__ import annotations
+
+from synthetic_rows import row
+
+from bpcbench.bench import labels, results
+from bpcbench.report.markdown import summary_markdown
+
+
+def many_views(n_views: int):
+    rows = []
+    for k in range(n_views):
+        rows += [row("gzip-9", size=7000 + k, corpus=f"c{k}"), row("llm:m", "coded", size=5000 + k, corpus=f"c{k}")]
+    return results.to_frame(rows)
+
+
+def counting_view_key(monkeypatch) -> list:
+    calls = []
+    real = labels.view_key
+
+    def counted(r):
+        calls.append(1)
+        return real(r)
+
+    monkeypatch.setattr(labels, "view_key", counted)
+    return calls
+
+
+def test_split_views_reads_each_row_once(monkeypatch):
+    frame = many_views(40)
+    calls = counting_view_key(monkeypatch)
+    groups = labels.split_views(frame)
+    assert len(calls) == len(frame) == 80
+    assert list(groups) == [(f"c{k}", 20_000) for k in range(40)]
+    assert all(len(g) == 2 and set(g["corpus_name"]) == {v[0]} for v, g in groups.items())
+
+
+def test_the_summary_looks_at_each_row_a_fixed_number_of_times(monkeypatch):
+    frame = many_views(40)
+    calls = counting_view_key(monkeypatch)
+    text = summary_markdown(frame)
+    assert text.count("## c") == 40
+    assert len(calls) <= 4 * len(frame)  # one pass per table; a pass per view would be 40 x 80
