@@ -28,7 +28,7 @@ help:
 	@echo "make bench        set up (first time) and run the default benchmark (~40 min on 2 cores) -> results/<run-id>/"
 	@echo "make test         set up (first time), run ruff and the import contracts, then the test suite"
 	@echo "make bench-quick  a ~6 minute benchmark (28 cells)"
-	@echo "make bench-micro  pytest-benchmark suite: coder throughput, lockstep vs bare llama_decode"
+	@echo "make bench-micro  pytest-benchmark suite: coder throughput, lane evaluator vs bare llama_decode"
 	@echo "make fuzz         forged .bpcz files against the CLI: exit code, one line, time and memory each"
 	@echo "make lossy        rate-distortion curves, famous (alice29) against fresh (2026) text, default model"
 	@echo "make ladder       quantization ladder on the embedded default model"

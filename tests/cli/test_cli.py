@@ -9,21 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from bpcbench.cli import main
+from cli_lines import one_line, run
 from bpcbench.codec.container import Container
 
 ARGS = ["--context", "16", "--width", "8", "--threads", "1", "-q"]  # 1: CI may have one usable core
 
 
-def run(*argv):
-    return main([str(a) for a in argv])
-
-
-def only_one_line(err: str) -> str:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def test_compress_decompress_files(tmp_path, tiny_model_path, capsys):
@@ -56,7 +47,7 @@ def test_refuses_to_overwrite_without_force(tmp_path, tiny_model_path, capsys):
     src.write_bytes(b"abc")
     (tmp_path / "a.bpcz").write_bytes(b"keep me")
     assert run("compress", src, "-m", tiny_model_path, *ARGS) == 2
-    assert "output exists" in only_one_line(capsys.readouterr().err)
+    assert "output exists" in one_line(capsys.readouterr().err)
     assert (tmp_path / "a.bpcz").read_bytes() == b"keep me"
     assert run("compress", src, "-m", tiny_model_path, "-f", *ARGS) == 0
     assert (tmp_path / "a.bpcz").read_bytes()[:4] == b"BPCZ"
@@ -81,7 +72,7 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, tiny_model_path, capsys, ar
     (tmp_path / "truncated.gguf").write_bytes(tiny_model_path.read_bytes()[:5000])
     argv = [a.format(tmp=tmp_path, model=tiny_model_path) for a in argv]
     assert run(*argv) == code
-    line = only_one_line(capsys.readouterr().err)
+    line = one_line(capsys.readouterr().err)
     assert line.startswith("bpcbench: error: ") and message in line
     assert not (tmp_path / "out").exists()
 
@@ -94,7 +85,7 @@ def test_corrupt_file_leaves_no_output(tmp_path, tiny_model_path, capsys):
     blob[len(blob) // 2] ^= 1
     (tmp_path / "bad.bpcz").write_bytes(bytes(blob))
     assert run("decompress", tmp_path / "bad.bpcz", "-m", tiny_model_path, "-q") == 3
-    assert "CRC-32" in only_one_line(capsys.readouterr().err)
+    assert "CRC-32" in one_line(capsys.readouterr().err)
     assert not (tmp_path / "bad").exists()
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
 
@@ -121,7 +112,7 @@ def test_compressing_a_file_onto_itself_is_refused_even_with_force(tmp_path, tin
     src = tmp_path / "in.txt"
     src.write_bytes(b"precious")
     assert run("compress", src, "-o", src, "-f", "-m", tiny_model_path, *ARGS) == 2
-    assert "is the input file" in only_one_line(capsys.readouterr().err)
+    assert "is the input file" in one_line(capsys.readouterr().err)
     assert src.read_bytes() == b"precious"
 
 
@@ -182,7 +173,7 @@ def test_a_model_that_cannot_be_found_names_its_file_and_hash(compressed_with_a_
     src, _ = compressed_with_a_path
     monkeypatch.delenv("BPCBENCH_MODEL_PATH", raising=False)
     assert run("decompress", f"{src}.bpcz", "-o", src.parent / "out", "-t", "1", "-q") == 2
-    line = only_one_line(capsys.readouterr().err)
+    line = one_line(capsys.readouterr().err)
     assert "'tiny'" in line and tiny_session.info.sha256[:12] in line and "--model PATH" in line
 
 
@@ -192,7 +183,7 @@ def test_a_model_that_cannot_be_found_names_its_file_and_hash(compressed_with_a_
 def test_an_endless_device_is_refused_at_the_input_limit(tmp_path, tiny_model_path, capsys):
     assert run("compress", "/dev/zero", "-o", tmp_path / "z.bpcz", "-m", tiny_model_path,
                "--max-input-bytes", "100000", *ARGS) == 2
-    assert "larger than 100,000 bytes (--max-input-bytes)" in only_one_line(capsys.readouterr().err)
+    assert "larger than 100,000 bytes (--max-input-bytes)" in one_line(capsys.readouterr().err)
     assert not list(tmp_path.iterdir())
 
 
@@ -204,7 +195,7 @@ def test_a_full_disk_is_found_before_the_work(tmp_path, tiny_model_path, capsys,
     monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 100, 100))
     monkeypatch.setattr("bpcbench.cli.codec.compress", lambda *a, **k: pytest.fail("compressed anyway"))
     assert run("compress", src, "-m", tiny_model_path, *ARGS) == 2
-    assert "not enough disk space" in only_one_line(capsys.readouterr().err)
+    assert "not enough disk space" in one_line(capsys.readouterr().err)
 
 
 def test_stale_temp_files_of_ours_are_removed_on_the_next_write(tmp_path, tiny_model_path):

@@ -10,21 +10,12 @@ import pytest
 
 from bpcbench import corpora
 from bpcbench.bench import cache
-from bpcbench.cli import main
+from cli_lines import one_line, run
 from bpcbench.errors import BpcError
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
-def run(*argv) -> int:
-    return main([str(a) for a in argv])
-
-
-def one_line(err: str) -> str:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 @pytest.fixture

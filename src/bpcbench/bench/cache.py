@@ -133,8 +133,9 @@ KINDS = (
     CacheKind("cells", (CELLS_SUBDIR,), "finished bench cells, one JSON file each (bench, nightly)"),
     CacheKind("metadata", ("sha256.json", "gguf-metadata.json"), "model files' sha256 and GGUF metadata"),
     CacheKind("quantized", ("quantized",), "ladder levels made by llama.cpp's quantizer"),
-    CacheKind("models", ("models",), "Gemma 3 assembled by `make models`; GGUF files found by hash"),
-    CacheKind("wheels", ("wheels",), "llama-cpp-python wheels built by `make install`"),
+    CacheKind("models", ("models",), "Gemma 3 assembled by `bpcbench models` from its parts; GGUF files found by hash"),
+    CacheKind("wheels", ("wheels",),
+              "llama-cpp-python wheels built once per llama.cpp flavour (from a checkout: make install)"),
     CacheKind("sdist", ("sdist",), "llama-cpp-python source downloaded by `make gpu-kit`"),
     CacheKind("tools", ("tools",), "llama-perplexity built by `make llama-tools` (the ladder's KLD reference)"),
 )

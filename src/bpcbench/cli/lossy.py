@@ -1,8 +1,8 @@
 """`bpcbench lossy`: rate-distortion curves of the lossy codec; the work is in bpcbench.lossy.
 
-    bpcbench lossy alice29 pytest_changelog_2026 --max-bytes 2000 --out results/lossy
+    bpcbench lossy alice29 pytest-changelog-2026 --max-bytes 2000 --out results/lossy
     bpcbench lossy notes.txt -m gemma3-270m --taus 0,2,8,inf
-    bpcbench lossy alice29 pytest_changelog_2026 --quant Q8_0,Q4_K_M,Q2_K --taus 2,8,inf
+    bpcbench lossy alice29 pytest-changelog-2026 --quant Q8_0,Q4_K_M,Q2_K --taus 2,8,inf
 """
 
 from __future__ import annotations

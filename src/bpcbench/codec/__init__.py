@@ -8,4 +8,6 @@ session        a loaded model, the settings, their defaults and the plan they gi
 compress       bytes -> container (and the cost statistics)
 decompress     container -> bytes, or one line saying why not
 cross_entropy  the ideal (no file) measurement on the fast path
+policies       the windows of llama-perplexity and lm-eval, by name (ideal rows)
+lossy          the lossy codec: tokens the model guesses are not stored
 """

@@ -30,7 +30,7 @@ DEFAULT_CHUNK_TOKENS = 512  # chunks: the most tokens per chunk
 DEFAULT_WIDTH = 32  # lanes evaluated together
 # A lane per this many tokens, up to the width. Each lane holds `context` KV cells, so this sets
 # memory; fewer, longer lanes also mean fewer cold starts, so smaller files. A GPU wants many
-# short lanes (matrices/gpu.toml sets its own).
+# short lanes (data/matrices/gpu.toml sets its own).
 DEFAULT_MIN_LANE_TOKENS = 16384
 
 

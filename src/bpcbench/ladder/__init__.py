@@ -1,7 +1,6 @@
 """Quantization ladder: one base GGUF, many levels, each scored against the base on the same tokens.
 
 config    [ladder] TOML and options
-quantize  levels made with llama.cpp's quantizer, cached and inspected
 scoring   bits, KL divergence and top-token agreement, block by block
 run       the ladder
 results   ladder.csv / ladder.json rows

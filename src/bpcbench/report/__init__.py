@@ -1,1 +1,1 @@
-"""What people read: labels, Markdown tables, prose findings and plots, from results files alone."""
+"""What people read: Markdown tables, prose findings and plots, from results files alone."""
