@@ -14,12 +14,13 @@ The summary prints µs per token-row and tokens/s of each case (figures: docs/me
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 from entropy_reference import StepTables as ReferenceTables
 from entropy_reference import ideal_bits, weights
 
-from bpcbench.codec import entropy_model, range_coder
+from bpcbench.codec import entropy_model, kernel, range_coder
 
 ROWS = 256
 N_ESCAPES = 3
@@ -69,12 +70,39 @@ class Numpy:
         return self.factor.join(blocks, within)
 
 
-IMPLEMENTATIONS = {"numpy": Numpy}
+class Kernel:
+    """The step as compress, decompress and the ideal paths run it (entropy_model over codec/kernel.py)."""
+
+    def __init__(self, n_symbols: int):
+        self.t = entropy_model.StepTables(n_symbols, N_ESCAPES)
+        self.factor = self.t.factor
+
+    def ideal(self, logits, symbols):
+        return entropy_model.ideal(logits, symbols, N_ESCAPES)
+
+    def encode(self, logits, symbols, enc):
+        outer, chosen, bits = self.t.encoder(logits, symbols)
+        blocks, within = self.factor.split(symbols)
+        enc.encode(blocks, outer)
+        enc.encode(within, chosen)
+        return bits, entropy_model.min_code_bits(outer, blocks) + entropy_model.min_code_bits(chosen, within)
+
+    def decode(self, logits, dec):
+        outer = self.t.block_table(logits)
+        blocks = dec.decode(outer)
+        chosen = self.t.entries(blocks)
+        within = dec.decode(chosen)
+        entropy_model.min_code_bits(outer, blocks) + entropy_model.min_code_bits(chosen, within)
+        return self.factor.join(blocks, within)
 
 
-def _cores(request, cores: str) -> None:
-    if cores != "1":
-        pytest.skip("no multi-threaded implementation")
+IMPLEMENTATIONS = {"numpy": Numpy, "kernel": Kernel}
+
+
+def _cores(impl: str, cores: str) -> None:
+    if impl == "numpy" and cores != "1":
+        pytest.skip("numpy's step is one thread whatever the cores")
+    kernel.set_threads(1 if cores == "1" else numba.config.NUMBA_NUM_THREADS)
 
 
 def _report(benchmark, request, what: str) -> None:
@@ -92,7 +120,7 @@ def impl(request):
 @pytest.mark.parametrize("vocab", list(VOCABS))
 @pytest.mark.parametrize("path", ["ideal", "encode", "decode"])
 def test_host_step(benchmark, request, impl, vocab, cores, path):
-    _cores(request, cores if impl == "numpy" else "1")
+    _cores(impl, cores)
     logits, symbols = _rows(VOCABS[vocab])
     step = IMPLEMENTATIONS[impl](VOCABS[vocab] + N_ESCAPES)
     if path == "ideal":
@@ -106,4 +134,5 @@ def test_host_step(benchmark, request, impl, vocab, cores, path):
         out = benchmark.pedantic(lambda: step.decode(logits, range_coder.Decoder(words)), rounds=3,
                                  warmup_rounds=1)
         assert (out == symbols).all()  # the decoder's tables are the encoder's
-    _report(benchmark, request, f"{impl} {path} {vocab} {cores} core(s)")
+    n = 1 if cores == "1" else numba.get_num_threads()
+    _report(benchmark, request, f"{impl} {path} {vocab} {n} core(s)")
