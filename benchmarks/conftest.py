@@ -25,3 +25,12 @@ def session():
     """SmolLM2 as a codec session (model + vocabulary), per module."""
     with real_model.smollm2_session() as s:
         yield s
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print what the benchmarks recorded as ("host_step", line) user properties (tokens/s and the like)."""
+    lines = [v for rep in terminalreporter.stats.get("passed", []) for k, v in rep.user_properties if k == "host_step"]
+    if lines:
+        terminalreporter.section("host step")
+        for line in lines:
+            terminalreporter.write_line(line)

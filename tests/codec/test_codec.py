@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bpcbench.codec import compress as codec
-from bpcbench.codec import entropy_model, range_coder
+from bpcbench.codec import range_coder
 from bpcbench.codec.container import Container, Header, pack_words, unpack_words
 from bpcbench.codec.decompress import decompress
 from bpcbench.codec.session import Session, Settings
@@ -124,42 +124,6 @@ def test_plan_fields_cost_nothing_when_the_plan_is_the_formats_default(tiny_sess
     assert decompress(blob3, tiny_session, settings=lanes3)[0] == data
 
 
-def test_escape_mass_is_honest():
-    w = np.array([[1.0, 3.0]])
-    ext = entropy_model.with_escapes(w, 2)
-    assert ext.shape == (1, 4)
-    assert ext[0, 2:].sum() / ext.sum() == pytest.approx(entropy_model.ESCAPE_MASS)
-
-
-def _reference_tables(logits: np.ndarray, n_escapes: int, factor: entropy_model.TwoLevel):
-    """The coder's tables written plainly: float64 copy, shift, exp, escape columns, zero padding."""
-    x = logits.astype(np.float64)
-    x = np.exp(x - x.max(axis=1, keepdims=True))
-    esc = x.sum(axis=1) * (entropy_model.ESCAPE_MASS / (1 - entropy_model.ESCAPE_MASS) / n_escapes)
-    w = np.concatenate([x, np.repeat(esc[:, None], n_escapes, axis=1)], axis=1)
-    padded = np.zeros((len(w), factor.n_blocks * factor.block))
-    padded[:, : w.shape[1]] = w
-    blocked = padded.reshape(len(w), factor.n_blocks, factor.block)
-    return w, blocked.sum(axis=2), blocked
-
-
-def test_step_tables_equal_the_plain_computation_bit_for_bit():
-    """The coder's tables must not change with the buffer they are built in (rows grow, shrink, repeat)."""
-    rng = np.random.default_rng(7)
-    n_vocab, n_escapes = 1000, 3
-    scratch = entropy_model.StepTables(n_vocab + n_escapes, n_escapes)
-    for rows in (1, 5, 32, 2, 5, 1):
-        logits = (rng.standard_normal((rows, n_vocab)) * 4).astype(np.float32)
-        w, outer_ref, blocked = _reference_tables(logits, n_escapes, scratch.factor)
-        got = scratch.weights(logits)
-        outer, inner = scratch.tables(got)
-        blocks = rng.integers(0, scratch.factor.n_blocks, rows)
-        assert got.tobytes() == w.tobytes()
-        assert outer.tobytes() == outer_ref.tobytes()
-        assert inner(blocks).tobytes() == blocked[np.arange(rows), blocks].tobytes()
-        assert entropy_model.weights(logits, n_escapes).tobytes() == w.tobytes()
-
-
 # --- corruption: each class answered by its own error, before or after the model runs ---------
 
 
@@ -223,7 +187,7 @@ def test_wrong_model_is_refused(good_blob, other_tiny_model_path):
     [
         ({"threads": 7}, "thread count differs"),
         ({"n_gpu_layers": 99}, r"GPU offload \(n_gpu_layers\) differs"),
-        ({"codec": "0badc0de"}, "llama.cpp build, CPU features, numpy, coder or vocabulary differ"),
+        ({"codec": "0badc0de"}, "llama.cpp build, CPU features, numpy, kernel build, coder or vocabulary differ"),
     ],
 )
 def test_environment_mismatch_is_refused_unless_forced(tiny_session, good_blob, changes, message):

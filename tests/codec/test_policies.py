@@ -3,6 +3,7 @@ rules, transliterated), and what `score` makes of them on the tiny model."""
 
 from __future__ import annotations
 
+import entropy_reference
 import numpy as np
 import pytest
 
@@ -206,10 +207,10 @@ def test_price_leaves_the_escape_mass_out_of_the_plain_nll():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(5, 50)).astype(np.float32)
     symbols = np.array([3, 0, 49, 7, 51])  # 51: an escape symbol (vocabulary 50, 4 escapes)
-    bits, nll = policies._price(logits, symbols, 4, 50)
+    bits, nll = policies._price(logits, symbols, 4)
     x = logits.astype(np.float64)
     plain = np.log(np.exp(x).sum(axis=1)) - x[np.arange(5), np.minimum(symbols, 49)]
-    coder = entropy_model.ideal_bits(entropy_model.weights(logits, 4), symbols)
+    coder = entropy_reference.ideal_bits(entropy_reference.weights(logits, 4), symbols)
     assert bits == pytest.approx(coder.sum(), rel=1e-12)
     assert coder[:4] == pytest.approx(plain[:4] / np.log(2) - np.log2(1 - entropy_model.ESCAPE_MASS), rel=1e-12)
     assert nll == pytest.approx(plain[:4].sum() + coder[4] * np.log(2), rel=1e-12)
@@ -312,8 +313,7 @@ def test_smollm2_llama_perplexity_and_the_coders_chunks(smollm2_session):
     with StreamEvaluator(model, context=512, discard=plan.discard, threads=1) as ev:  # cross_entropy's path
         for i in range(plan.n_lanes):
             chunk = few[offs[i] : offs[i + 1]]
-            lane_bits.append(sum(entropy_model.ideal_bits(entropy_model.weights(rows, n_escapes),
-                                                          chunk[f : f + len(rows)]).sum()
+            lane_bits.append(sum(entropy_model.ideal(rows, chunk[f : f + len(rows)], n_escapes)[0].sum()
                                  for f, rows in ev.blocks(vocab.model_input(chunk))))
     windows = score(model, vocab, windows_for("chunks", few, model.start_token, model.add_bos, 512), threads=1)
     np.testing.assert_allclose(windows.window_bits, lane_bits, rtol=1e-12)

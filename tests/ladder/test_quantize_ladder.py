@@ -9,6 +9,7 @@ import math
 import struct
 from pathlib import Path
 
+import entropy_reference
 import numpy as np
 import pytest
 from scipy.special import log_softmax
@@ -18,7 +19,6 @@ pytest.importorskip("llama_cpp")
 from bpcbench import corpora, defaults, models, quantize, stats
 from bpcbench.defaults import LADDER_CONFIG
 from bpcbench.cli import main
-from bpcbench.codec import entropy_model
 from bpcbench.codec.cross_entropy import cross_entropy, ideal_plan
 from bpcbench.codec.session import DEFAULT_CONTEXT_CAP, Session, Settings
 from bpcbench.errors import BpcError
@@ -206,7 +206,7 @@ def test_block_scores_match_the_direct_formulas():
 
     lpb, lpq = (log_softmax(x.astype(np.float64), axis=1) for x in (lb, lq))
     for lp, bits in ((lpb, bits_b), (lpq, bits_q)):
-        ref = entropy_model.ideal_bits(entropy_model.with_escapes(np.exp(lp), 3), symbols)
+        ref = entropy_reference.ideal_bits(entropy_reference.weights(lp, 3), symbols)
         np.testing.assert_allclose(bits, ref, rtol=1e-12)
     np.testing.assert_allclose(kld, (np.exp(lpb) * (lpb - lpq)).sum(axis=1), rtol=1e-9, atol=1e-14)
     assert np.array_equal(same, lb.argmax(1) == lq.argmax(1))

@@ -26,7 +26,7 @@ import numpy as np
 import zstandard
 
 from bpcbench import stats
-from bpcbench.codec import entropy_model, range_coder
+from bpcbench.codec import entropy_model, kernel, range_coder
 from bpcbench.codec.container import (
     LANE_MODEL,
     LANE_STORED,
@@ -187,15 +187,14 @@ def _code_tokens(session: Session, plan: Plan, tokens: np.ndarray, threads: int,
     factor = scratch.factor
     piece_bits = np.zeros(plan.n_lanes)
     spent = 0.0  # summed exactly as the decoder sums it (decompress._decode_tokens)
+    kernel.set_threads(threads)
 
     def step(piece_ids: np.ndarray, t: int, logits: np.ndarray) -> np.ndarray:
         nonlocal spent
         symbols = tokens[offs[piece_ids] + t]
-        weights = scratch.weights(logits)
-        piece_bits[piece_ids] += entropy_model.ideal_bits(weights, symbols)
-        outer, inner = scratch.tables(weights)
+        outer, within_tables, bits = scratch.encoder(logits, symbols)
+        piece_bits[piece_ids] += bits
         blocks, within = factor.split(symbols)
-        within_tables = inner(blocks)
         enc.encode(blocks, outer)
         enc.encode(within, within_tables)
         spent += entropy_model.min_code_bits(outer, blocks) + entropy_model.min_code_bits(within_tables, within)

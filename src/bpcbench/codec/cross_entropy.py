@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from bpcbench.codec import entropy_model, policies
+from bpcbench.codec import entropy_model, kernel, policies
 from bpcbench.codec.compress import Stats
 from bpcbench.codec.session import WINDOW_POLICIES, Session, Settings
 from bpcbench.llama.lanes import Plan, StreamEvaluator, make_plan
@@ -84,8 +84,7 @@ def _blocks(n: int, size: int) -> tuple[int, ...]:
 
 
 def _score(session: Session, logits: np.ndarray, symbols: np.ndarray) -> np.ndarray:
-    weights = entropy_model.weights(logits, len(session.vocab.escape_bytes))
-    return entropy_model.ideal_bits(weights, symbols)
+    return entropy_model.ideal(logits, symbols, len(session.vocab.escape_bytes))[0]
 
 
 def _plan_bits(session: Session, tokens: np.ndarray, plan: Plan, threads: int, progress) -> np.ndarray:
@@ -94,6 +93,7 @@ def _plan_bits(session: Session, tokens: np.ndarray, plan: Plan, threads: int, p
     if not len(tokens):
         return bits
     offs = plan.offsets()
+    kernel.set_threads(threads)
     with StreamEvaluator(session.model, context=plan.context, discard=plan.discard, threads=threads) as ev:
         for i in range(plan.n_lanes):
             lane = tokens[offs[i] : offs[i + 1]]

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import zstandard
 
-from bpcbench.codec import entropy_model, lossy, range_coder
+from bpcbench.codec import entropy_model, kernel, lossy, range_coder
 from bpcbench.codec.compress import Stats
 from bpcbench.codec.container import (
     CODED,
@@ -144,8 +144,8 @@ def check_compatible(h: Header, session: Session, settings: Settings, force: boo
     problems = _run_differences(h, settings)
     here = session.fingerprint(settings.n_gpu_layers)
     if h.codec != here:
-        problems.append(f"llama.cpp build, CPU features, numpy, coder or vocabulary differ from the encoder's "
-                        f"(fingerprint: file {h.codec}, here {here})")
+        problems.append(f"llama.cpp build, CPU features, numpy, kernel build, coder or vocabulary differ from the "
+                        f"encoder's (fingerprint: file {h.codec}, here {here})")
     if problems and not force:
         raise Mismatch(_refusal(problems[0]))
     return problems
@@ -176,12 +176,13 @@ def _decode_tokens(container: Container, session: Session, plan: Plan, threads: 
     factor = scratch.factor
     budget = 8 * len(container.model_payload) + entropy_model.PAYLOAD_SLACK_BITS
     spent = 0.0
+    kernel.set_threads(threads)
 
     def step(piece_ids: np.ndarray, t: int, logits: np.ndarray) -> np.ndarray:
         nonlocal spent
-        outer, inner = scratch.tables(scratch.weights(logits))
+        outer = scratch.block_table(logits)
         blocks = dec.decode(outer)
-        within_tables = inner(blocks)
+        within_tables = scratch.entries(blocks)
         within = dec.decode(within_tables)
         spent += entropy_model.min_code_bits(outer, blocks) + entropy_model.min_code_bits(within_tables, within)
         symbols = factor.join(blocks, within)

@@ -1,8 +1,11 @@
-"""Logits -> the probability tables the coder uses, and the ideal cost of each token.
+"""The distribution the coder uses, from logits: the rule, its two-level layout, and its costs.
 
-Blocks of positions at a time, in float64 numpy: no Python loop over positions or the
-vocabulary. Weights are left unnormalised (exp(logit - max)); constriction rescales each
-table exactly, and the ideal cost uses the same numbers, so both measure one distribution.
+The rule, per row: weights exp(l - max l) over the vocabulary, left unnormalised (constriction
+rescales each table exactly, and the ideal cost uses the same numbers, so both measure one
+distribution); then the escape symbols, sharing ESCAPE_MASS of the total; then zero padding to
+whole blocks. codec/kernel.py computes it, compiled, row by row; this module says what it is and
+hands out the arrays each path needs (`StepTables` for the coder, `ideal` for ideal rows,
+`pair_scores` for the ladder). tests/entropy_reference.py writes the same rule in float64 numpy.
 
 Why two levels: constriction's Categorical gives every symbol at least 2**-24 of the
 probability mass so that any symbol stays codable. Over a 49,152-token vocabulary that
@@ -18,52 +21,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bpcbench.codec import kernel
+
 # Total probability given to escape symbols (bytes no token spells). Small enough to cost
 # ~2e-5 bits per ordinary token, large enough to stay far above the coder's 2**-24 floor.
 ESCAPE_MASS = 2.0**-16
 
 
-def with_escapes(weights: np.ndarray, n_escapes: int) -> np.ndarray:
-    """Append n_escapes columns sharing ESCAPE_MASS of each row's total weight."""
-    if not n_escapes:
-        return weights
-    rows, n_vocab = weights.shape
-    out = np.empty((rows, n_vocab + n_escapes), dtype=np.float64)
-    out[:, :n_vocab] = weights
-    _escapes(out, n_vocab)
-    return out
-
-
-def _escapes(out: np.ndarray, n_vocab: int) -> None:
-    n_escapes = out.shape[1] - n_vocab
-    if n_escapes:
-        out[:, n_vocab:] = (out[:, :n_vocab].sum(axis=1) * (ESCAPE_MASS / (1 - ESCAPE_MASS) / n_escapes))[:, None]
-
-
-def weights(logits: np.ndarray, n_escapes: int, out: np.ndarray | None = None) -> np.ndarray:
-    """The coder's (unnormalised) table over the whole alphabet: tokens, then escapes.
-
-    With `out` (rows x at least vocab + escapes, float64) the table is written there and its
-    first vocab + escapes columns are returned: a step that reuses one buffer allocates nothing
-    the size of the vocabulary (a fresh 400 kB array per row costs page faults: StepTables).
-    """
-    logits = np.asarray(logits)
-    rows, n_vocab = logits.shape
-    if out is None:
-        out = np.empty((rows, n_vocab + n_escapes), dtype=np.float64)
-    out = out[:rows, : n_vocab + n_escapes]
-    w = out[:, :n_vocab]
-    np.subtract(logits, logits.max(axis=1, keepdims=True), out=w, dtype=np.float64)
-    np.exp(w, out=w)
-    _escapes(out, n_vocab)
-    return out
-
-
-def ideal_bits(weights: np.ndarray, symbols: np.ndarray) -> np.ndarray:
-    """-log2 p(symbol) per position, from unnormalised weights."""
-    rows = np.arange(len(symbols))
-    total = weights.sum(axis=1)
-    return np.log2(total) - np.log2(weights[rows, symbols])
+def escape_factor(n_escapes: int) -> float:
+    """Each escape symbol's weight per unit of the tokens' total weight."""
+    return ESCAPE_MASS / (1 - ESCAPE_MASS) / n_escapes if n_escapes else 0.0
 
 
 @dataclass(frozen=True)
@@ -82,22 +49,14 @@ class TwoLevel:
     def n_blocks(self) -> int:
         return -(-self.n_symbols // self.block)
 
-    def _blocked(self, weights: np.ndarray) -> np.ndarray:
-        rows, n = weights.shape
-        padded = self.n_blocks * self.block
-        if n != padded:  # zero weights for the padding: never coded, never chosen
-            weights = np.concatenate([weights, np.zeros((rows, padded - n))], axis=1)
-        return weights.reshape(rows, self.n_blocks, self.block)
-
     def tables(self, weights: np.ndarray):
-        """(block table, function giving the inner tables for chosen blocks)."""
-        blocked = self._blocked(weights)
-        outer = blocked.sum(axis=2)
-
-        def inner(blocks: np.ndarray) -> np.ndarray:
-            return blocked[np.arange(len(blocks)), blocks]
-
-        return outer, inner
+        """(block table, function giving the inner tables for chosen blocks) of whole tables
+        (`weights`, as the lossy codec edits them)."""
+        rows, n = weights.shape
+        blocked = np.zeros((rows, self.n_blocks * self.block))
+        blocked[:, :n] = weights
+        blocked = blocked.reshape(rows, self.n_blocks, self.block)
+        return blocked.sum(axis=2), lambda blocks: blocked[np.arange(len(blocks)), blocks]
 
     def split(self, symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.divmod(symbols, self.block)
@@ -106,32 +65,99 @@ class TwoLevel:
         return (blocks * self.block + within).astype(np.int32)
 
 
-class StepTables:
-    """One step's coder tables from its logits, in one buffer reused from step to step.
+def _rows(logits: np.ndarray) -> np.ndarray:
+    logits = np.asarray(logits)
+    return logits if logits.flags.c_contiguous else np.ascontiguousarray(logits)
 
-    Written by hand rather than with `weights` and `TwoLevel.tables` alone because those
-    allocate vocabulary-sized arrays per row (the float64 copy, the shifted copy, the table,
-    then its zero-padded copy), and fresh 400 kB arrays cost page faults on every step
-    (benchmarks/test_range_coder_speed.py::test_step_tables). The padding columns of the buffer
-    stay zero, so the blocked view is a reshape, and the numbers are the ones `weights` +
-    `TwoLevel.tables` give (tests/codec/test_codec.py checks equality).
+
+def _layout(n_vocab: int, n_escapes: int) -> tuple[TwoLevel, float]:
+    return TwoLevel.for_alphabet(n_vocab + n_escapes), escape_factor(n_escapes)
+
+
+def weights(logits: np.ndarray, n_escapes: int) -> np.ndarray:
+    """Whole tables, rows x (vocab + escapes) float64, entry for entry what the coder's blocks hold
+    (for the lossy codec, which edits them; the lossless paths never build them)."""
+    logits = _rows(logits)
+    f, esc = _layout(logits.shape[1], n_escapes)
+    out = np.empty((len(logits), logits.shape[1] + n_escapes))
+    kernel.full_weights(logits, n_escapes, esc, f.block, f.n_blocks, out)
+    return out
+
+
+def ideal_bits(weights: np.ndarray, symbols: np.ndarray) -> np.ndarray:
+    """-log2 p(symbol) per row of whole tables (`weights`)."""
+    return np.log2(weights.sum(axis=1)) - np.log2(weights[np.arange(len(symbols)), symbols])
+
+
+def ideal(logits: np.ndarray, symbols: np.ndarray, n_escapes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(-log2 p under the coder's distribution, -ln p under the plain softmax over the vocabulary)
+    of each row's symbol; an escape symbol's -ln p is its coder cost in nats. The bits are those the
+    encoder's step reports for the same row (StepTables.encoder)."""
+    logits = _rows(logits)
+    f, esc = _layout(logits.shape[1], n_escapes)
+    bits, nats = np.empty(len(logits)), np.empty(len(logits))
+    kernel.ideal(logits, np.asarray(symbols, dtype=np.int64), n_escapes, esc, f.block, f.n_blocks, bits, nats)
+    return bits, nats
+
+
+def pair_scores(lb: np.ndarray, lq: np.ndarray, symbols: np.ndarray, n_escapes: int):
+    """Base and level rows side by side: (bits under each as `ideal` gives them, KL(base || level)
+    in nats over the vocabulary, whether both rank the same token first)."""
+    lb, lq = _rows(lb), _rows(lq)
+    f, esc = _layout(lb.shape[1], n_escapes)
+    rows = len(lb)
+    bits_b, bits_q, kld, same = np.empty(rows), np.empty(rows), np.empty(rows), np.empty(rows, dtype=np.bool_)
+    kernel.pair_scores(lb, lq, np.asarray(symbols, dtype=np.int64), n_escapes, esc, f.block, f.n_blocks,
+                       bits_b, bits_q, kld, same)
+    return bits_b, bits_q, kld, same
+
+
+class StepTables:
+    """One step's coder tables, in buffers reused from step to step (sized by the widest step).
+
+    The encoder gets the block table, its symbols' blocks and their ideal bits in one call; the
+    decoder the block table, then, once it has decoded the blocks, their entries. Both come from
+    the same compiled loops over the same logits, so encoder and decoder read identical tables.
+    Views returned are valid until the next call.
     """
 
     def __init__(self, n_symbols: int, n_escapes: int):
         self.factor = TwoLevel.for_alphabet(n_symbols)
         self.n_escapes = n_escapes
-        self._buf = np.zeros((0, self.factor.n_blocks * self.factor.block))
+        self._esc = escape_factor(n_escapes)
+        self._grow(0)
+        self._logits = None
 
-    def weights(self, logits: np.ndarray) -> np.ndarray:
-        """The table over the alphabet (a view into the buffer: valid until the next call)."""
-        rows = len(logits)
-        if len(self._buf) < rows:
-            self._buf = np.zeros((rows, self._buf.shape[1]))
-        return weights(logits, self.n_escapes, out=self._buf)
+    def _grow(self, rows: int) -> None:
+        if rows and rows <= len(self._outer):
+            return
+        self._outer, self._inner = np.empty((rows, self.factor.n_blocks)), np.empty((rows, self.factor.block))
+        self._max, self._escape, self._bits = np.empty(rows), np.empty(rows), np.empty(rows)
 
-    def tables(self, weights: np.ndarray):
-        """(block table, inner-table function) of the table the last `weights` call returned."""
-        return self.factor.tables(self._buf[: len(weights)])
+    def encoder(self, logits: np.ndarray, symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(block table, the symbols' blocks' entries, -log2 p of each symbol)."""
+        logits, rows = _rows(logits), len(logits)
+        self._grow(rows)
+        outer, inner, bits = self._outer[:rows], self._inner[:rows], self._bits[:rows]
+        kernel.encoder_tables(logits, np.asarray(symbols, dtype=np.int64), self.n_escapes, self._esc,
+                              self.factor.block, outer, inner, bits)
+        return outer, inner, bits
+
+    def block_table(self, logits: np.ndarray) -> np.ndarray:
+        """The decoder's first table; `entries` then gives the chosen blocks' entries."""
+        self._logits, rows = _rows(logits), len(logits)
+        self._grow(rows)
+        kernel.coder_tables(self._logits, self.n_escapes, self._esc, self.factor.block, self._outer[:rows],
+                            self._max[:rows], self._escape[:rows])
+        return self._outer[:rows]
+
+    def entries(self, blocks: np.ndarray) -> np.ndarray:
+        """The entries of each row's block `blocks[r]`, under the logits of the last `block_table`."""
+        rows = len(blocks)
+        inner = self._inner[:rows]
+        kernel.chosen_entries(self._logits, self._max[:rows], self._escape[:rows], self.n_escapes,
+                              np.asarray(blocks, dtype=np.int64), self.factor.block, inner)
+        return inner
 
 
 # constriction's Categorical(perfect=False) moves each entry of an n-entry table by at most a

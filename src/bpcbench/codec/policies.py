@@ -19,11 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bpcbench.codec import entropy_model
+from bpcbench.codec import entropy_model, kernel
 from bpcbench.llama.evaluation import PrefillEvaluator
 from bpcbench.llama.lanes import balanced
 
-COST_ROWS = 64  # logits rows priced at a time: bounds the float64 tables (262k-token vocabularies)
 
 
 @dataclass(frozen=True)
@@ -216,22 +215,15 @@ def context_stats(windows: list[Window]) -> tuple[float, int, int]:
     return float(seen.mean()), int(seen.min()), int(seen.max())
 
 
-def _price(logits: np.ndarray, symbols: np.ndarray, n_escapes: int, n_vocab: int) -> tuple[float, float]:
-    """(coder bits, plain natural-log NLL) of symbols under logits rows, COST_ROWS at a time.
+def _price(logits: np.ndarray, symbols: np.ndarray, n_escapes: int) -> tuple[float, float]:
+    """(coder bits, plain natural-log NLL) of symbols under logits rows (entropy_model.ideal).
 
     The plain NLL leaves out the escape symbols' share (entropy_model.ESCAPE_MASS), which
     would add −ln(1 − 2⁻¹⁶) ≈ 1.5e-5 nats a token and move a printed PPL in its 4th decimal.
     An escape symbol (never produced by llama.cpp's own tokenizer) is priced as the coder does.
     """
-    bits = nll = 0.0
-    for lo in range(0, len(symbols), COST_ROWS):
-        w = entropy_model.weights(logits[lo : lo + COST_ROWS], n_escapes)
-        s = symbols[lo : lo + COST_ROWS]
-        cost = entropy_model.ideal_bits(w, s)
-        plain = np.log(w[:, :n_vocab].sum(axis=1)) - np.log(w[np.arange(len(s)), np.minimum(s, n_vocab - 1)])
-        bits += float(cost.sum())
-        nll += float(np.where(s < n_vocab, plain, cost * np.log(2)).sum())
-    return bits, nll
+    bits, nats = entropy_model.ideal(logits, symbols, n_escapes)
+    return float(bits.sum()), float(nats.sum())
 
 
 def score(model, vocab, windows: list[Window], threads: int, progress=None) -> Scored:
@@ -241,12 +233,13 @@ def score(model, vocab, windows: list[Window], threads: int, progress=None) -> S
     n_escapes = len(vocab.escape_bytes)
     if progress is not None:
         progress.reset(total=sum(len(w.targets) for w in windows))
+    kernel.set_threads(threads)
     if windows:
         longest = max(w.first_row + len(w.targets) for w in windows)
         with PrefillEvaluator(model, chunk_tokens=longest, threads=threads) as ev:
             for i, w in enumerate(windows):
                 for t, logits in ev.window(vocab.model_input(w.inputs), w.first_row, len(w.targets)):
-                    b, e = _price(logits, w.targets[t : t + len(logits)], n_escapes, model.n_vocab)
+                    b, e = _price(logits, w.targets[t : t + len(logits)], n_escapes)
                     bits[i] += b
                     nll += e
                     if progress is not None:

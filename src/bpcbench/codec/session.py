@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from bpcbench.codec import range_coder
+from bpcbench.codec import kernel, range_coder
 from bpcbench.codec.tokenization import Tokenized, Vocabulary
 from bpcbench.errors import BpcError
 from bpcbench.llama.binding import Closeable, Model, build_info, default_threads
@@ -105,8 +105,10 @@ class Session(Closeable):
 
     def fingerprint(self, n_gpu_layers: int) -> str:
         """What else must match for bit-exact decoding (llama.cpp build and CPU features, numpy, the
-        coder, the vocabulary as bpcbench builds it), hashed to 8 hex digits for the container."""
-        parts = {"build": build_info(n_gpu_layers).as_dict(), "numpy": np.__version__, "coder": range_coder.VERSION,
+        compiled kernel that makes the tables and its build, the coder, the vocabulary as bpcbench
+        builds it), hashed to 8 hex digits for the container."""
+        parts = {"build": build_info(n_gpu_layers).as_dict(), "numpy": np.__version__, "kernel": kernel.build(),
+                 "coder": range_coder.VERSION,
                  "vocab": self.vocab.fingerprint, "start_token": self.model.start_token,
                  "n_symbols": self.vocab.n_symbols}
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:8]

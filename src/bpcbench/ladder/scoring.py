@@ -16,8 +16,8 @@ Their logits are scored block by block as they come out of llama.cpp, so no stor
 logits is needed: memory does not grow with corpus × vocabulary, only by a few numbers per
 token for the median and percentiles.
 
-The bits are the coder's: `entropy_model.weights` (tokens, then escapes) and
-`entropy_model.ideal_bits`, exactly what `cross_entropy` sums. The other statistics use the
+The bits are the coder's (entropy_model: tokens, then escapes), exactly what `cross_entropy`
+sums. The other statistics use the
 names and definitions of llama.cpp's `perplexity --kl-divergence`:
 
 * KLD per token: Σ_i p_base(i) · (ln p_base(i) − ln p_level(i)), in nats, over the whole
@@ -59,8 +59,6 @@ from bpcbench.llama.lanes import Plan, StreamEvaluator
 
 # the name of all texts pooled, beside each text's own: the corpora's implicit group of every corpus
 POOLED = corpora.ALL_GROUP
-# float64 elements per temporary while scoring a block (~16 MB): bounds memory for any vocabulary
-BLOCK_ELEMENTS = 1 << 21
 
 
 class Evaluator(Closeable):
@@ -126,40 +124,16 @@ class Scores:
                       np.ones_like(self.same_top), self.seconds_base, self.seconds_base)
 
 
-def _kld(lb: np.ndarray, lq: np.ndarray, wb: np.ndarray, wq: np.ndarray) -> np.ndarray:
-    """KL(base || level) per row from logits and their unnormalised weights exp(l − max l).
-
-    ln p_b − ln p_q = (l_b − l_q) + (m_q − m_b) + (ln Z_q − ln Z_b), weighted by p_b = w_b / Z_b;
-    identical logits give exactly 0.
-    """
-    zb, zq = wb.sum(axis=1), wq.sum(axis=1)
-    mb, mq = lb.max(axis=1).astype(np.float64), lq.max(axis=1).astype(np.float64)
-    d = np.subtract(lb, lq, dtype=np.float64)
-    return np.einsum("ij,ij->i", wb, d) / zb + ((mq - mb) + (np.log(zq) - np.log(zb)))
-
-
 def block_scores(lb: np.ndarray, lq: np.ndarray | None, symbols: np.ndarray, n_escapes: int):
-    """Bits (base, level), KLD and same-top for one block of logit rows, in bounded memory.
+    """Bits (base, level), KLD and same-top for one block of logit rows (entropy_model.pair_scores:
+    one compiled pass per row, nothing the size of the block in float64).
 
     Without a level (lq None) the level's numbers are the base's: its bits, no divergence.
     """
-    rows, n_vocab = lb.shape
-    bits_b, bits_q = np.empty(rows), np.empty(rows)
-    kld, same = np.zeros(rows), np.ones(rows, dtype=bool)
-    step = max(1, BLOCK_ELEMENTS // (n_vocab + n_escapes))
-    for a in range(0, rows, step):
-        part, s = slice(a, min(rows, a + step)), symbols[a : a + step]
-        wb = entropy_model.weights(lb[part], n_escapes)
-        bits_b[part] = entropy_model.ideal_bits(wb, s)
-        if lq is None:
-            continue
-        wq = entropy_model.weights(lq[part], n_escapes)
-        bits_q[part] = entropy_model.ideal_bits(wq, s)
-        kld[part] = _kld(lb[part], lq[part], wb[:, :n_vocab], wq[:, :n_vocab])
-        same[part] = lb[part].argmax(axis=1) == lq[part].argmax(axis=1)
-    if lq is None:
-        bits_q[:] = bits_b
-    return bits_b, bits_q, kld, same
+    if lq is not None:
+        return entropy_model.pair_scores(lb, lq, symbols, n_escapes)
+    bits_b = entropy_model.ideal(lb, symbols, n_escapes)[0]
+    return bits_b, bits_b.copy(), np.zeros(len(lb)), np.ones(len(lb), dtype=bool)
 
 
 def _timed_next(gen):
