@@ -29,7 +29,7 @@ from bpcbench.codec.container import Container
 from bpcbench.codec.decompress import decompress
 from bpcbench.codec.session import Settings
 from bpcbench.errors import BpcError
-from bpcbench import defaults
+from bpcbench import atomic, defaults
 
 SMALL = Settings(context=16, width=8, min_lane_tokens=40, threads=1)
 TEXT = b"The quick brown fox jumps over the lazy dog.\n" * 2
@@ -55,6 +55,9 @@ class OpenAudit:
 sys.addaudithook(OpenAudit.hook)
 
 
+CODE_SUFFIXES = (".py", ".pyc", ".nbi", ".nbc")  # imports, and numba's cache of codec/kernel.py
+
+
 def decode_cli(tmp_path: Path, blob: bytes, capsys, *extra) -> tuple[int, str, list[str]]:
     src = tmp_path / "forged.bpcz"
     src.write_bytes(blob)
@@ -68,8 +71,9 @@ def decode_cli(tmp_path: Path, blob: bytes, capsys, *extra) -> tuple[int, str, l
     assert len(lines) == 1 and "Traceback" not in err, err
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".bpcbench-*"))
     ours = (str(defaults.cache_root()), "/proc/", sys.prefix, sys.base_prefix)  # our hash cache, /proc probes, imports
+    probe = str(tmp_path / f"{atomic.PREFIX}out.")  # the output's own writability probe (atomic.check_writable)
     foreign = [p for p in OpenAudit.opened if Path(p).resolve() != src.resolve()
-               and not p.startswith(ours) and not p.endswith((".py", ".pyc"))]
+               and not p.startswith((*ours, probe)) and not p.endswith(CODE_SUFFIXES)]
     return code, lines[0], foreign
 
 
