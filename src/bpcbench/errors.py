@@ -55,8 +55,11 @@ def called_from_c(fn):
 
 
 def _in_callback(frame) -> bool:
+    """In a function C calls back, or in a finalizer (`__del__`, e.g. llvmlite's ObjectRef when numba's
+    objects are collected): Python prints an exception raised there as "Exception ignored" and drops
+    it just the same, so the signal waits until the frame is left."""
     while frame is not None:
-        if frame.f_code in _CALLED_FROM_C:
+        if frame.f_code in _CALLED_FROM_C or frame.f_code.co_name == "__del__":
             return True
         frame = frame.f_back
     return False

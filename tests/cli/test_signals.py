@@ -42,6 +42,23 @@ def test_a_signal_inside_the_log_callback_is_raised_once_llama_cpp_returns(handl
     assert signal_in_log_callback == []  # not "Exception ignored on calling ctypes callback function"
 
 
+def test_a_signal_inside_a_finalizer_is_raised_once_it_returns(handlers, monkeypatch):
+    """A SIGINT whose handler runs in a __del__ (llvmlite's ObjectRef when numba's objects are
+    collected) would be printed as "Exception ignored" and dropped: it waits for the frame's end."""
+    unraisable = []
+    monkeypatch.setattr("sys.unraisablehook", unraisable.append)
+
+    class Finalized:
+        def __del__(self):
+            signal.raise_signal(signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        obj = Finalized()
+        del obj
+        print("the first call after the finalizer raises")
+    assert unraisable == []
+
+
 def test_a_signal_during_model_load_ends_the_load(handlers, signal_in_log_callback, tiny_model_path):
     with pytest.raises(Terminated):
         binding.Model(tiny_model_path)
