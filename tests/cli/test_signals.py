@@ -1,12 +1,12 @@
 """SIGTERM and SIGINT end a run in one line with exit 143 or 130 at any moment, model load included,
-leaving no partial or temp file (tests/signal_runs.py says what passes; fuzz/signals.py sends 100)."""
+leaving no partial or temp file (tests/signal_runs.py says what passes). The random-timing campaign
+is `python fuzz/signals.py -n 100` (timing-dependent under load, so not part of make test)."""
 
 from __future__ import annotations
 
 import signal
 
 import pytest
-from signal_runs import campaign
 
 from bpcbench.errors import Terminated, catch_signals, restore_signals
 from bpcbench.llama import binding
@@ -63,14 +63,3 @@ def test_a_signal_during_model_load_ends_the_load(handlers, signal_in_log_callba
     with pytest.raises(Terminated):
         binding.Model(tiny_model_path)
     assert signal_in_log_callback == []
-
-
-@pytest.mark.parametrize("seed", [1, 2])
-def test_random_signals_end_in_one_line_and_leave_nothing(tmp_path, tiny_model_path, seed):
-    # 12 runs of compress and decompress in turn (~1.5 s each); delays past the interpreter's own
-    # start, which no handler can reach (fuzz/signals.py --min-delay)
-    results = list(campaign(tiny_model_path, tmp_path, 12, seed, 0.1, 1.4))
-    problems = [f"{case.name} {signal.Signals(sig).name} at {delay:.3f} s: {problem}"
-                for case, sig, delay, _, problem in results if problem]
-    assert problems == []
-    assert sum(out.rc in (130, 143) for *_, out, _ in results) >= 6  # most runs were interrupted, not finished
