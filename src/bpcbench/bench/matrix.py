@@ -139,9 +139,7 @@ class _Parser:
         return check_table(table, known, f"{self.path}: {where}")
 
     def int_value(self, where: str, key: str, value: int) -> int:
-        minimum = _RUN_KEYS[key].minimum
-        if value < minimum:
-            raise self.fail(where, f"{key} must be >= {minimum}, got {value}")
+        """An integer setting check_table has already held to its Key's minimum; width also to MAX_LANES."""
         if key == "width" and value > MAX_LANES:
             raise self.fail(where, f"width must be <= {MAX_LANES} (llama.cpp's most sequences), got {value}")
         return value
@@ -221,9 +219,6 @@ class _Parser:
         if not t["taus"] or any(isinstance(x, bool) or not isinstance(x, (int, float)) or not x >= 0
                                 for x in t["taus"]):
             raise self.fail(where, f"taus must be {_LOSSY_KEYS['taus'].what}, got {t['taus']!r}")
-        for key in ("max_bytes", "context"):
-            if key in t and t[key] < _LOSSY_KEYS[key].minimum:
-                raise self.fail(where, f"{key} must be >= {_LOSSY_KEYS[key].minimum}, got {t[key]}")
         quant = self.named(f"{where} quant", lambda: parse_levels(t["quant"])) if t["quant"] else []
         return LossyPlan(models, corpora, sorted({float(x) for x in t["taus"]}), t["max_bytes"], quant,
                          t.get("context"), threads or None)
