@@ -35,9 +35,10 @@ def test_every_timed_quantity_has_n_values_and_a_spread(bench_dir, tmp_path):
     assert r.ok, r.failed
     base = frame[frame["measure"] == "baseline"]
     assert (base["timing_values"] == 3).all() and (base["timing_loops"] >= 1).all()
-    # a value covers >= 0.1 s of work: gzip on 1.2 kB needs many calls per value
+    # gzip on 1.2 kB needs many calls per value; how many is calibrated (below, on a fake clock)
     gz = base[base["codec"] == "gzip-9"].iloc[0]
-    assert gz["timing_loops"] > 10 and gz["encode_seconds"] * gz["timing_loops"] >= 0.09
+    loops = int(gz["timing_loops"])
+    assert loops > 10 and loops & (loops - 1) == 0
     model = frame[frame["measure"] == "coded"].iloc[0]
     assert model["timing_values"] == 2 and model["timing_loops"] == 1 and model["roundtrip_ok"]
     for _, row in frame.iterrows():
@@ -110,3 +111,18 @@ def test_one_value_has_no_spread():
     assert t.n == 1 and t.mean == 0.5 and math.isnan(t.std)
     with pytest.raises(ValueError):
         timing.time_calls(len, b"", values=0)
+
+
+def test_calibration_doubles_the_loops_until_a_run_covers_min_seconds(monkeypatch):
+    """On a clock that every call moves by 10 ms, 8 calls (80 ms) are too few for 100 ms and 16
+    are enough: one value is 16 calls, and each value is their mean."""
+    clock = [0.0]
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
+
+    def call(arg):
+        clock[0] += 0.01
+        return arg
+
+    out, t = timing.time_calls(call, "x", values=3)
+    assert out == "x" and t.loops == 16 and t.n == 3
+    assert abs(t.mean - 0.01) < 1e-12 and t.std < 1e-12
