@@ -25,13 +25,13 @@ if [[ ${1:-} == --rehearse ]]; then  # the rehearsal's own defaults; anything se
     export FLAVOUR BPC_MATRIX PY BENCH_BUDGET_S LADDER_BUDGET_S LADDER_BYTES LADDER_CODED LADDER_THREADS
     export XCHECK_BYTES XCHECK_THREADS BUILD_WAIT_S JOBS RUN_BUDGET_S
 fi
-LLAMA_VERSION=0.3.36
 BPC_TMP=${BPC_TMP:-/tmp}
 SITE=$BPC_TMP/bpc-site            # the carried wheels, installed (PYTHONPATH)
 BUILD=$BPC_TMP/bpc-build          # llama-cpp-python: src/, build.log, state, site/
 STASH=$BPC_TMP/bpc-stash          # model parts as the calls bring them
 export BPCBENCH_CACHE=$BPC_TMP/bpc-cache
 PY=${PY:-python3}
+LLAMA_VERSION=$("$PY" "$ROOT/scripts/pins.py" llama-cpp-python) || exit 2  # pyproject.toml's pin
 FLAVOUR=${FLAVOUR:-cuda}
 JOBS=${JOBS:-16}
 CUDA_CMAKE_ARGS=${CUDA_CMAKE_ARGS:--DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=90}

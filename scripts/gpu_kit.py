@@ -8,7 +8,7 @@
 The target is an offline GPU machine reached by calls that each run one command in a copy of
 the working tree plus the folders named in the call's `carry`, and carry at most 64 MiB.
 .gpu/ (ignored by git) gets one folder per call, .gpu/call-N, each to be named in that call's
-`carry`; call 1 holds src/ (llama-cpp-python 0.3.36 trimmed to what CMake reads, tar.xz), whl/
+`carry`; call 1 holds src/ (the pinned llama-cpp-python trimmed to what CMake reads, tar.xz), whl/
 (the wheels the image lacks, and bpcbench itself) and the first model parts; later calls hold
 parts. Every folder also holds MODELS (name, sha256, bytes, parts, destination) and SHA256SUMS
 (every part), which scripts/gpu-run.sh checks. .gpu/kit.json records the plan, .gpu/CALLS.md
@@ -31,12 +31,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gpu_plan
 import gpu_wheels
+import pins
 from gpu_plan import KitError, MiB
 
 from bpcbench import defaults
 
 ROOT = Path(__file__).resolve().parents[1]
-LLAMA_VERSION = "0.3.36"
+LLAMA_VERSION = pins.exact_pin("llama-cpp-python")
 SDIST = f"llama_cpp_python-{LLAMA_VERSION}.tar.gz"
 TRIMMED = f"llama_cpp_python-{LLAMA_VERSION}-trimmed.tar.xz"
 CACHE = defaults.cache_root()
