@@ -441,8 +441,12 @@ def test_config_options_win_over_the_toml_table(tmp_path):
     path.write_text('[ladder]\nbase = "a.gguf"\nmax_bytes = "many"\n')
     with pytest.raises(BpcError, match=r"max_bytes must be a non-negative integer.*'many'"):
         config.merged(path, {})
-    with pytest.raises(BpcError, match="context must be positive"):
+    with pytest.raises(BpcError, match=r"^ladder: context must be >= 1, got 0$"):
         config.merged(None, {"base": "b.gguf", "context": 0})
+    with pytest.raises(BpcError, match=r"^ladder: threads must be a positive integer, got True$"):
+        config.merged(None, {"base": "b.gguf", "threads": True})
+    with pytest.raises(BpcError, match=r"^ladder: coded_bytes must be >= 0, got -1$"):
+        LadderConfig(base="b.gguf", coded_bytes=-1).check()  # code that builds a config is held to the keys too
     with pytest.raises(BpcError, match=r"^unknown policy 'rolling' \(known: lanes, chunks\)$"):
         config.merged(None, {"base": "b.gguf", "policy": "rolling"})
     with pytest.raises(BpcError, match="discard applies to the lanes policy only"):
