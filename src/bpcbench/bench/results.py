@@ -20,11 +20,10 @@ import pandas as pd
 from bpcbench import stats
 from bpcbench.atomic import atomic_open
 from bpcbench.bench import migrations, plausible
+from bpcbench.bench.migrations import SCHEMA_VERSION
 from bpcbench.errors import BpcError
 from bpcbench.schema import Column
 
-SCHEMA_VERSION = 4  # 2: policy, context_tokens, lanes, context_*; 3: timing mean ± std and n, BCa, ci_warning;
-# 4: n_chunks -> n_pieces. Older files are read through bench/migrations.py.
 
 
 C = Column
