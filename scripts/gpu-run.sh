@@ -231,7 +231,7 @@ cmd_run() {
     step models/assemble assemble_models || exit 3
     step llama/check check_offload || die "this llama-cpp-python cannot offload to a GPU; nothing was run" 3
     step models/list bpc models
-    work=$BPC_TMP/bpc-results/$(date -u +%Y%m%dT%H%M%SZ)
+    work=$BPC_TMP/bpc-results/$(PYTHONPATH=$BUILD/site:$SITE "$PY" -m bpcbench.defaults run-id gpu) || exit 2
     mkdir -p "$work"
     # what is left of RUN_BUDGET_S goes to the bench first, keeping room for the ladder, the check and collect
     bench_s=$(( $(left) - LADDER_BUDGET_S - 60 ))

@@ -10,6 +10,7 @@ import doctest
 import hashlib
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -253,3 +254,11 @@ def test_a_repeated_build_call_leaves_a_running_or_finished_build_alone(tmp_path
     proc = _run_sh(tmp_path, "build", str(call_dir))
     assert proc.returncode == 0, proc.stderr
     assert "build: ok" in proc.stderr and "wheels ->" not in proc.stderr
+
+
+def test_the_run_folder_is_named_by_bpcbenchs_own_run_id_rule():
+    script = (REPO / "scripts" / "gpu-run.sh").read_text()
+    assert "-m bpcbench.defaults run-id gpu" in script and "%Y%m%d" not in script
+    out = subprocess.run([sys.executable, "-m", "bpcbench.defaults", "run-id", "gpu"], capture_output=True,
+                         text=True, check=True, env=dict(os.environ, PYTHONPATH=str(REPO / "src"))).stdout.strip()
+    assert re.fullmatch(r"\d{8}T\d{6}Z-gpu", out)
