@@ -87,13 +87,14 @@ def test_a_kit_whose_first_call_cannot_fit_is_refused():
         gpu_plan.check_plan([too_big])
 
 
-def test_the_calls_to_make_name_their_folder_in_carry_and_fit_the_device_limits():
+def test_the_calls_to_make_name_their_folder_and_fit_the_device_limits():
     calls = gpu_plan.plan_calls(KIT_SIZES, MODEL_SIZES, tree_bytes=3 * MiB)
     text = gpu_kit.calls_markdown(calls)
-    lines = [line for line in text.splitlines() if "run(command=" in line]
+    lines = [line for line in text.splitlines() if " then run " in line]
     assert len(lines) == len(calls)
-    assert "gpu-run.sh build .gpu/call-1" in lines[0] and 'carry=[".gpu/call-1"]' in lines[0]
-    assert "gpu-run.sh run .gpu/call-6" in lines[-1] and f"timeout_s={gpu_kit.RUN_TIMEOUT_S}" in lines[-1]
+    assert lines[0].startswith("1. send `.gpu/call-1` with the working tree (")
+    assert "`bash scripts/gpu-run.sh build .gpu/call-1`" in lines[0]
+    assert "gpu-run.sh run .gpu/call-6" in lines[-1] and f"(time limit {gpu_kit.RUN_TIMEOUT_S} s)" in lines[-1]
     assert gpu_kit.RUN_TIMEOUT_S <= 600
 
 
