@@ -74,7 +74,6 @@ PLAN_FIELDS = {"lanes": ("context", "width", "discard", "min_lane_tokens"), "chu
 HASH_BYTES = SHA_PREFIX_DIGITS // 2
 CODEC_BYTES = 4
 MAX_ORIGINAL_BYTES = 1 << 48  # what any header may claim; decompress applies the user's own, smaller bound
-MAX_NAME_BYTES = 255
 _PADDED_CHUNKS, _REEVAL, _EXPLICIT, _OFFLOAD, _SEGMENTS, _CHUNKS = 4, 8, 16, 32, 64, 128
 LANE_MODEL, LANE_ZSTD, LANE_STORED = 0, 1, 2  # how a lane of a SEGMENTS file is stored
 _VARINT_BYTES = 8

@@ -216,7 +216,7 @@ def score(model, vocab, windows: list[Window], threads: int, progress=None) -> S
     kernel.set_threads(threads)
     if windows:
         longest = max(w.first_row + len(w.targets) for w in windows)
-        with PrefillEvaluator(model, chunk_tokens=longest, threads=threads) as ev:
+        with PrefillEvaluator(model, context=longest, threads=threads) as ev:
             for i, w in enumerate(windows):
                 for t, logits in ev.window(vocab.model_input(w.inputs), w.first_row, len(w.targets)):
                     b, e = _price(logits, w.targets[t : t + len(logits)], n_escapes)
