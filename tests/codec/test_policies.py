@@ -10,13 +10,13 @@ import pytest
 from bpcbench.codec import entropy_model, policies
 from bpcbench.codec.policies import (
     Window,
-    chunks,
     llama_perplexity,
     lm_eval_rolling,
     score,
     windows_for,
 )
 from bpcbench.llama.binding import Batch, Context, logits_rows
+from bpcbench.errors import BpcError
 from bpcbench.llama.lanes import StreamEvaluator, plan_chunks
 
 T = np.arange(100, 110, dtype=np.int32)  # t0 … t9
@@ -31,11 +31,20 @@ def t(*idx):
     return [int(T[i]) for i in idx]
 
 
-# -- chunks ------------------------------------------------------------------------------
+# -- chunks: the coder's plan (llama/lanes.py plan_chunks), not a policy of its own ---------------
+
+
+def coder_chunks(tokens: np.ndarray, start_token: int, context: int) -> list[Window]:
+    """The coder's chunks as windows that `score` evaluates by prefill, each from the start token:
+    an independent path to the bits cross_entropy measures on the plan."""
+    tokens = np.asarray(tokens, dtype=np.int32)
+    offs = plan_chunks(len(tokens), context, 1).offsets()
+    return [Window(np.concatenate([[start_token], tokens[a : b - 1]]).astype(np.int32), 0, tokens[a:b])
+            for a, b in zip(offs[:-1], offs[1:])]
 
 
 def test_chunks_by_hand():
-    assert as_lists(chunks(T, S, 4)) == [
+    assert as_lists(coder_chunks(T, S, 4)) == [
         ([S] + t(0, 1, 2), 0, t(0, 1, 2, 3)),
         ([S] + t(4, 5), 0, t(4, 5, 6)),
         ([S] + t(7, 8), 0, t(7, 8, 9)),
@@ -43,19 +52,18 @@ def test_chunks_by_hand():
 
 
 def test_chunks_edges():
-    assert chunks(T[:0], S, 4) == []
-    assert as_lists(chunks(T[:1], S, 4)) == [([S], 0, t(0))]
-    assert [len(w.targets) for w in chunks(T[:8], S, 4)] == [4, 4]
-    assert [len(w.targets) for w in chunks(T[:9], S, 4)] == [3, 3, 3]
-    with pytest.raises(ValueError):
-        chunks(T, S, 0)
+    assert plan_chunks(0, 4, 1).lengths == ()
+    assert plan_chunks(1, 4, 1).lengths == (1,)
+    assert plan_chunks(8, 4, 1).lengths == (4, 4)
+    assert plan_chunks(9, 4, 1).lengths == (3, 3, 3)
+    with pytest.raises(BpcError, match="at least 2 tokens"):
+        plan_chunks(10, 1, 1)
 
 
 def test_chunk_count_does_not_depend_on_a_width():
     # whole alice29 under SmolLM2: 41,933 tokens; 0.3.0's padded coder rounded 82 chunks up to 96 (width 32)
-    assert len(policies.balanced_lengths(41933, 512)) == 82
     coded = plan_chunks(41933, 512, 32)
-    assert list(coded.lengths) == policies.balanced_lengths(41933, 512)  # the coder's chunks are the ideal ones
+    assert coded.n_lanes == 82 and plan_chunks(41933, 512, 1).lengths == coded.lengths
     assert [len(w) for w in coded.waves()] == [32, 32, 18]
 
 
@@ -193,10 +201,10 @@ def test_each_input_after_a_scored_row_is_the_token_it_predicted(name):
 
 
 def test_registry_and_window_checks():
-    assert as_lists(windows_for("chunks", T, S, True, 4)) == as_lists(chunks(T, S, 4))
     assert as_lists(windows_for("lm-eval-rolling", T, S, True, 4)) == as_lists(lm_eval_rolling(T, S, 4))
-    with pytest.raises(ValueError, match="unknown policy"):
-        windows_for("lanes", T, S, True, 4)
+    for coder_policy in ("lanes", "chunks"):  # the coder's layouts are plans, not windows
+        with pytest.raises(ValueError, match="unknown policy"):
+            windows_for(coder_policy, T, S, True, 4)
     with pytest.raises(ValueError):
         Window(np.zeros(3, np.int32), 2, np.zeros(2, np.int32))
     assert policies.context_stats(lm_eval_rolling(T, S, 4)) == (pytest.approx((10 + 10 + 3 + 4) / 10), 1, 4)
@@ -264,7 +272,8 @@ CASES = [("chunks", False, 48), ("llama-perplexity", False, 40), ("llama-perplex
 def test_bits_equal_a_numpy_log_softmax_of_each_window(tiny_session, tiny_tokens, name, add_bos, context):
     model, vocab = tiny_session.model, tiny_session.vocab
     assert not vocab.escape_bytes  # the tiny vocabulary spells every byte: coder table == plain softmax
-    wins = windows_for(name, tiny_tokens, model.start_token, add_bos, context)
+    wins = (coder_chunks(tiny_tokens, model.start_token, context) if name == "chunks"
+            else windows_for(name, tiny_tokens, model.start_token, add_bos, context))
     assert len(wins) >= 2
     got = score(model, vocab, wins, threads=1)
     ref_bits, ref_nll = _reference(model, wins)
@@ -307,7 +316,7 @@ def test_smollm2_llama_perplexity_and_the_coders_chunks(smollm2_session):
 
     few = tokens[: 2 * 512 - 100]  # two chunks
     plan = plan_chunks(len(few), 512, 32)
-    assert list(plan.lengths) == policies.balanced_lengths(len(few), 512)
+    assert plan.lengths == (462, 462)
     n_escapes = len(vocab.escape_bytes)
     lane_bits, offs = [], plan.offsets()
     with StreamEvaluator(model, context=512, discard=plan.discard, threads=1) as ev:  # cross_entropy's path
@@ -315,5 +324,5 @@ def test_smollm2_llama_perplexity_and_the_coders_chunks(smollm2_session):
             chunk = few[offs[i] : offs[i + 1]]
             lane_bits.append(sum(entropy_model.ideal(rows, chunk[f : f + len(rows)], n_escapes)[0].sum()
                                  for f, rows in ev.blocks(vocab.model_input(chunk))))
-    windows = score(model, vocab, windows_for("chunks", few, model.start_token, model.add_bos, 512), threads=1)
+    windows = score(model, vocab, coder_chunks(few, model.start_token, 512), threads=1)
     np.testing.assert_allclose(windows.window_bits, lane_bits, rtol=1e-12)

@@ -31,6 +31,7 @@ from bpcbench.llama.binding import Model
 from bpcbench.report.findings import ladder_markdown
 
 LEVELS = ("Q8_0", "Q4_K_M", "Q2_K")
+NAMESAKE_TYPE = {"Q8_0": "Q8_0", "Q4_K_M": "Q4_K", "Q2_K": "Q2_K"}  # the tensor type each level is named after
 USER_CACHE = defaults.cache_root()  # the real model's test reuses the user's cache (re-expanded F16, levels)
 
 
@@ -79,7 +80,7 @@ def test_levels_get_their_types_and_bits_per_weight_fall(quantized):
         assert rep.tensors_fallback == 0  # every tiny row length is a multiple of 256
         assert rep.tensors_requested_type == rep.tensors_converted == 16
         assert rep.tensor_types["F32"] == 5
-        assert rep.tensors_nominal_type > 0
+        assert rep.tensor_types.get(NAMESAKE_TYPE[lvl], 0) > 0
         total_bytes, n_elem, types, n, _ = quantize.inspect_gguf(rep.path)
         assert rep.bits_per_weight == pytest.approx(total_bytes * 8 / n_elem)
         assert types == rep.tensor_types and n == 21
@@ -441,8 +442,12 @@ def test_config_options_win_over_the_toml_table(tmp_path):
     path.write_text('[ladder]\nbase = "a.gguf"\nmax_bytes = "many"\n')
     with pytest.raises(BpcError, match=r"max_bytes must be a non-negative integer.*'many'"):
         config.merged(path, {})
-    with pytest.raises(BpcError, match="context must be positive"):
+    with pytest.raises(BpcError, match=r"^ladder: context must be >= 1, got 0$"):
         config.merged(None, {"base": "b.gguf", "context": 0})
+    with pytest.raises(BpcError, match=r"^ladder: threads must be a positive integer, got True$"):
+        config.merged(None, {"base": "b.gguf", "threads": True})
+    with pytest.raises(BpcError, match=r"^ladder: coded_bytes must be >= 0, got -1$"):
+        LadderConfig(base="b.gguf", coded_bytes=-1).check()  # code that builds a config is held to the keys too
     with pytest.raises(BpcError, match=r"^unknown policy 'rolling' \(known: lanes, chunks\)$"):
         config.merged(None, {"base": "b.gguf", "policy": "rolling"})
     with pytest.raises(BpcError, match="discard applies to the lanes policy only"):

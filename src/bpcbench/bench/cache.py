@@ -28,7 +28,7 @@ import numpy as np
 from bpcbench import __version__, defaults
 from bpcbench.atomic import write_text
 from bpcbench.baselines import BASELINES
-from bpcbench.bench import results
+from bpcbench.bench.migrations import SCHEMA_VERSION
 from bpcbench.codec import container, range_coder
 from bpcbench.errors import BpcError
 
@@ -64,7 +64,7 @@ def key_of(material: dict) -> str:
 def common_material(cell, corpus_sha256: str, data: bytes) -> dict:
     """What every cell's key holds, baseline or model."""
     return {
-        "schema_version": results.SCHEMA_VERSION,
+        "schema_version": SCHEMA_VERSION,
         "bpcbench": __version__,
         "code": code_sha256(),
         "codec": cell.codec,
@@ -105,7 +105,7 @@ class CellCache:
         except (OSError, ValueError):
             return None
         row = doc.get("row") if isinstance(doc, dict) else None
-        if not isinstance(row, dict) or row.get("schema_version") != results.SCHEMA_VERSION:
+        if not isinstance(row, dict) or row.get("schema_version") != SCHEMA_VERSION:
             return None
         return row
 

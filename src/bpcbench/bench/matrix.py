@@ -15,12 +15,12 @@ from bpcbench import corpora as corpora_mod
 from bpcbench import defaults, models
 from bpcbench.baselines import BASELINES
 from bpcbench.bench.matrix_keys import (
-    _LLM_KEYS,
-    _LOSSY_KEYS,
-    _RUN_KEYS,
-    _SETTINGS,
-    _TOP_LEVEL,
     ALL_POLICIES,
+    CELL_SETTINGS,
+    LLM_KEYS,
+    LOSSY_KEYS,
+    RUN_KEYS,
+    TOP_LEVEL,
 )
 from bpcbench.codec.session import POLICIES as CODED_POLICIES
 from bpcbench.errors import BpcError
@@ -176,18 +176,18 @@ class _Parser:
     # -- the whole document ------------------------------------------------------------
 
     def parse(self) -> Matrix:
-        unknown = sorted(set(self.doc) - set(_TOP_LEVEL))
+        unknown = sorted(set(self.doc) - set(TOP_LEVEL))
         if unknown:
             raise self.fail("top level", f"unknown key {unknown[0]!r} (expected a [run] table and [[llm]] tables)")
         if "run" not in self.doc:
             raise self.fail("top level", "missing [run] table")
-        run = self.check_keys("[run]", self.doc["run"], _RUN_KEYS)
+        run = self.check_keys("[run]", self.doc["run"], RUN_KEYS)
         name = run["name"]
         if not name or not all(c.isalnum() or c in "._-" for c in name):
             raise self.fail("[run]", f"name {name!r} must be letters, digits, '.', '_' or '-'")
         models = [self.model("[run] models", m) for m in self.string_list("[run]", "models", run["models"], True)]
         corpora = self.corpora("[run] corpora", self.string_list("[run]", "corpora", run["corpora"]))
-        run = {**{k: key.default for k, key in _RUN_KEYS.items() if key.default is not None}, **run}
+        run = {**{k: key.default for k, key in RUN_KEYS.items() if key.default is not None}, **run}
         defaults = {"context": [None], **self.settings("[run]", run)}
         plan = self.model_plan(models, corpora, defaults)
         cells, views = self.model_cells(plan)
@@ -208,8 +208,8 @@ class _Parser:
         if "lossy" not in self.doc:
             return None
         where = "[lossy]"
-        table = self.check_keys(where, self.doc["lossy"], _LOSSY_KEYS)
-        t = {**{k: key.default for k, key in _LOSSY_KEYS.items() if key.default is not None}, **table}
+        table = self.check_keys(where, self.doc["lossy"], LOSSY_KEYS)
+        t = {**{k: key.default for k, key in LOSSY_KEYS.items() if key.default is not None}, **table}
         if "models" in table:
             models = [self.model(f"{where} models", m) for m in self.string_list(where, "models", t["models"])]
         if "corpora" in table:
@@ -218,7 +218,7 @@ class _Parser:
             raise self.fail(where, "no models: list them here or in [run] models")
         if not t["taus"] or any(isinstance(x, bool) or not isinstance(x, (int, float)) or not x >= 0
                                 for x in t["taus"]):
-            raise self.fail(where, f"taus must be {_LOSSY_KEYS['taus'].what}, got {t['taus']!r}")
+            raise self.fail(where, f"taus must be {LOSSY_KEYS['taus'].what}, got {t['taus']!r}")
         quant = self.named(f"{where} quant", lambda: parse_levels(t["quant"])) if t["quant"] else []
         return LossyPlan(models, corpora, sorted({float(x) for x in t["taus"]}), t["max_bytes"], quant,
                          t.get("context"), threads or None)
@@ -242,7 +242,7 @@ class _Parser:
             raise self.fail("[llm]", "must be written [[llm]] (an array of tables)")
         for index, table in enumerate(tables, start=1):
             where = f"[[llm]] {index}"
-            table = self.check_keys(where, table, _LLM_KEYS)
+            table = self.check_keys(where, table, LLM_KEYS)
             t_models = ([self.model(f"{where} models", m) for m in self.string_list(where, "models", table["models"])]
                         if "models" in table else models)
             t_corpora = (self.corpora(f"{where} corpora", self.string_list(where, "corpora", table["corpora"]))
@@ -275,10 +275,10 @@ class _Parser:
         return cells, views
 
     def settings(self, where: str, table: dict) -> dict:
-        """The model settings (_SETTINGS) a [run] or [[llm]] table sets, each validated."""
+        """The model settings (CELL_SETTINGS) a [run] or [[llm]] table sets, each validated."""
         check = {"measure": self.measure, "policy": self.policy, "context": self.context_list}
         return {k: check[k](where, v) if k in check else self.int_value(where, k, v)
-                for k, v in table.items() if k in _SETTINGS}
+                for k, v in table.items() if k in CELL_SETTINGS}
 
     def policy(self, where: str, value: str | list) -> list[str]:
         values = [value] if isinstance(value, str) else value
@@ -289,7 +289,7 @@ class _Parser:
 
     def measure(self, where: str, value: str) -> str:
         if value not in LLM_MEASURES:
-            raise self.fail(where, f"measure must be {_RUN_KEYS['measure'].what}, got {value!r}")
+            raise self.fail(where, f"measure must be {RUN_KEYS['measure'].what}, got {value!r}")
         return value
 
 

@@ -51,11 +51,11 @@ BpcError naming the file and the entry (`m.toml: [[llm]] 2: unknown key 'contxt'
 ALL_POLICIES = CODED_POLICIES + session.WINDOW_POLICIES  # the window policies score ideal rows only
 
 
-_TOP_LEVEL = {"run": "[run]: one table, required: the run's name, models, corpora and default settings",
+TOP_LEVEL = {"run": "[run]: one table, required: the run's name, models, corpora and default settings",
               "llm": "[[llm]]: any number of tables, optional: settings for some models × corpora, later tables win",
               "lossy": "[lossy]: one table, optional: rate-distortion curves (`bpcbench lossy`) in the same run"}
 _POSITIVE, _NON_NEGATIVE = "a positive integer", "a non-negative integer"
-_RUN_KEYS = {
+RUN_KEYS = {
     "name": Key(str, "a string", "Letters, digits, `.`, `_`, `-`; the run id is `<UTC time>-<name>`.",
                 required=True, llm=False),
     "description": Key(str, "a string", "Free text for readers of the matrix and of the run's copy.", "", llm=False),
@@ -89,9 +89,9 @@ _RUN_KEYS = {
     "model_repeats": Key(int, _POSITIVE, "Times a model cell is evaluated, or compressed and decompressed, in rounds "
                          "across the run, each checked to give the same bits; 2+ let `compare` test speed.", 1, 1),
 }
-_LLM_KEYS = {k: replace(key, required=False) for k, key in _RUN_KEYS.items() if key.llm}  # [[llm]]: all optional
-_SETTINGS = tuple(k for k in _LLM_KEYS if k not in ("models", "corpora"))  # what a model cell is measured with
-_LOSSY_KEYS = {
+LLM_KEYS = {k: replace(key, required=False) for k, key in RUN_KEYS.items() if key.llm}  # [[llm]]: all optional
+CELL_SETTINGS = tuple(k for k in LLM_KEYS if k not in ("models", "corpora"))  # what a model cell is measured with
+LOSSY_KEYS = {
     "models": Key(list, "a list of model names or paths", "Models whose curves are drawn. Default: [run]'s."),
     "corpora": Key(list, "a list of corpus names, groups or files", "Texts, e.g. a famous and a fresh one. "
                    "Default: [run]'s."),
@@ -125,12 +125,12 @@ def reference_markdown() -> str:
              "`src/bpcbench/data/matrices/`). Corpus and model names, `$BPCBENCH_CORPORA`, `$BPCBENCH_MODEL_PATH` "
              "and the cell cache: [cache.md](cache.md).", "", FORMAT.strip(), "",
              "## Top-level keys", "", "| key | meaning |", "|---|---|",
-             *(f"| `{k}` | {d} |" for k, d in _TOP_LEVEL.items())]
+             *(f"| `{k}` | {d} |" for k, d in TOP_LEVEL.items())]
     for title, keys, note in (
-            ("[run]", _RUN_KEYS, "Settings here are the defaults of every model × corpus of the run."),
-            ("[[llm]]", _LLM_KEYS, "Each table applies to its `models` × `corpora` (default: all of [run]'s) and "
+            ("[run]", RUN_KEYS, "Settings here are the defaults of every model × corpus of the run."),
+            ("[[llm]]", LLM_KEYS, "Each table applies to its `models` × `corpora` (default: all of [run]'s) and "
                                    "overrides the values before it there (a key it leaves unset keeps them)."),
-            ("[lossy]", _LOSSY_KEYS, "Curves of the lossy codec, each point a real file decoded and checked; the run "
+            ("[lossy]", LOSSY_KEYS, "Curves of the lossy codec, each point a real file decoded and checked; the run "
                                      "writes lossy.csv, lossy.png and the reconstruction at the smallest tau > 0. "
                                      "Threads come from [run]. Not cached; with --shard, shard 1 draws them.")):
         lines += ["", f"## `{title}`", "", note, "", "| key | type | default | allowed values | meaning |",

@@ -24,6 +24,11 @@ from pathlib import Path
 
 from bpcbench.errors import BpcError, OtherSchema
 
+# The schema results.csv is written in (bench/results.py), defined here beside the steps that
+# lead to it, and free of pandas so the cell cache can ask it on the core install.
+# 2: policy, context_tokens, lanes, context_*; 3: timing mean ± std and n, BCa, ci_warning;
+# 4: n_chunks -> n_pieces.
+SCHEMA_VERSION = 4
 OLDEST = 2  # the first schema results.csv files were kept in (results/reference/context-smollm2)
 
 Rows = list[list[str]]

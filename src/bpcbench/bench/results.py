@@ -20,11 +20,10 @@ import pandas as pd
 from bpcbench import stats
 from bpcbench.atomic import atomic_open
 from bpcbench.bench import migrations, plausible
+from bpcbench.bench.migrations import SCHEMA_VERSION
 from bpcbench.errors import BpcError
 from bpcbench.schema import Column
 
-SCHEMA_VERSION = 4  # 2: policy, context_tokens, lanes, context_*; 3: timing mean ± std and n, BCa, ci_warning;
-# 4: n_chunks -> n_pieces. Older files are read through bench/migrations.py.
 
 
 C = Column
@@ -75,9 +74,9 @@ COLUMNS: list[Column] = [
     C("coded_bytes", "int", "bytes", "Compressed payload: the range coder's output (coded) or the compressor's whole output stream (baseline). Empty for ideal rows and failed round trips."),
     C("container_bytes", "int", "bytes", "The complete file that decompresses to the input: .bpcz container with header (coded), the compressor's output (baseline). Empty for ideal rows and failed round trips."),
     C("bits_per_byte", "float", "bits/byte", "HEADLINE. coded and baseline: 8 × container_bytes / corpus_bytes, the size of the file that restores the input; ideal: ideal_bits / corpus_bytes, a bound that no file backs. Empty for failed round trips."),
-    C("bits_per_byte_ci95_low", "float", "bits/byte", "Lower end of the 95% bootstrap interval of bits_per_byte: the n_pieces pieces resampled with replacement (BCa, 1000 resamples, fixed seed; percentile where BCa is undefined), ratio Σ ideal bits / Σ piece bytes, shifted by bits_per_byte − ideal_bits_per_byte. Says how much the number depends on which text was sampled. Empty for baselines."),
+    C("bits_per_byte_ci95_low", "float", "bits/byte", f"Lower end of the {stats.CI_PERCENT} bootstrap interval of bits_per_byte: the n_pieces pieces resampled with replacement (BCa, {stats.BOOTSTRAP_RESAMPLES} resamples, fixed seed; percentile where BCa is undefined), ratio Σ ideal bits / Σ piece bytes, shifted by bits_per_byte − ideal_bits_per_byte. Says how much the number depends on which text was sampled. Empty for baselines."),
     C("bits_per_byte_ci95_high", "float", "bits/byte", "Upper end of the same interval."),
-    C("ci_warning", "str", "-", "Why the interval is weak, e.g. `only 5 pieces (< 30)`: a bootstrap over fewer than 30 pieces understates the spread. Empty when the interval rests on 30 or more pieces, and for baselines."),
+    C("ci_warning", "str", "-", f"Why the interval is weak, e.g. `only 5 pieces (< {stats.MIN_CI_PIECES})`: a bootstrap over fewer than {stats.MIN_CI_PIECES} pieces understates the spread. Empty when the interval rests on {stats.MIN_CI_PIECES} or more pieces, and for baselines."),
     C("ideal_bits_per_byte", "float", "bits/byte", "ideal_bits / corpus_bytes (model rows)."),
     C("coded_bits_per_byte", "float", "bits/byte", "8 × coded_bytes / corpus_bytes: the payload alone, without container header."),
     C("bits_per_character", "float", "bits/character", "bits_per_byte × corpus_bytes / corpus_characters; empty unless the input is valid UTF-8."),

@@ -24,7 +24,7 @@ def _size(u) -> str:
 
 
 def cmd_cache_ls(args) -> int:
-    from bpcbench.bench import cache  # numpy and pandas: only when asked
+    from bpcbench.bench import cache  # the codec's hashes and versions: only when asked
 
     root = defaults.cache_root()
     where = "from $BPCBENCH_CACHE" if os.environ.get("BPCBENCH_CACHE") else "default; $BPCBENCH_CACHE moves it"

@@ -1,6 +1,6 @@
 """Which command needs which optional extra of the package, and the one line that says so.
 
-The core install (`pip install bpcbench`) runs compress, decompress, models and corpora; the
+The core install (`pip install bpcbench`) runs compress, decompress, models, corpora and cache; the
 other commands need the extras named here (pyproject.toml's [project.optional-dependencies],
 which tests/cli/test_extras.py keeps in step with EXTRA_MODULES). The check runs before the
 command does: a bench would otherwise stop at its first plot, minutes in.
@@ -25,7 +25,6 @@ COMMAND_EXTRAS: dict[str, tuple[str, ...]] = {
     "merge": ("bench",),
     "nightly": ("bench",),
     "ladder": ("bench",),
-    "cache": ("bench",),  # bench/cache.py imports bench/results.py (pandas) for its SCHEMA_VERSION
     "lossy": ("bench", "lossy"),
 }
 

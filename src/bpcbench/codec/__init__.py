@@ -2,9 +2,10 @@
 
 tokenization   lossless tokenization with byte escapes
 entropy_model  logits -> coder tables and ideal bits
-range_coder    constriction's range coder over blocks of positions
+range_coder    constriction's range coder over blocks of positions, its words as payload bytes
+steps          the encoder's and the decoder's step, side by side
 container      the .bpcz file format
-session        a loaded model, the settings, their defaults and the plan they give
+session        a loaded model, the settings, their defaults and the plan they give; encode/decode
 compress       bytes -> container (and the cost statistics)
 decompress     container -> bytes, or one line saying why not
 cross_entropy  the ideal (no file) measurement on the fast path

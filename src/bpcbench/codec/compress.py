@@ -1,11 +1,11 @@
 """compress: bytes -> tokens -> lockstep probabilities -> range coder -> container.
 
-The path, each step one layer down: `Session.prepare` (codec/session.py) resolves the
-settings, tokenizes, makes the plan and the fingerprint; `Session.run` drives the plan's
-evaluator (llama/lanes.py) with this module's step; `container.coded_header` writes the header
-from what `prepare` returned. The encoder and the decoder (codec/decompress.py) run the same
-evaluator loop over the same plan; only the step differs (the encoder looks its tokens up, the
-decoder decodes them). That shared loop is what makes decoding bit-exact.
+One descent: `Session.prepare` (codec/session.py) resolves the settings, tokenizes, makes the
+plan and the fingerprint; `Session.encode` drives the plan's evaluator (llama/lanes.py) with the
+encoder's step (codec/steps.py), which codes the tokens; `container.coded_header` writes the
+header from what `prepare` returned. The decoder (codec/decompress.py) goes down the same way
+through `Session.decode`, the same evaluator loop over the same plan with the decoder's step
+beside the encoder's; that shared loop is what makes decoding bit-exact.
 
 A file is never much larger than its input: when the model's coding is not the smallest, the
 container holds a zstd frame or the bytes themselves (one flag says which), so random data
@@ -26,7 +26,6 @@ import numpy as np
 import zstandard
 
 from bpcbench import stats
-from bpcbench.codec import entropy_model, kernel, range_coder
 from bpcbench.codec.container import (
     LANE_MODEL,
     LANE_STORED,
@@ -35,11 +34,9 @@ from bpcbench.codec.container import (
     Header,
     coded_header,
     model_lanes,
-    payload_bytes,
 )
 from bpcbench.codec.session import Prepared, Session, Settings
 from bpcbench.codec.tokenization import Tokenized, Vocabulary
-from bpcbench.llama.lanes import Plan
 
 ZSTD_LEVEL = 19  # the fallback for data the model codes badly; its speed hardly matters beside the model's
 
@@ -128,14 +125,15 @@ def compress(data: bytes, session: Session, settings: Settings | None = None, pr
     t0 = time.perf_counter()
     job = session.prepare(data, settings)
     s, plan = job.settings, job.plan
-    payload, piece_bits, shift = _code_tokens(session, plan, job.tokens, s.threads, progress)
-    container = Container(coded_header("model", data, job, shift), payload)
+    coded = session.encode(plan, job.tokens, s.threads, progress)
+    container = Container(coded_header("model", data, job, coded.shift), coded.payload)
+    piece_bits = coded.piece_bits
     if fallback:
         segmented = _segmented(container, job, piece_bits, session, progress)
         container = min([container, *segmented, *_fallbacks(data, container.header)], key=lambda c: len(c.to_bytes()))
     blob = container.to_bytes()
     st = Stats.measured(data, job.tokenized, plan.lengths, piece_bits, plan.context_lengths(), session.vocab, t0,
-                        container_bytes=len(blob), coded_bytes=len(payload), policy=s.policy, context=s.context,
+                        container_bytes=len(blob), coded_bytes=len(coded.payload), policy=s.policy, context=s.context,
                         lanes=plan.n_lanes, method=container.header.method, header_bytes=container.header_bytes,
                         segment_lanes=sum(m != LANE_MODEL for m in container.header.lane_methods))
     return blob, st
@@ -173,32 +171,7 @@ def _segmented(whole: Container, job: Prepared, piece_bits: np.ndarray, session:
         return []
     coded = model_lanes(plan, methods)  # the decoder's own rule for the plan it evaluates
     keep = np.concatenate([tokens[offs[i] : offs[i + 1]] for i, m in enumerate(methods) if m == LANE_MODEL])
-    payload, _, shift = _code_tokens(session, coded, keep, job.settings.threads, progress)
-    header = replace(whole.header, shift=shift, lane_methods=tuple(methods),
+    model = session.encode(coded, keep, job.settings.threads, progress)
+    header = replace(whole.header, shift=model.shift, lane_methods=tuple(methods),
                      segment_bytes=tuple(len(s) for s in segments))
-    return [Container(header, b"".join(segments) + payload)]
-
-
-def _code_tokens(session: Session, plan: Plan, tokens: np.ndarray, threads: int, progress):
-    """Range-code `tokens` under the plan: (payload bytes, ideal bits per lane, KV-shift mode)."""
-    offs = plan.offsets()
-    enc = range_coder.Encoder()
-    scratch = entropy_model.StepTables(session.vocab.n_symbols, len(session.vocab.escape_bytes))
-    factor = scratch.factor
-    piece_bits = np.zeros(plan.n_lanes)
-    spent = 0.0  # summed exactly as the decoder sums it (decompress._decode_tokens)
-    kernel.set_threads(threads)
-
-    def step(piece_ids: np.ndarray, t: int, logits: np.ndarray) -> np.ndarray:
-        nonlocal spent
-        symbols = tokens[offs[piece_ids] + t]
-        outer, within_tables, bits = scratch.encoder(logits, symbols)
-        piece_bits[piece_ids] += bits
-        blocks, within = factor.split(symbols)
-        enc.encode(blocks, outer)
-        enc.encode(within, within_tables)
-        spent += entropy_model.min_code_bits(outer, blocks) + entropy_model.min_code_bits(within_tables, within)
-        return session.vocab.model_input(symbols)
-
-    shift = session.run(plan, step, threads, progress)
-    return payload_bytes(enc.finish(), spent, plan.n_tokens), piece_bits, shift
+    return [Container(header, b"".join(segments) + model.payload)]

@@ -74,7 +74,6 @@ PLAN_FIELDS = {"lanes": ("context", "width", "discard", "min_lane_tokens"), "chu
 HASH_BYTES = SHA_PREFIX_DIGITS // 2
 CODEC_BYTES = 4
 MAX_ORIGINAL_BYTES = 1 << 48  # what any header may claim; decompress applies the user's own, smaller bound
-MAX_NAME_BYTES = 255
 _PADDED_CHUNKS, _REEVAL, _EXPLICIT, _OFFLOAD, _SEGMENTS, _CHUNKS = 4, 8, 16, 32, 64, 128
 LANE_MODEL, LANE_ZSTD, LANE_STORED = 0, 1, 2  # how a lane of a SEGMENTS file is stored
 _VARINT_BYTES = 8
@@ -317,25 +316,3 @@ def _check_payload(h: Header, payload: bytes) -> None:
         raise CorruptInput("compressed file's stored data does not match its length")
     if h.method == "zstd" and not payload:
         raise CorruptInput("compressed file's zstd frame is empty")
-
-
-def payload_bytes(words: np.ndarray, spent: float, n_tokens: int) -> bytes:
-    """The coder's words as trimmed bytes, but never so short that the decoder's payload checks
-    would refuse them (zeros added back, or appended: the decoder reads missing words as zeros)."""
-    full = np.asarray(words, dtype=">u4").tobytes()
-    if entropy_model.payload_bytes_needed(spent, 0) > len(full):  # fewer bytes than the information coded
-        raise BpcError(f"internal error: the range coder wrote {len(full)} bytes for {spent:.0f} bits")
-    payload = pack_words(words)
-    need = entropy_model.payload_bytes_needed(spent, n_tokens)
-    return payload if len(payload) >= need else (full + bytes(need))[:need]
-
-
-def pack_words(words) -> bytes:
-    """Range-coder words -> payload bytes: big-endian, so a final word's zero low bytes trim away."""
-    return np.asarray(words, dtype=">u4").tobytes().rstrip(b"\0")
-
-
-def unpack_words(payload: bytes):
-    """Payload bytes -> words, the trimmed zeros put back (a whole trimmed word is read as zero anyway)."""
-    padded = payload + b"\0" * (-len(payload) % 4)
-    return np.frombuffer(padded, dtype=">u4").astype(np.uint32)

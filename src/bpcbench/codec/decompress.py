@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import zstandard
 
-from bpcbench.codec import entropy_model, kernel, lossy, range_coder
+from bpcbench.codec import lossy
 from bpcbench.codec.compress import Stats
 from bpcbench.codec.container import (
     CODED,
@@ -26,7 +26,6 @@ from bpcbench.codec.container import (
     Container,
     Header,
     model_lanes,
-    unpack_words,
 )
 from bpcbench.codec.session import Session, Settings
 from bpcbench.errors import BpcError, CorruptInput, Mismatch
@@ -110,9 +109,11 @@ def _decode_model(container, session, model_spec, settings, force, progress, thr
             raise CorruptInput(f"compressed file's window ({h.context:,} tokens) is longer than the model's "
                                f"training context ({session.model.n_ctx_train:,})")
         check_compatible(h, session, settings, force)
-        decode = lossy.decode_tokens if h.method == "lossy" else _decode_tokens
         coded = model_lanes(plan, h.lane_methods)
-        tokens = decode(container, session, coded, settings.threads, progress)
+        if h.method == "lossy":
+            tokens = lossy.decode_tokens(container, session, coded, settings.threads, progress)
+        else:
+            tokens = session.decode(coded, container.model_payload, settings.threads, h.shift, progress)
         if not h.lane_methods:
             return session.vocab.detokenize(tokens), plan.n_lanes
         return _join_lanes(container, coded, tokens, session), plan.n_lanes
@@ -166,33 +167,3 @@ def _run_differences(h: Header, settings: Settings) -> list[str]:
         problems.append(f"GPU offload (n_gpu_layers) differs: file has {h.n_gpu_layers}, here "
                         f"{settings.n_gpu_layers} (pass --n-gpu-layers {h.n_gpu_layers})")
     return problems
-
-
-def _decode_tokens(container: Container, session: Session, plan: Plan, threads: int, progress) -> np.ndarray:
-    tokens = np.zeros(plan.n_tokens, dtype=np.int32)
-    offs = plan.offsets()
-    dec = range_coder.Decoder(unpack_words(container.model_payload))
-    scratch = entropy_model.StepTables(session.vocab.n_symbols, len(session.vocab.escape_bytes))
-    factor = scratch.factor
-    budget = 8 * len(container.model_payload) + entropy_model.PAYLOAD_SLACK_BITS
-    spent = 0.0
-    kernel.set_threads(threads)
-
-    def step(piece_ids: np.ndarray, t: int, logits: np.ndarray) -> np.ndarray:
-        nonlocal spent
-        outer = scratch.block_table(logits)
-        blocks = dec.decode(outer)
-        within_tables = scratch.entries(blocks)
-        within = dec.decode(within_tables)
-        spent += entropy_model.min_code_bits(outer, blocks) + entropy_model.min_code_bits(within_tables, within)
-        symbols = factor.join(blocks, within)
-        if spent > budget:
-            raise CorruptInput("compressed file's payload is spent before its tokens are: the file is corrupt "
-                               "or forged")
-        if symbols.max() >= factor.n_symbols:
-            raise CorruptInput("decoded a symbol outside the alphabet: the file does not match this model/build")
-        tokens[offs[piece_ids] + t] = symbols
-        return session.vocab.model_input(symbols)
-
-    session.run(plan, step, threads, progress, shift=container.header.shift)
-    return tokens

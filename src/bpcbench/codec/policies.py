@@ -6,10 +6,12 @@ windows) and prices each target with the coder's distribution (entropy_model: to
 escape symbols). Ideal rows only: nothing is coded, so a policy may score some tokens
 twice or not at all (llama-perplexity scores only the second half of each window).
 
-* ``chunks``: the coder's chunks (llama/lanes.py plan_chunks: the same pieces), every token
-  scored once, from the start token.
 * ``llama-perplexity``: llama.cpp's `llama-perplexity -f FILE -c N` rule (PPL comparable).
 * ``lm-eval-rolling``: lm-evaluation-harness `loglikelihood_rolling` (its bits_per_byte rule).
+
+Disjoint chunks are not a policy here: they are a layout of the coder's plan (llama/lanes.py
+plan_chunks), measured ideally on the coder's own plan by codec/cross_entropy.py, so the chunks
+of an ideal row and of a coded row are one rule.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import numpy as np
 
 from bpcbench.codec import entropy_model, kernel
 from bpcbench.llama.evaluation import PrefillEvaluator
-from bpcbench.llama.lanes import balanced
 
 
 
@@ -46,25 +47,6 @@ class Window:
 
 def _window(inputs, first_row: int, targets) -> Window:
     return Window(np.asarray(inputs, dtype=np.int32), int(first_row), np.asarray(targets, dtype=np.int32))
-
-
-def balanced_lengths(n: int, limit: int) -> list[int]:
-    """ceil(n / limit) lengths summing to n, differing by at most one, the longer ones first."""
-    if limit < 1:
-        raise ValueError("the window must hold at least 1 token")
-    return list(balanced(n, -(-n // limit)))
-
-
-def chunks(tokens: np.ndarray, start_token: int, chunk_tokens: int) -> list[Window]:
-    """Disjoint chunks of at most chunk_tokens (as many as the text needs, never rounded to a
-    width), each fed from the start token: inputs [start] + chunk[:-1], every token scored."""
-    tokens = np.asarray(tokens, dtype=np.int32)
-    out, pos = [], 0
-    for length in balanced_lengths(len(tokens), chunk_tokens):
-        chunk = tokens[pos : pos + length]
-        out.append(_window(np.concatenate([[start_token], chunk[:-1]]), 0, chunk))
-        pos += length
-    return out
 
 
 def llama_perplexity(tokens: np.ndarray, start_token: int, add_bos: bool, n_ctx: int) -> list[Window]:
@@ -158,8 +140,6 @@ class Policy:
 POLICIES = {
     p.name: p
     for p in (
-        Policy("chunks", "disjoint chunks of at most `context` tokens, each from BOS; every token scored once",
-               lambda t, s, bos, c: chunks(t, s, c)),
         Policy("llama-perplexity", "llama.cpp llama-perplexity: windows of `context` tokens (BOS first where "
                "the model adds one), only the second half of each window scored; PPL as the tool prints it",
                llama_perplexity),
@@ -236,7 +216,7 @@ def score(model, vocab, windows: list[Window], threads: int, progress=None) -> S
     kernel.set_threads(threads)
     if windows:
         longest = max(w.first_row + len(w.targets) for w in windows)
-        with PrefillEvaluator(model, chunk_tokens=longest, threads=threads) as ev:
+        with PrefillEvaluator(model, context=longest, threads=threads) as ev:
             for i, w in enumerate(windows):
                 for t, logits in ev.window(vocab.model_input(w.inputs), w.first_row, len(w.targets)):
                     b, e = _price(logits, w.targets[t : t + len(logits)], n_escapes)

@@ -4,7 +4,9 @@ The defaults live here and nowhere else: the CLI, the bench matrix and the ladde
 `Session.prepare` is the one place where settings become something to code: it resolves them
 against the model, tokenizes, makes the plan (llama/lanes.py make_plan) and computes the codec
 fingerprint, and returns them together (`Prepared`), all that the coding loop and the container
-header need; `Session.run` drives the plan's evaluator with the encoder's or the decoder's step.
+header need. `Session.encode` and `Session.decode` drive the plan's evaluator (llama/lanes.py)
+with the encoder's or the decoder's step (codec/steps.py): one loop for both ends, which is what
+makes decoding bit-exact. `Session.run` drives it with any other step (lossy coding, tests).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from bpcbench.codec import kernel, range_coder
+from bpcbench.codec.steps import DecoderStep, EncoderStep
 from bpcbench.codec.tokenization import Tokenized, Vocabulary
 from bpcbench.errors import BpcError
 from bpcbench.llama.binding import Closeable, Model, build_info, default_threads
@@ -62,6 +65,15 @@ class Settings:
             raise BpcError(f"the coder runs under {' or '.join(POLICIES)}, not {self.policy!r} (an ideal policy)")
         return make_plan(self.policy, n_tokens, width=self.width, min_lane_tokens=self.min_lane_tokens,
                          context=self.context, discard=self.discard)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """What the encoder's pass gives the container: the payload, each lane's ideal bits, the slide mode."""
+
+    payload: bytes
+    piece_bits: np.ndarray
+    shift: bool  # lanes slid by KV shift (else by evaluating again)
 
 
 @dataclass(frozen=True)
@@ -112,6 +124,20 @@ class Session(Closeable):
                  "vocab": self.vocab.fingerprint, "start_token": self.model.start_token,
                  "n_symbols": self.vocab.n_symbols}
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:8]
+
+    def encode(self, plan: Plan, tokens: np.ndarray, threads: int, progress=None) -> Encoded:
+        """Range-code `tokens` under `plan`, in the model's own slide mode."""
+        step = EncoderStep(self.vocab, plan, tokens)
+        kernel.set_threads(threads)
+        shift = self.run(plan, step, threads, progress)
+        return Encoded(step.payload(), step.piece_bits, shift)
+
+    def decode(self, plan: Plan, payload: bytes, threads: int, shift: bool, progress=None) -> np.ndarray:
+        """The tokens of a model payload coded under `plan` in slide mode `shift` (the file's)."""
+        step = DecoderStep(self.vocab, plan, payload)
+        kernel.set_threads(threads)
+        self.run(plan, step, threads, progress, shift=shift)
+        return step.tokens
 
     def run(self, plan: Plan, step: StepFn, threads: int, progress=None, shift: bool | None = None) -> bool:
         """Drive `plan` through its evaluator with `step`; -> whether lanes slid by KV shift (True for an

@@ -37,20 +37,21 @@ from bpcbench.schema import Key, check_table
 
 DEFAULT_CORPORA = ("alice29",)
 
-# What a [ladder] table may hold ("out" is the run directory); LadderConfig.check checks the ranges.
+# What a [ladder] table may hold ("out" is the run directory), with the ranges LadderConfig.check
+# holds every value to, from a file, the command line or code alike.
 CONFIG_KEYS = {
     "base": Key(str, "a model name or GGUF path"),
     "levels": Key((list, str), "a list of quantization levels"),
     "corpora": Key((list, str), "a list of corpus names, groups or files"),
-    "max_bytes": Key(int, "a non-negative integer (0 = the whole file)"),
+    "max_bytes": Key(int, "a non-negative integer (0 = the whole file)", minimum=0),
     "policy": Key(str, f"a context policy ({' or '.join(POLICIES)})"),
-    "context": Key(int, "a positive integer (lanes: KV window, BOS included; chunks: tokens per chunk)"),
-    "discard": Key(int, "a positive integer (lanes: tokens dropped when the window slides)"),
-    "min_lane_tokens": Key(int, "a positive integer (the coded check's lanes)"),
-    "threads": Key(int, "a positive integer"),
+    "context": Key(int, "a positive integer (lanes: KV window, BOS included; chunks: tokens per chunk)", minimum=1),
+    "discard": Key(int, "a positive integer (lanes: tokens dropped when the window slides)", minimum=1),
+    "min_lane_tokens": Key(int, "a positive integer (the coded check's lanes)", minimum=1),
+    "threads": Key(int, "a positive integer", minimum=1),
     "reexpand": Key(bool, "true or false"),
     "imatrix": Key(str, "an importance matrix file"),
-    "coded_bytes": Key(int, "a non-negative integer (0 = no coded check)"),
+    "coded_bytes": Key(int, "a non-negative integer (0 = no coded check)", minimum=0),
     "include_source": Key(bool, "true or false"),
     "out": Key(str, "a run directory"),
 }
@@ -85,14 +86,8 @@ class LadderConfig:
         self.corpora = _names(self.corpora)
         if not self.corpora:
             raise BpcError("no corpora given")
-        for name, least in (("threads", 1), ("max_bytes", 0), ("coded_bytes", 0), ("min_lane_tokens", 1),
-                            ("context", 1), ("discard", 1)):
-            value = getattr(self, name)
-            if value is None and name in ("context", "discard"):
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                what = "positive" if least else "zero or positive"
-                raise BpcError(f"{name.replace('_', '-')} must be {what}, got {value!r}")
+        given = {k: getattr(self, k) for k in CONFIG_KEYS if k != "out" and getattr(self, k) is not None}
+        check_table(given, CONFIG_KEYS, "ladder")  # None: the default (context, discard, imatrix)
         self._check_policy()
         if self.imatrix and not Path(self.imatrix).is_file():
             raise BpcError(f"importance matrix not found: {self.imatrix}")

@@ -26,6 +26,7 @@ import numpy as np
 
 from bpcbench.atomic import atomic_open, write_text
 from bpcbench.schema import Column
+from bpcbench.stats import CI_PERCENT
 from bpcbench.errors import BpcError
 from bpcbench.ladder.run import LadderResult, LevelResult
 from bpcbench.ladder.scoring import POOLED
@@ -56,7 +57,7 @@ COLUMNS: list[Column] = [
     C("bits_per_byte", "float", "bits/byte", "HEADLINE. Σ −log2 p(token) under the level, with the coder's distribution, per input byte (the ideal size; no file)."),
     C("delta_bits_per_byte", "float", "bits/byte", "bits_per_byte − the base's, on the same tokens."),
     C("delta_bits_per_byte_uncertainty", "float", "bits/byte", "Standard error of delta_bits_per_byte from the per-token paired differences (tokens treated as independent, as llama-perplexity does)."),
-    C("delta_significant", "bool", "-", "True if delta_bits_per_byte lies outside its 95% interval, Z_95 × the uncertainty (bpcbench.stats.significant)."),
+    C("delta_significant", "bool", "-", f"True if delta_bits_per_byte lies outside its {CI_PERCENT} interval, Z_95 × the uncertainty (bpcbench.stats.significant)."),
     C("kld_mean", "float", "nats/token", "Mean KL(base ‖ level) over tokens, whole vocabulary (llama-perplexity's KLD)."),
     C("kld_mean_uncertainty", "float", "nats/token", "sqrt(var / (n − 1)) of the per-token KLD (0 for 10 tokens or fewer)."),
     C("kld_median", "float", "nats/token", "Median per-token KLD."),

@@ -18,12 +18,13 @@ from bpcbench.llama.binding import Batch, Closeable, Context, Model, logits_rows
 
 
 class PrefillEvaluator(Closeable):
-    """One window at a time, in blocks of up to `block` tokens, in a context of `chunk_tokens` cells."""
+    """One window at a time, in blocks of up to `block` tokens, in a context of `context` KV cells
+    (the longest window's length)."""
 
-    def __init__(self, model: Model, *, chunk_tokens: int, threads: int, block: int = 256):
+    def __init__(self, model: Model, *, context: int, threads: int, block: int = 256):
         self.model = model
-        self.block = max(1, min(block, chunk_tokens))
-        self.ctx = Context(model, n_seq=1, n_ctx_per_seq=chunk_tokens, n_batch=self.block, threads=threads)
+        self.block = max(1, min(block, context))
+        self.ctx = Context(model, n_seq=1, n_ctx_per_seq=context, n_batch=self.block, threads=threads)
         self.batch = Batch(self.block)
         self.batch.set_seq_ids([0] * self.block)
         self.batch.logits[:] = 1

@@ -11,8 +11,9 @@ Two policies are two layouts of this one plan (`make_plan`):
 
 * ``lanes``: W = min(width, ⌈n / min_lane_tokens⌉) lanes, so one wave. Few long lanes, few cold
   starts: the codec's default.
-* ``chunks``: ⌈n / context⌉ lanes of at most `context` tokens each (the ideal chunks policy's
-  pieces, codec/policies.py), so no lane ever slides, in as many waves of `width` as needed.
+* ``chunks``: ⌈n / context⌉ lanes of at most `context` tokens each (the ideal rows' chunks too:
+  codec/cross_entropy.py measures this plan), so no lane ever slides, in as many waves of `width`
+  as needed.
 
 Why chunks became a layout rather than a second evaluator: the padded lockstep evaluator it
 had (bpcbench <= 0.3.0) differed from lanes only in padding every call to `width` rows and in

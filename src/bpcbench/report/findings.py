@@ -24,6 +24,7 @@ Smallest level whose Δ bits/byte is within noise of the base: Q8_0 (100.0 MB, 5
 from __future__ import annotations
 
 from bpcbench.ladder.scoring import POOLED
+from bpcbench.stats import CI_PERCENT, Z_95
 from bpcbench.bench.labels import is_missing
 
 
@@ -124,10 +125,10 @@ def findings(doc: dict) -> list[str]:
 
 # -- ladder.md ----------------------------------------------------------------------------
 
-NOTE = ("Δ bits/byte is against the base on the same tokens; (n.s.) marks a difference inside its 95% "
-        "interval (1.96 standard errors of the per-token paired differences; tokens treated as independent, "
-        "as llama-perplexity does, so the interval is optimistic). KLD is KL(base ‖ level) in nats per token "
-        "(llama-perplexity's definition, every token scored); same top % is its \"Same top p\". "
+NOTE = ("Δ bits/byte is against the base on the same tokens; (n.s.) marks a difference inside its "
+        f"{CI_PERCENT} interval ({Z_95:.2f} standard errors of the per-token paired differences; tokens treated as "
+        "independent, as llama-perplexity does, so the interval is optimistic). KLD is KL(base ‖ level) in nats "
+        "per token (llama-perplexity's definition, every token scored); same top % is its \"Same top p\". "
         "tok/s is the level's own llama_decode time; peak RSS is the ladder process while that level "
         "ran (base and level loaded). ◆ marks the Pareto front of file size against bits/byte.")
 

@@ -16,7 +16,7 @@ from bpcbench.bench.labels import (
     split_views,
     view_title,
 )
-from bpcbench.stats import pareto_front
+from bpcbench.stats import CI_PERCENT, MIN_CI_PIECES, pareto_front
 
 
 def _num(v, fmt: str, empty: str = "") -> str:
@@ -77,7 +77,7 @@ def corpus_table(fv) -> list[str]:
     ref = ok[(ok["codec"] == REFERENCE_CODEC)]
     ref_bpb = ref["bits_per_byte"].iloc[0] if len(ref) else None
     lines = [
-        "| | codec | size (bytes) | bits/byte | 95% CI | bits/char | ratio | compress | decompress "
+        f"| | codec | size (bytes) | bits/byte | {CI_PERCENT} CI | bits/char | ratio | compress | decompress "
         "| peak RSS (MiB) | all-in size (bytes) | break-even vs " + REFERENCE_CODEC + " |",
         "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
@@ -206,9 +206,9 @@ def summary_markdown(frame, env: dict | None = None, matrix_text: str | None = N
         "bits/byte = 8 × size of the file that restores the input / input bytes (lower is better). "
         "`ideal` rows are the model's cross-entropy: no file backs them. "
         "`coded` rows were compressed, decompressed and compared byte for byte. "
-        "95% CI: BCa bootstrap over the row's pieces (lanes, chunks or windows); † = fewer than 30 "
-        "pieces, the interval understates the spread. all-in size = compressed size + model file (the Large Text "
-        "Compression Benchmark rule; baselines count their output only). break-even: input size above "
+        f"{CI_PERCENT} CI: BCa bootstrap over the row's pieces (lanes, chunks or windows); † = fewer than "
+        f"{MIN_CI_PIECES} pieces, the interval understates the spread. all-in size = compressed size + model file "
+        "(the Large Text Compression Benchmark rule; baselines count their output only). break-even: input size above "
         f"which the model's all-in size beats {REFERENCE_CODEC}. * = Pareto-best (no other real codec "
         "on this input is both smaller and faster to compress). Speeds: kB/s = 1000 bytes of input per second, "
         "mean of `timing_values` timed values ± their relative standard deviation; (cached) = a timing "
