@@ -66,8 +66,9 @@ class TwoLevel:
 
 
 def _rows(logits: np.ndarray) -> np.ndarray:
-    logits = np.asarray(logits)
-    return logits if logits.flags.c_contiguous else np.ascontiguousarray(logits)
+    """The kernel's input: C-contiguous float32 rows. llama.cpp's logits already are (no copy is made);
+    anything else (a test's float64 rows) is converted, which can round it."""
+    return np.ascontiguousarray(logits, dtype=np.float32)
 
 
 def _layout(n_vocab: int, n_escapes: int) -> tuple[TwoLevel, float]:
@@ -132,7 +133,8 @@ class StepTables:
         if rows and rows <= len(self._outer):
             return
         self._outer, self._inner = np.empty((rows, self.factor.n_blocks)), np.empty((rows, self.factor.block))
-        self._max, self._escape, self._bits = np.empty(rows), np.empty(rows), np.empty(rows)
+        self._max = np.empty((rows, self.factor.n_blocks), dtype=np.float32)  # the blocks' max logits
+        self._escape, self._bits = np.empty(rows), np.empty(rows)
 
     def encoder(self, logits: np.ndarray, symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(block table, the symbols' blocks' entries, -log2 p of each symbol)."""
