@@ -3,7 +3,9 @@
 The rule, per row: weights exp(l - max l) over the vocabulary, left unnormalised (constriction
 rescales each table exactly, and the ideal cost uses the same numbers, so both measure one
 distribution); then the escape symbols, sharing ESCAPE_MASS of the total; then zero padding to
-whole blocks. codec/kernel.py computes it, compiled, row by row; this module says what it is and
+whole blocks. codec/kernel.py computes it, compiled, row by row (each weight as exp32(l - m_b) *
+exp(m_b - max l), m_b its block's max: within ~1e-7 relative of exp(l - max l), and the same bits
+in encoder and decoder on any number of threads); this module says what it is and
 hands out the arrays each path needs (`StepTables` for the coder, `ideal` for ideal rows,
 `pair_scores` for the ladder). tests/entropy_reference.py writes the same rule in float64 numpy.
 
