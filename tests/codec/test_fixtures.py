@@ -3,7 +3,8 @@ and their inputs still code to the same bytes, wherever the build and model are 
 
 codec-0.3.0 was made before the compiled kernel (codec/kernel.py), whose build is part of the
 fingerprint: its model and lossy files are refused (exit 4) by every build since; codec-0.4.0 was
-made with the kernel.
+made with the kernel's first build (bpcbench-kernel/1) and is refused in turn by its second, which
+made codec-0.4.0-kernel2.
 
 On another build (a different CPU, llama.cpp or numpy: another codec fingerprint) or model file,
 the decoder must refuse a model-coded file with exit code 4 (Mismatch) instead, so the test can
@@ -24,7 +25,7 @@ from bpcbench.codec.decompress import decompress
 from bpcbench.codec.session import Settings
 
 ROOT = Path(__file__).parents[1] / "data"
-VERSIONS = ("codec-0.3.0", "codec-0.4.0")
+VERSIONS = ("codec-0.3.0", "codec-0.4.0", "codec-0.4.0-kernel2")
 MANIFESTS = {v: json.loads((ROOT / v / "manifest.json").read_text()) for v in VERSIONS}
 FILES = [(v, name) for v in VERSIONS for name in sorted(MANIFESTS[v])]
 

@@ -23,6 +23,12 @@ from bpcbench.llama.lanes import StreamEvaluator
 
 # vocabulary, escapes: blocks that end inside the vocabulary, escapes across a block edge, none at all
 LAYOUTS = [(1000, 3), (300, 5), (49_152, 3), (4096, 0)]
+# The documented float tolerance (issue 22): the kernel's weights are exp32 (float32, ~1e-7 relative)
+# times float64 block scales, summed in float64; bits, tables and NLL within 1e-6 relative of float64 numpy.
+RTOL = 1e-6
+# A weight's error grows with its distance from its block's max (the float32 difference l - m_b rounds):
+# 1e-6 of itself near e^-20 of the max, where it no longer counts; entries are compared with this floor.
+ATOL = RTOL * 1e-6
 
 
 def _logits(rows: int, n_vocab: int, seed: int = 7, scale: float = 4.0) -> np.ndarray:
@@ -48,27 +54,30 @@ def test_tables_and_bits_match_the_float64_reference(n_vocab, n_escapes):
         blocked = ref.blocked(w, f)
         chosen = blocked[np.arange(rows), symbols // f.block]
         outer, inner, bits = tables.encoder(logits, symbols)
-        np.testing.assert_allclose(outer, blocked.sum(axis=2), rtol=1e-13)
-        np.testing.assert_allclose(inner, chosen, rtol=1e-14)
+        np.testing.assert_allclose(outer, blocked.sum(axis=2), rtol=RTOL)
+        np.testing.assert_allclose(inner, chosen, rtol=RTOL, atol=ATOL)
         assert np.array_equal(inner == 0, chosen == 0)  # the padding stays exactly zero
-        np.testing.assert_allclose(bits, ref.ideal_bits(w, symbols), rtol=1e-12)
+        np.testing.assert_allclose(bits, ref.ideal_bits(w, symbols), rtol=RTOL)
         assert np.array_equal(entropy_model.ideal(logits, symbols, n_escapes)[0], bits)  # the ideal path's bits
-        np.testing.assert_allclose(entropy_model.weights(logits, n_escapes), w, rtol=1e-14)
+        np.testing.assert_allclose(entropy_model.weights(logits, n_escapes), w, rtol=RTOL, atol=ATOL)
 
 
 def test_the_plain_nll_leaves_the_escapes_out():
     logits, symbols = _logits(9, 500), np.arange(9) * 50
     bits, nats = entropy_model.ideal(logits, symbols, 4)
-    np.testing.assert_allclose(nats, ref.plain_nats(logits, symbols), rtol=1e-12)
+    np.testing.assert_allclose(nats, ref.plain_nats(logits, symbols), rtol=RTOL)
     np.testing.assert_allclose(bits * np.log(2), nats - np.log(1 - entropy_model.ESCAPE_MASS), rtol=1e-9)
 
 
-def test_exp_is_accurate_to_the_last_bits_and_never_subnormal():
-    x = np.concatenate([np.linspace(-700, 0, 200_001), [-1e-300, -0.0, -np.log(2) / 2]])
-    w = entropy_model.weights(x[None, :].astype(np.float64), 0)[0]  # max 0: w = exp(x)
-    np.testing.assert_allclose(w, np.exp(x), rtol=1e-15)
+def test_exp_is_accurate_and_never_subnormal():
+    x = np.concatenate([np.linspace(-80, 0, 200_001), [-1e-30, -0.0, -np.log(2) / 2]]).astype(np.float32)
+    w = entropy_model.weights(x[None, :], 0)[0]  # max 0: w = exp(x)
+    np.testing.assert_allclose(w, np.exp(x.astype(np.float64)), rtol=3e-7)  # exp32: a few float32 ulps
+    far = np.array([[0.0, -30.0, -79.0, -200.0, -1e4]], dtype=np.float32)  # beyond exp32's floor: block scales
+    np.testing.assert_allclose(entropy_model.weights(far, 0)[0][:3], np.exp(far[0, :3].astype(np.float64)), rtol=3e-7)
     odd = entropy_model.weights(np.array([[0.0, -np.inf, -1e4, np.nan]], dtype=np.float32), 0)[0]
-    assert odd[0] == 1.0 and np.all(odd[1:] == odd[1]) and np.isfinite(np.log2(odd[1])) and odd[1] > 1e-305
+    assert odd[0] == 1.0 and np.all(odd[1:] < 1e-30) and np.all(odd[1:] > np.finfo(np.float64).tiny), odd
+    assert np.all(np.isfinite(np.log2(odd)))
 
 
 def _real_logits(session, text: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -82,8 +91,8 @@ def test_ideal_matches_the_reference_on_real_logits(tiny_session):
     logits, tokens = _real_logits(tiny_session, b"The kernel prices real logits as numpy does. " * 4)
     n_escapes = len(tiny_session.vocab.escape_bytes)
     bits, nats = entropy_model.ideal(logits, tokens, n_escapes)
-    np.testing.assert_allclose(bits, ref.ideal_bits(ref.weights(logits, n_escapes), tokens), rtol=1e-9)
-    np.testing.assert_allclose(nats, ref.plain_nats(logits, tokens), rtol=1e-9)
+    np.testing.assert_allclose(bits, ref.ideal_bits(ref.weights(logits, n_escapes), tokens), rtol=RTOL)
+    np.testing.assert_allclose(nats, ref.plain_nats(logits, tokens), rtol=RTOL)
 
 
 _THREADS_SCRIPT = """

@@ -219,9 +219,9 @@ def test_price_leaves_the_escape_mass_out_of_the_plain_nll():
     x = logits.astype(np.float64)
     plain = np.log(np.exp(x).sum(axis=1)) - x[np.arange(5), np.minimum(symbols, 49)]
     coder = entropy_reference.ideal_bits(entropy_reference.weights(logits, 4), symbols)
-    assert bits == pytest.approx(coder.sum(), rel=1e-12)
+    assert bits == pytest.approx(coder.sum(), rel=1e-6)  # the kernel's float tolerance (codec/kernel.py)
     assert coder[:4] == pytest.approx(plain[:4] / np.log(2) - np.log2(1 - entropy_model.ESCAPE_MASS), rel=1e-12)
-    assert nll == pytest.approx(plain[:4].sum() + coder[4] * np.log(2), rel=1e-12)
+    assert nll == pytest.approx(plain[:4].sum() + coder[4] * np.log(2), rel=1e-6)
 
 
 # -- on the tiny model ---------------------------------------------------------------------
@@ -277,10 +277,10 @@ def test_bits_equal_a_numpy_log_softmax_of_each_window(tiny_session, tiny_tokens
     assert len(wins) >= 2
     got = score(model, vocab, wins, threads=1)
     ref_bits, ref_nll = _reference(model, wins)
-    np.testing.assert_allclose(got.window_bits, ref_bits, rtol=1e-9)
-    assert got.nll == pytest.approx(ref_nll, rel=1e-9)
+    np.testing.assert_allclose(got.window_bits, ref_bits, rtol=1e-6)  # the kernel's float tolerance
+    assert got.nll == pytest.approx(ref_nll, rel=1e-6)
     assert got.n_tokens == sum(len(w.targets) for w in wins)
-    assert got.ppl == pytest.approx(np.exp(ref_nll / got.n_tokens), rel=1e-9)
+    assert got.ppl == pytest.approx(np.exp(ref_nll / got.n_tokens), rel=1e-6)
     assert got.ppl == pytest.approx(2 ** (got.total_bits / got.n_tokens), rel=1e-9)
     assert got.n_bytes == sum(len(vocab.detokenize(w.targets)) for w in wins)
     assert (got.context_mean, got.context_min, got.context_max) == policies.context_stats(wins)

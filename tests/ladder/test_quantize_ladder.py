@@ -208,8 +208,9 @@ def test_block_scores_match_the_direct_formulas():
     lpb, lpq = (log_softmax(x.astype(np.float64), axis=1) for x in (lb, lq))
     for lp, bits in ((lpb, bits_b), (lpq, bits_q)):
         ref = entropy_reference.ideal_bits(entropy_reference.weights(lp, 3), symbols)
-        np.testing.assert_allclose(bits, ref, rtol=1e-12)
-    np.testing.assert_allclose(kld, (np.exp(lpb) * (lpb - lpq)).sum(axis=1), rtol=1e-9, atol=1e-14)
+        np.testing.assert_allclose(bits, ref, rtol=1e-6)  # the kernel's float tolerance (codec/kernel.py)
+    # KLD: its weights' ~1e-7 relative errors leave ~1e-8 nats (measured 1.4e-8 here): allowed 1e-7
+    np.testing.assert_allclose(kld, (np.exp(lpb) * (lpb - lpq)).sum(axis=1), rtol=1e-6, atol=1e-7)
     assert np.array_equal(same, lb.argmax(1) == lq.argmax(1))
 
     _, _, k0, s0 = scoring.block_scores(lb, lb.copy(), symbols, n_escapes=3)

@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 
 from bpcbench.errors import BpcError
-from bpcbench.llama.lanes import MAX_PLAN_LANES, LaneEvaluator, make_plan, plan_chunks, plan_lanes
+from bpcbench.llama.lanes import (
+    MAX_PLAN_LANES,
+    PREFILL_BLOCK,
+    PREFILL_LOGITS_BYTES,
+    LaneEvaluator,
+    make_plan,
+    plan_chunks,
+    plan_lanes,
+    prefill_block,
+)
 
 
 def test_a_lanes_plan_is_one_wave_and_a_chunks_plan_never_slides():
@@ -63,3 +72,10 @@ def test_every_wave_starts_from_an_empty_cache(tiny_session, width):
         for i, j in zip(a, b):
             assert all(np.array_equal(x, y) for x, y in zip(rows[int(i)], rows[int(j)]))
     assert first == list(range(0, 4, width))
+
+
+def test_the_measuring_evaluators_logits_per_call_are_bounded_by_bytes():
+    assert prefill_block(49_152) == PREFILL_BLOCK == 256  # SmolLM2: 48 MiB, unchanged
+    assert prefill_block(262_144) == 64  # Gemma 3: 64 MiB instead of 256
+    assert prefill_block(512) == 256 and prefill_block(1 << 40) == 1
+    assert all(prefill_block(v) * 4 * v <= PREFILL_LOGITS_BYTES for v in (49_152, 151_936, 262_144))

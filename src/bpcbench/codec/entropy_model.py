@@ -3,7 +3,9 @@
 The rule, per row: weights exp(l - max l) over the vocabulary, left unnormalised (constriction
 rescales each table exactly, and the ideal cost uses the same numbers, so both measure one
 distribution); then the escape symbols, sharing ESCAPE_MASS of the total; then zero padding to
-whole blocks. codec/kernel.py computes it, compiled, row by row; this module says what it is and
+whole blocks. codec/kernel.py computes it, compiled, row by row (each weight as exp32(l - m_b) *
+exp(m_b - max l), m_b its block's max: within ~1e-7 relative of exp(l - max l), and the same bits
+in encoder and decoder on any number of threads); this module says what it is and
 hands out the arrays each path needs (`StepTables` for the coder, `ideal` for ideal rows,
 `pair_scores` for the ladder). tests/entropy_reference.py writes the same rule in float64 numpy.
 
@@ -66,8 +68,9 @@ class TwoLevel:
 
 
 def _rows(logits: np.ndarray) -> np.ndarray:
-    logits = np.asarray(logits)
-    return logits if logits.flags.c_contiguous else np.ascontiguousarray(logits)
+    """The kernel's input: C-contiguous float32 rows. llama.cpp's logits already are (no copy is made);
+    anything else (a test's float64 rows) is converted, which can round it."""
+    return np.ascontiguousarray(logits, dtype=np.float32)
 
 
 def _layout(n_vocab: int, n_escapes: int) -> tuple[TwoLevel, float]:
@@ -132,7 +135,8 @@ class StepTables:
         if rows and rows <= len(self._outer):
             return
         self._outer, self._inner = np.empty((rows, self.factor.n_blocks)), np.empty((rows, self.factor.block))
-        self._max, self._escape, self._bits = np.empty(rows), np.empty(rows), np.empty(rows)
+        self._max = np.empty((rows, self.factor.n_blocks), dtype=np.float32)  # the blocks' max logits
+        self._escape, self._bits = np.empty(rows), np.empty(rows)
 
     def encoder(self, logits: np.ndarray, symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(block table, the symbols' blocks' entries, -log2 p of each symbol)."""

@@ -22,7 +22,8 @@ names and definitions of llama.cpp's `perplexity --kl-divergence`:
 
 * KLD per token: Σ_i p_base(i) · (ln p_base(i) − ln p_level(i)), in nats, over the whole
   vocabulary. (llama.cpp stores base log-probabilities in 16 bits and skips terms with
-  p_base < e^-16; we have both distributions in float64 and skip nothing.)
+  p_base < e^-16; we skip nothing: weights within ~1e-7 relative, sums in float64, the KLD
+  within 1e-7 nats of float64 numpy, see codec/kernel.py.)
 * KLD mean ± uncertainty (`stats.mean_and_uncertainty`); median (the mean of the two middle
   values for an even count); p99 by linear interpolation at 0.99·(n − 1).
 * "Same top p": the share of tokens where both models' most likely token is the same.

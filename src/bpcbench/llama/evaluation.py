@@ -15,15 +15,16 @@ from collections.abc import Iterator
 import numpy as np
 
 from bpcbench.llama.binding import Batch, Closeable, Context, Model, logits_rows
+from bpcbench.llama.lanes import PREFILL_BLOCK, prefill_block
 
 
 class PrefillEvaluator(Closeable):
     """One window at a time, in blocks of up to `block` tokens, in a context of `context` KV cells
     (the longest window's length)."""
 
-    def __init__(self, model: Model, *, context: int, threads: int, block: int = 256):
+    def __init__(self, model: Model, *, context: int, threads: int, block: int = PREFILL_BLOCK):
         self.model = model
-        self.block = max(1, min(block, context))
+        self.block = max(1, min(prefill_block(model.n_vocab, block), context))
         self.ctx = Context(model, n_seq=1, n_ctx_per_seq=context, n_batch=self.block, threads=threads)
         self.batch = Batch(self.block)
         self.batch.set_seq_ids([0] * self.block)

@@ -52,6 +52,16 @@ from bpcbench.llama.binding import Batch, Closeable, Context, Model, logits_rows
 MAX_LANES = 256  # llama.cpp refuses a context with more sequences (LLAMA_MAX_SEQ in this build)
 REEVAL_BLOCK = 256  # tokens per llama_decode call when kept tokens are evaluated again
 PREFILL_BLOCK = 256
+# The measuring evaluators' logits per llama_decode call are at most this many bytes: llama.cpp
+# keeps a float32 output buffer of block x vocabulary and the graph's output tensor beside it, so
+# 256 rows of Gemma 3's 262,144 cost 512 MiB; 64 MiB keeps SmolLM2's 256 rows (48 MiB) and gives
+# Gemma 64 (issue 22 item 4: its ideal rows peak within model file + 300 MB).
+PREFILL_LOGITS_BYTES = 64 << 20
+
+
+def prefill_block(n_vocab: int, block: int = PREFILL_BLOCK) -> int:
+    """Tokens per llama_decode call of a measuring evaluator: `block`, fewer for a large vocabulary."""
+    return max(1, min(block, PREFILL_LOGITS_BYTES // (4 * max(1, n_vocab))))
 PLAN_POLICIES = ("lanes", "chunks")  # the layouts make_plan knows
 MAX_PLAN_LANES = 1 << 20  # lanes of one plan (chunks: ⌈n / context⌉); more is a forged file's plan
 
@@ -281,7 +291,7 @@ class StreamEvaluator(_Window):
     """
 
     def __init__(self, model: Model, *, context: int, discard: int, threads: int, block: int = PREFILL_BLOCK):
-        self.block = max(1, min(block, context))
+        self.block = max(1, min(prefill_block(model.n_vocab, block), context))
         self.context, self.discard = context, discard
         super().__init__(model, n_seq=1, context=context, n_batch=self.block, threads=threads, shift=None,
                          slides=discard > 0)
