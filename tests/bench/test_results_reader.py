@@ -169,7 +169,7 @@ def test_not_a_results_file(tmp_path):
     with pytest.raises(BpcError, match="empty file"):
         results.read_csv(tmp_path)
     (tmp_path / "results.csv").write_bytes(b"codec,\xff\n")
-    with pytest.raises(BpcError, match="line 1: cannot read results"):
+    with pytest.raises(BpcError, match="byte 6: not UTF-8 text"):
         results.read_csv(tmp_path)
     with pytest.raises(BpcError, match="no results found"):
         results.read_csv(tmp_path / "nope")

@@ -159,17 +159,21 @@ def text_tables(frame) -> list[str]:
 def _env_lines(env: dict) -> list[str]:
     if not env:
         return []
-    cpu = env.get("cpu", {})
-    mem = env.get("memory_bytes")
-    gpus = ", ".join(g["name"] for g in env.get("gpus", [])) or "none"
-    libs = env.get("libraries", {})
-    git = env.get("git", {})
-    commit = (git.get("commit") or "unknown")[:12] + (" (dirty)" if git.get("dirty") else "")
+
+    def table(d, key: str) -> dict:  # env.json is read as any JSON object: a field of another type shows as unknown
+        return d.get(key) if isinstance(d.get(key), dict) else {}
+
+    cpu, libs, git = table(env, "cpu"), table(env, "libraries"), table(env, "git")
+    mem = env.get("memory_bytes") if isinstance(env.get("memory_bytes"), (int, float)) else None
+    gpu_list = env.get("gpus") if isinstance(env.get("gpus"), list) else []
+    gpus = ", ".join(str(g.get("name")) for g in gpu_list if isinstance(g, dict)) or "none"
+    commit = str(git.get("commit") or "unknown")[:12] + (" (dirty)" if git.get("dirty") else "")
+    flags = cpu.get("simd_flags") if isinstance(cpu.get("simd_flags"), list) else []
     return [
         f"- machine: {cpu.get('model', '?')}, {cpu.get('usable_cores') or cpu.get('logical_cores')} usable cores"
-        f" (SIMD: {' '.join(cpu.get('simd_flags', [])) or '?'}), "
+        f" (SIMD: {' '.join(map(str, flags)) or '?'}), "
         f"{human_bytes(mem) if mem else '?'} RAM, GPU: {gpus}",
-        f"- software: bpcbench {env.get('bpcbench')}, Python {env.get('python', {}).get('version')}, "
+        f"- software: bpcbench {env.get('bpcbench')}, Python {table(env, 'python').get('version')}, "
         f"llama-cpp-python {libs.get('llama_cpp_python')}, git {commit}",
     ]
 
