@@ -36,7 +36,7 @@ from bpcbench import __version__, environment
 from bpcbench.atomic import write_bytes, write_text
 from bpcbench.bench import inputs, results
 from bpcbench.bench import shard as shard_mod
-from bpcbench.bench.runner import SHARD_FILE
+from bpcbench.bench.shard import SHARD_FILE  # not from runner: merge runs no model (numba, llama.cpp unloaded)
 from bpcbench.errors import BpcError
 from bpcbench.schema import Key, check_table
 
@@ -98,7 +98,7 @@ def read_shard(path: str | os.PathLike) -> Shard:
         raise BpcError(f"not a run directory: {d}")
     where = d / SHARD_FILE
     try:
-        record = check_table(inputs.read_json(where), RECORD_KEYS, str(where))
+        record = check_table(inputs.read_json_object(where), RECORD_KEYS, str(where))
     except FileNotFoundError:
         raise BpcError(f"{d}: no {SHARD_FILE}: not a shard (run it with `bpcbench bench --shard K/N`)") from None
     if record["shard"] > record["n"]:

@@ -101,7 +101,7 @@ def previous_run(nightly_dir: Path, current: Path, tag: str = "") -> Path | None
     for p in run_dirs(nightly_dir, tag):
         if p.name == current.name:
             break
-        if (p / DONE_FILE).is_file() and (p / "results.csv").is_file():
+        if (p / DONE_FILE).exists() and (p / "results.csv").exists():  # not regular: refused when read
             finished.append(p)
     for p in reversed(finished):
         if _exit_code(p) == 0:
@@ -113,7 +113,7 @@ def _exit_code(run_dir: Path) -> int | None:
     """nightly.json's exit code (None: it has none); a file that is not a JSON object within inputs'
     limits, or whose exit_code is not an integer, is refused in one line naming it."""
     where = run_dir / DONE_FILE
-    return check_table(inputs.read_json(where), DONE_KEYS, str(where), others=True).get("exit_code")
+    return check_table(inputs.read_json_object(where), DONE_KEYS, str(where), others=True).get("exit_code")
 
 
 @contextmanager

@@ -32,6 +32,7 @@ from bpcbench.corpora import load_manifest
 from bpcbench.errors import BpcError
 
 _SPEC = re.compile(r"^\s*([0-9]{1,9})\s*/\s*([0-9]{1,9})\s*$")
+SHARD_FILE = "shard.json"  # in a shard's run directory: what `bpcbench merge` checks (runner.Runner.shard_record)
 MAX_SHARDS = 100_000  # shards of one run; merge refuses a shard.json that claims more
 _PARAMS = re.compile(r"(?<![a-z0-9.])(\d+(?:\.\d+)?)([mb])(?![a-z])")
 
