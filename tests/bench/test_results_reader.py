@@ -72,7 +72,8 @@ def test_the_writers_file_loads_failed_rows_and_empty_cells_included(run, tmp_pa
     assert (tmp_path / "again.csv").read_text() == (run / "results.csv").read_text()
 
 
-@pytest.mark.parametrize("value", ["abc", "1.2.3", "0x10", "1,5"])
+@pytest.mark.parametrize("value", ["abc", "1.2.3", "0x10", "1,5",
+                                   "\u0661.\u0665", "1_000.5", " 2.5", "2.5\u00a0"])  # float() takes these four
 def test_a_bad_number(run, tmp_path, value):
     d = damaged(tmp_path, run, set_cell(2, "bits_per_byte", value))
     assert f"{value!r} is not a finite number" in refused(d, "row 2 (line 3)", "bits_per_byte")
@@ -84,7 +85,7 @@ def test_nan_or_infinity_where_a_number_is_required(run, tmp_path, value):
     assert "not a finite number" in refused(d, "row 1 (line 2)", "encode_seconds")
 
 
-@pytest.mark.parametrize("value", ["12.5", "1e3", "twelve", "nan"])
+@pytest.mark.parametrize("value", ["12.5", "1e3", "twelve", "nan", "\u0663", "1_000", "\u00b2"])  # int() takes '٣', '1_000'
 def test_a_bad_integer(run, tmp_path, value):
     d = damaged(tmp_path, run, set_cell(3, "corpus_bytes", value))
     assert "is not an integer" in refused(d, "row 3 (line 4)", "corpus_bytes")
