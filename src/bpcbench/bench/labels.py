@@ -83,7 +83,7 @@ def split_views(frame) -> dict:
     """{view: its rows}, views in first-appearance order: one pass over the rows whatever the number
     of views (a pass per view made a report of 20,000 rows take hours)."""
     positions: dict[tuple, list[int]] = {}
-    for i, (_, row) in enumerate(frame.iterrows()):
+    for i, row in enumerate(frame[["corpus_name", "corpus_bytes"]].to_dict("records")):  # not iterrows: 100x
         positions.setdefault(view_key(row), []).append(i)
     return {v: frame.iloc[p] for v, p in positions.items()}
 

@@ -16,6 +16,7 @@ from bpcbench.bench.labels import (
     split_views,
     view_title,
 )
+from bpcbench.report.plots import MAX_BAR_VIEWS, MAX_PANELS
 from bpcbench.stats import pareto_front
 
 
@@ -178,11 +179,16 @@ def _env_lines(env: dict) -> list[str]:
     ]
 
 
-def plots_section(plot_links) -> list[str]:
-    """'## Plots' with one image per (file name, caption), relative to summary.md; nothing without plots."""
+def plots_section(plot_links, n_views: int = 0) -> list[str]:
+    """'## Plots' with one image per (file name, caption), relative to summary.md; nothing without plots.
+    With more corpus views than a figure draws (plots.MAX_PANELS, MAX_BAR_VIEWS), a line says so."""
     if not plot_links:
         return []
     lines = ["## Plots", ""]
+    if n_views > min(MAX_PANELS, MAX_BAR_VIEWS):
+        lines += [f"The plots draw the first corpus views of {n_views:,} (in results.csv order): at most "
+                  f"{MAX_PANELS} panels per figure and {MAX_BAR_VIEWS} bar groups per panel. The tables above "
+                  "have every view.", ""]
     for name, caption in plot_links:
         lines += [f"![{_md_cell(caption)}]({name})", ""]
     return lines
@@ -221,7 +227,8 @@ def summary_markdown(frame, env: dict | None = None, matrix_text: str | None = N
     ]
     if len(frame):
         lines += ["## Overview (bits/byte)", ""] + overview(frame) + [""]
-    for fv in split_views(frame).values():
+    views = split_views(frame)
+    for fv in views.values():
         lines += [f"## {view_title(fv)}", ""] + corpus_table(fv) + [""]
     if failed.any():
         lines += ["## FAILED cells", ""]
@@ -229,7 +236,7 @@ def summary_markdown(frame, env: dict | None = None, matrix_text: str | None = N
             reason = r["error"] if not is_missing(r["error"]) else "round trip failed"
             lines.append(f"- FAILED {codec_label(r)} on {r['corpus_name']}: {reason}")
         lines.append("")
-    lines += plots_section(plot_links)
+    lines += plots_section(plot_links, len(views))
     if matrix_text:
         lines += ["## Matrix", "", "<details><summary>matrix.toml</summary>", "", "```toml",
                   matrix_text.rstrip("\n"), "```", "", "</details>", ""]
