@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from datetime import datetime, timezone
 
@@ -334,3 +335,50 @@ def test_nightly_refuses_a_damaged_previous_run_before_measuring(bench_dir, tmp_
     assert f"{first / 'results.csv'}: row 2 (line 3), column bits_per_byte: 'nan' is not a finite number" in err
     assert {p: p.read_bytes() for p in res.rglob("*") if p.is_file()} == before
     assert [p.name for p in (res / "nightly").iterdir() if p.is_dir()] == ["2026-11-27"]
+
+
+def _refused_before_measuring(argv, res, monkeypatch, capsys, *words):
+    """The night is refused in one line, exit 2, before anything is measured: no new directory, no new file."""
+    before = sorted(p for p in res.rglob("*"))
+    capsys.readouterr()
+    monkeypatch.setattr(nightly, "run_matrix", lambda *a, **k: pytest.fail("measured before validating"))
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1, err
+    for text in words:
+        assert text in err, err
+    assert sorted(p for p in res.rglob("*")) == before
+
+
+@pytest.mark.parametrize("doc, words", [('{"exit_code": "0"}', "exit_code must be an integer, got '0'"),
+                                        ('{"exit_code": 1.0}', "exit_code must be an integer"),
+                                        ("[" * 50 + "]" * 50, "nested 50 levels deep"),
+                                        ("0", "not a JSON object"), ('{"exit_code": 0', "not JSON")])
+def test_nightly_refuses_a_forged_nightly_json(bench_dir, tmp_path, monkeypatch, capsys, doc, words):
+    argv, first, _ = first_night(bench_dir, tmp_path, monkeypatch)
+    (first / "nightly.json").write_text(doc)
+    _refused_before_measuring(argv, tmp_path / "results", monkeypatch, capsys, f"{first / 'nightly.json'}: ", words)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero", "header", "binary"])
+def test_nightly_refuses_a_history_csv_it_cannot_append_to(bench_dir, tmp_path, monkeypatch, capsys, kind):
+    argv, _, _ = first_night(bench_dir, tmp_path, monkeypatch)
+    history = tmp_path / "results" / "history.csv"
+    history.unlink()
+    words = {"fifo": "not a regular file (a FIFO)", "/dev/zero": "not a regular file (a character device)",
+             "header": "does not start with nightly_dir, nightly_utc", "binary": "cannot read"}[kind]
+    if kind == "fifo":
+        os.mkfifo(history)
+    elif kind == "/dev/zero":
+        history.symlink_to("/dev/zero")
+    else:
+        history.write_bytes(b"codec,bits_per_byte\ngzip-9,2.5\n" if kind == "header" else b"\xff\xfe,\x00\n\x80")
+    _refused_before_measuring(argv, tmp_path / "results", monkeypatch, capsys, f"{history}: ", words)
+
+
+def test_nightly_refuses_a_previous_results_csv_that_is_a_fifo(bench_dir, tmp_path, monkeypatch, capsys):
+    argv, first, _ = first_night(bench_dir, tmp_path, monkeypatch)
+    (first / "results.csv").unlink()
+    os.mkfifo(first / "results.csv")
+    _refused_before_measuring(argv, tmp_path / "results", monkeypatch, capsys,
+                              f"{first / 'results.csv'}: not a regular file (a FIFO)")

@@ -44,3 +44,18 @@ def test_the_summary_looks_at_each_row_a_fixed_number_of_times(monkeypatch):
     text = summary_markdown(frame)
     assert text.count("## c") == 40
     assert len(calls) <= 4 * len(frame)  # one pass per table; a pass per view would be 40 x 80
+
+
+def test_plots_draw_a_capped_number_of_views_and_the_summary_says_so(tmp_path):
+    from bpcbench.report import plots
+    from bpcbench.report.render import render
+
+    frame = many_views(40)
+    fig = plots.draw_bpb_vs_speed(frame)
+    assert len([ax for ax in fig.axes if ax.get_title()]) == plots.MAX_PANELS
+    assert "the first 12 of 40 corpus views" in fig._suptitle.get_text()
+    bars = plots.draw_bpb_by_codec(frame)
+    assert len(bars.axes[0].get_xticklabels()) == plots.MAX_BAR_VIEWS
+    results.write_csv(tmp_path / "results.csv", frame)
+    render(tmp_path)
+    assert "The plots draw the first corpus views of 40" in (tmp_path / "summary.md").read_text()

@@ -38,8 +38,10 @@ from bpcbench import stats
 from bpcbench.bench import plausible
 from bpcbench.bench.results import read_csv, row_failed
 from bpcbench.bench.labels import cell_label
+from bpcbench.errors import BpcError
 
 MIN_TIMED_SECONDS = 0.1
+MIN_CELLS = 2  # fewer compared cells: a warning (one) or an error (none: compare_runs)
 KEY = plausible.CELL_COLUMNS  # what makes two rows the same cell; read_csv refuses a cell twice
 
 
@@ -219,9 +221,21 @@ def compare_frames(a, b, bpb_threshold: float = 0.5, speed_threshold: float = 10
 
 def compare_runs(run_a: str | Path, run_b: str | Path, bpb_threshold: float = 0.5,
                  speed_threshold: float = 10.0, require_all: bool = False) -> Comparison:
-    """RUN_A and RUN_B are run directories or results.csv files."""
-    return compare_frames(read_csv(run_a), read_csv(run_b), bpb_threshold, speed_threshold, str(run_a), str(run_b),
-                          require_all)
+    """RUN_A and RUN_B are run directories or results.csv files. No cell in common is an error: a gate
+    that compared nothing would pass anything (one line, exit 2)."""
+    c = compare_frames(read_csv(run_a), read_csv(run_b), bpb_threshold, speed_threshold, str(run_a), str(run_b),
+                       require_all)
+    if not c.cells:
+        raise BpcError(f"nothing compared: no cell of {run_a} ({len(c.missing)}) is in {run_b} ({len(c.added)}); "
+                       f"cells are matched on {', '.join(KEY)}")
+    return c
+
+
+def few_cells_warning(c: Comparison) -> str | None:
+    """The line that says a comparison rests on fewer than MIN_CELLS cells (a gate of one cell is weak), or None."""
+    if len(c.cells) >= MIN_CELLS:
+        return None
+    return f"only {len(c.cells)} cell compared ({len(c.missing)} only in the old run, {len(c.added)} only in the new)"
 
 
 def format_text(c: Comparison) -> str:

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 from bpcbench.atomic import write_text
+from bpcbench.bench import inputs
+from bpcbench.errors import BpcError
 
 INCOMPLETE = "INCOMPLETE.json"  # in a run directory while cells are still to run (left by an interrupted run)
 
@@ -20,7 +22,7 @@ def mark_incomplete(run_dir: Path, done: int, total: int, rounds: tuple[int, int
 def incomplete_note(run_dir: Path) -> str | None:
     """One line for a run that stopped before its last cell, or None."""
     try:
-        doc = json.loads((run_dir / INCOMPLETE).read_text())
+        doc = inputs.read_json_object(run_dir / INCOMPLETE)  # never a FIFO's wait, nor a forged size
         note = (f"INCOMPLETE run: {int(doc['cells_done'])} of {int(doc['cells_total'])} cells measured "
                 f"(interrupted; the missing cells are not in results.csv)")
         r, rounds = int(doc.get("timing_round", 1)), int(doc.get("timing_rounds", 1))
@@ -30,5 +32,5 @@ def incomplete_note(run_dir: Path) -> str | None:
         return note
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, BpcError):
         return "INCOMPLETE run: its INCOMPLETE.json marker is unreadable"

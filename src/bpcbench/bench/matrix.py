@@ -14,6 +14,7 @@ from pathlib import Path
 from bpcbench import corpora as corpora_mod
 from bpcbench import defaults, models
 from bpcbench.baselines import BASELINES
+from bpcbench.bench import inputs
 from bpcbench.bench.matrix_keys import (
     ALL_POLICIES,
     CELL_SETTINGS,
@@ -100,12 +101,10 @@ def load(path: str | os.PathLike) -> Matrix:
     path = Path(path)
     if not path.exists() and defaults.shipped(str(path)):
         path = defaults.shipped(str(path))
-    try:
-        text = path.read_text(encoding="utf-8")
+    try:  # a regular file within its limit: a FIFO named as a matrix would block
+        text = inputs.read_text(path)
     except FileNotFoundError:
         raise BpcError(f"bench matrix not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BpcError(f"{path}: cannot read bench matrix: {getattr(exc, 'strerror', None) or exc}") from None
     return loads(text, path)
 
 

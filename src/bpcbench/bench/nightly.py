@@ -25,6 +25,7 @@ cache; their speeds are then not judged (compare says "cached").
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -38,10 +39,11 @@ from pathlib import Path
 import pandas as pd
 
 from bpcbench.atomic import atomic_open, write_text
-from bpcbench.bench import compare, results
+from bpcbench.bench import compare, inputs, results
 from bpcbench.bench import matrix as matrix_mod
 from bpcbench.bench.runner import LossyStep, RunResult, run_matrix
 from bpcbench.errors import BpcError, OtherSchema
+from bpcbench.schema import Key, check_table
 
 DEFAULT_MATRIX = matrix_mod.NIGHTLY_MATRIX
 NIGHTLY_SUBDIR = "nightly"
@@ -50,6 +52,7 @@ HISTORY_PLOT = "history.png"
 LATEST_FILE = "latest"
 DONE_FILE = "nightly.json"
 LEAD_COLUMNS = ("nightly_dir", "nightly_utc")
+DONE_KEYS = {"exit_code": Key(int, "an integer")}  # what is read back of nightly.json (the rest: for people)
 
 # <YYYY-MM-DD>[-shard-K-of-N][.<n>]
 _NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})((?:-shard-\d+-of-\d+)?)(?:\.(\d+))?$")
@@ -98,7 +101,7 @@ def previous_run(nightly_dir: Path, current: Path, tag: str = "") -> Path | None
     for p in run_dirs(nightly_dir, tag):
         if p.name == current.name:
             break
-        if (p / DONE_FILE).is_file() and (p / "results.csv").is_file():
+        if (p / DONE_FILE).exists() and (p / "results.csv").exists():  # not regular: refused when read
             finished.append(p)
     for p in reversed(finished):
         if _exit_code(p) == 0:
@@ -107,12 +110,10 @@ def previous_run(nightly_dir: Path, current: Path, tag: str = "") -> Path | None
 
 
 def _exit_code(run_dir: Path) -> int | None:
-    try:
-        doc = json.loads((run_dir / DONE_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    code = doc.get("exit_code") if isinstance(doc, dict) else None
-    return code if isinstance(code, int) and not isinstance(code, bool) else None
+    """nightly.json's exit code (None: it has none); a file that is not a JSON object within inputs'
+    limits, or whose exit_code is not an integer, is refused in one line naming it."""
+    where = run_dir / DONE_FILE
+    return check_table(inputs.read_json_object(where), DONE_KEYS, str(where), others=True).get("exit_code")
 
 
 @contextmanager
@@ -139,22 +140,40 @@ def append_history(history: Path, run_dir: Path, nightly_utc: str) -> int:
     results.read_csv). Columns are the union, old ones first, so history written under an older
     schema stays readable (its schema_version says which).
     """
-    def read(path: Path):
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
-
-    new = read(run_dir / "results.csv")
+    new = _read_text_csv(run_dir / "results.csv", inputs.MAX_RESULTS_BYTES)
     new.insert(0, LEAD_COLUMNS[1], nightly_utc)
     new.insert(0, LEAD_COLUMNS[0], run_dir.name)
     with _locked(history.with_name(f".{history.name}.lock")):
-        frame = pd.concat([read(history), new], ignore_index=True, sort=False).fillna("") if history.exists() else new
+        old = read_history(history)
+        frame = new if old is None else pd.concat([old, new], ignore_index=True, sort=False).fillna("")
         with atomic_open(history, "w") as fh:
             frame.to_csv(fh, index=False, lineterminator="\n")
     return len(new)
 
 
-def _previous_rows(previous: Path | None, run_dir: Path):
-    """The previous run's results, read (so validated) before anything is measured or written;
-    None if there is none or it has another schema version (an older bpcbench wrote it)."""
+def _read_text_csv(path: Path, limit: int):
+    """A CSV's cells as text, from a regular file within `limit` bytes; anything else one line."""
+    data = inputs.read_bytes(path, limit)
+    try:
+        return pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, encoding="utf-8")
+    except (ValueError, pd.errors.EmptyDataError) as exc:  # ParserError and UnicodeDecodeError are ValueErrors
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # one line, whatever pandas says
+        raise BpcError(f"{path}: cannot read: {first}") from None
+
+
+def read_history(history: Path):
+    """history.csv's cells as text (None if there is none yet), its first columns LEAD_COLUMNS."""
+    if not history.exists() and not history.is_symlink():
+        return None
+    frame = _read_text_csv(history, inputs.MAX_HISTORY_BYTES)
+    if tuple(frame.columns[:2]) != LEAD_COLUMNS:
+        raise BpcError(f"{history}: header: does not start with {', '.join(LEAD_COLUMNS)}: not a bpcbench history.csv")
+    return frame
+
+
+def _previous_rows(previous: Path | None):
+    """The previous run's results, read (so validated); None if there is none or it has another
+    schema version (an older bpcbench wrote it)."""
     if previous is None:
         return None
     try:
@@ -162,9 +181,25 @@ def _previous_rows(previous: Path | None, run_dir: Path):
     except OtherSchema as exc:
         print(f"bpcbench nightly: not compared with {previous.name}: {exc}", file=sys.stderr)
         return None
-    except BpcError:
-        run_dir.rmdir()  # still empty: a refused night leaves no directory behind
+
+
+def _before_the_run(nightly_dir: Path, run_dir: Path, tag: str, history: Path):
+    """Every input of the night, read and checked before anything is measured or written: the run to
+    compare with, its rows and matrix text, and history.csv. A refusal removes the (still empty) run_dir."""
+    try:
+        previous = previous_run(nightly_dir, run_dir, tag)
+        old = _previous_rows(previous)
+        previous_matrix = None
+        if old is not None:
+            try:
+                previous_matrix = inputs.read_text(previous / "matrix.toml")
+            except FileNotFoundError:
+                pass
+        read_history(history)
+    except BaseException:
+        run_dir.rmdir()  # a refused (or interrupted) night leaves no directory behind
         raise
+    return (previous if old is not None else None), old, previous_matrix
 
 
 @dataclass
@@ -182,18 +217,16 @@ class NightlyResult:
         return 0 if self.run.ok else 1
 
 
-def _compare(previous: Path, old, run_dir: Path, new, matrix_text: str, thresholds: tuple[float, float], out):
+def _compare(previous: Path, old, run_dir: Path, new, matrices: tuple[str | None, str], thresholds: tuple[float, float],
+             out):
     """The night against the last passing one: compare.txt and compare.json, the text on `out`."""
     comparison = compare.compare_frames(old, new, *thresholds, str(previous), str(run_dir),
                                         require_all=True)  # one matrix: a vanished cell is a regression
     text = compare.format_text(comparison)
     write_text(run_dir / "compare.txt", text + "\n")
     write_text(run_dir / "compare.json", compare.format_json(comparison) + "\n")
-    try:
-        if (previous / "matrix.toml").read_text() != matrix_text:
-            text += "\nnote: the matrix changed since the previous run"
-    except OSError:
-        pass
+    if matrices[0] is not None and matrices[0] != matrices[1]:
+        text += "\nnote: the matrix changed since the previous run"
     print(text, file=out)
     return comparison
 
@@ -220,10 +253,8 @@ def run_nightly(matrix_path: str | os.PathLike | None = None, results_dir: str |
     nightly_dir = results_dir / NIGHTLY_SUBDIR
     tag = shard_tag(shard)
     run_dir = new_run_dir(nightly_dir, f"{now:%Y-%m-%d}", tag)
-    previous = previous_run(nightly_dir, run_dir, tag)
-    old = _previous_rows(previous, run_dir)
-    if old is None:
-        previous = None
+    history = results_dir / HISTORY_FILE
+    previous, old, previous_matrix = _before_the_run(nightly_dir, run_dir, tag, history)
     print(f"bpcbench nightly: {run_dir}" + (f" (compared with: {previous.name})" if previous else ""),
           file=sys.stderr)
 
@@ -231,7 +262,6 @@ def run_nightly(matrix_path: str | os.PathLike | None = None, results_dir: str |
                      lossy=lossy, finish=finish)
     new = results.read_csv(run_dir)  # validated before history.csv gets its rows
     nightly_utc = now.isoformat(timespec="seconds")
-    history = results_dir / HISTORY_FILE
     n_hist = append_history(history, run_dir, nightly_utc)
     write_text(nightly_dir / LATEST_FILE, run_dir.name + "\n")
     if plot_history is not None:
@@ -245,7 +275,8 @@ def run_nightly(matrix_path: str | os.PathLike | None = None, results_dir: str |
     if previous is None:
         print("first nightly run, nothing to compare", file=out)
     else:
-        comparison = _compare(previous, old, run_dir, new, m.text, (bpb_threshold, speed_threshold), out)
+        comparison = _compare(previous, old, run_dir, new, (previous_matrix, m.text),
+                              (bpb_threshold, speed_threshold), out)
     result = NightlyResult(run_dir, run, previous, comparison, n_hist)
     write_text(run_dir / DONE_FILE, json.dumps({
         "nightly_utc": nightly_utc, "run_id": run.run_id, "shard": list(shard) if shard else None,

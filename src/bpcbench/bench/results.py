@@ -9,8 +9,10 @@ per byte of the input the row measured (``corpus_bytes``).
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import pandas as pd
 
 from bpcbench import stats
 from bpcbench.atomic import atomic_open
-from bpcbench.bench import migrations, plausible
+from bpcbench.bench import inputs, migrations, plausible
 from bpcbench.bench.migrations import SCHEMA_VERSION
 from bpcbench.errors import BpcError
 from bpcbench.schema import Column
@@ -212,27 +214,33 @@ def to_frame(rows: list[dict]):
     return frame.astype({c.name: _pandas_dtype(c.dtype) for c in COLUMNS})
 
 
+def csv_text(rows_or_frame) -> str:
+    """results.csv's text, as write_csv writes it (merge validates it with read_csv before writing)."""
+    frame = rows_or_frame if isinstance(rows_or_frame, pd.DataFrame) else to_frame(rows_or_frame)
+    return frame.to_csv(index=False, float_format="%.12g", lineterminator="\n")
+
+
 def write_csv(path: str | os.PathLike, rows_or_frame) -> None:
     """Atomic: a reader (or a crash) sees the previous file or this whole one."""
-    frame = rows_or_frame if isinstance(rows_or_frame, pd.DataFrame) else to_frame(rows_or_frame)
     with atomic_open(path, "w") as fh:
-        frame.to_csv(fh, index=False, float_format="%.12g", lineterminator="\n")
+        fh.write(csv_text(rows_or_frame))
 
 
-def read_csv(path: str | os.PathLike):
+def read_csv(path: str | os.PathLike, text: str | None = None):
     """Read a results.csv (a run directory works too), typed by the schema: THE reader of every tool.
 
     Anything the writer does not write is refused with one line naming the file, the row and
     the column, before a caller writes anything: an unknown, missing or repeated column, a row
     of the wrong length, a bad number, NaN or infinity, a boolean not spelled True/False, an
     empty required cell, another schema version, a cell key twice, a value no run can produce
-    (bench/plausible.py). Other empty cells (failed
-    rows, baselines, optional columns) load as NA.
+    (bench/plausible.py); a file that is not a regular one, or is larger than inputs.MAX_RESULTS_BYTES.
+    Other empty cells (failed rows, baselines, optional columns) load as NA. `text`: the file's
+    contents, checked as if they were at `path` (merge's rows, before it writes them there).
     """
     path = Path(path)
-    if path.is_dir():
+    if text is None and path.is_dir():
         path = path / "results.csv"
-    header, rows, lines = _read_rows(path)
+    header, rows, lines = _read_rows(path, text)
     header, rows = migrations.to_current(path, header, rows, SCHEMA_VERSION)
     _check_header(path, header, rows)
     frame = pd.DataFrame(rows, columns=header, dtype=object).reindex(columns=COLUMN_NAMES)
@@ -244,25 +252,22 @@ def read_csv(path: str | os.PathLike):
     return pd.DataFrame({c.name: _typed(frame[c.name], c.dtype) for c in COLUMNS}, index=frame.index)
 
 
-def _read_rows(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
+def _read_rows(path: Path, text: str | None) -> tuple[list[str], list[list[str]], list[int]]:
     """Header, data rows (text, "" = empty) and the line each data row starts on."""
-    try:
-        fh = open(path, newline="", encoding="utf-8")
+    try:  # a regular file within its limit (a FIFO or /dev/zero would block or grow without end)
+        text = inputs.read_text(path, inputs.MAX_RESULTS_BYTES) if text is None else text
     except FileNotFoundError:
         raise BpcError(f"no results found: {path}") from None
-    except OSError as exc:
-        raise BpcError(f"{path}: cannot read results: {exc.strerror or exc}") from None
     rows, lines, end = [], [], 0
-    with fh:
-        reader = csv.reader(fh, strict=True)
-        try:
-            for row in reader:
-                if row:  # a blank line holds no row
-                    rows.append(row)
-                    lines.append(end + 1)
-                end = reader.line_num
-        except (UnicodeDecodeError, csv.Error) as exc:
-            raise BpcError(f"{path}: line {reader.line_num + 1}: cannot read results: {exc}") from None
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        for row in reader:
+            if row:  # a blank line holds no row
+                rows.append(row)
+                lines.append(end + 1)
+            end = reader.line_num
+    except csv.Error as exc:
+        raise BpcError(f"{path}: line {reader.line_num + 1}: cannot read results: {exc}") from None
     if not rows:
         raise BpcError(f"{path}: empty file, not a bpcbench results.csv")
     header = rows[0]
@@ -291,7 +296,9 @@ def _check_header(path: Path, header: list[str], rows: list[list[str]]) -> None:
                        f"{SCHEMA_VERSION}?)")
 
 
-_SPELLING = {"int": (r"-?\d{1,18}", "not an integer"), "bool": (r"True|False", "not True or False")}
+# ASCII digits only: Python's int() and float() also take '٣', '1_000' and ' 2 ', which no writer writes
+_SPELLING = {"int": (r"-?[0-9]{1,18}", "not an integer"), "bool": (r"True|False", "not True or False")}
+_FLOAT = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]{1,4})?")
 
 
 def _column_problems(frame, c: Column) -> list[tuple[int, str]]:
@@ -319,10 +326,8 @@ def _column_problems(frame, c: Column) -> list[tuple[int, str]]:
 
 
 def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        return math.nan
+    """A float as the writer spells it (%.12g), else NaN (refused as not a finite number)."""
+    return float(text) if _FLOAT.fullmatch(text) else math.nan
 
 
 def _typed(cells, dtype: str):

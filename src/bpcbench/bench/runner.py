@@ -42,7 +42,7 @@ from bpcbench.errors import BpcError
 from bpcbench.llama.binding import load_warning, measurement_threads
 from bpcbench.bench.incomplete import INCOMPLETE, mark_incomplete
 
-SHARD_FILE = "shard.json"
+SHARD_FILE = shard_mod.SHARD_FILE  # the record merge reads (bench/shard.py)
 JSON_FILE = "results.json"
 
 

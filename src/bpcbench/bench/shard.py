@@ -31,7 +31,9 @@ from functools import lru_cache
 from bpcbench.corpora import load_manifest
 from bpcbench.errors import BpcError
 
-_SPEC = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+_SPEC = re.compile(r"^\s*([0-9]{1,9})\s*/\s*([0-9]{1,9})\s*$")
+SHARD_FILE = "shard.json"  # in a shard's run directory: what `bpcbench merge` checks (runner.Runner.shard_record)
+MAX_SHARDS = 100_000  # shards of one run; merge refuses a shard.json that claims more
 _PARAMS = re.compile(r"(?<![a-z0-9.])(\d+(?:\.\d+)?)([mb])(?![a-z])")
 
 DEFAULT_MODEL_PARAMS = 100_000_000  # a model whose name says nothing of its size
@@ -48,6 +50,8 @@ def parse(spec: str) -> tuple[int, int]:
     k, n = int(m.group(1)), int(m.group(2))
     if n < 1 or not 1 <= k <= n:
         raise BpcError(f"--shard {spec}: K must be between 1 and N")
+    if n > MAX_SHARDS:
+        raise BpcError(f"--shard {spec}: at most {MAX_SHARDS:,} shards")
     return k, n
 
 

@@ -71,10 +71,12 @@ def cmd_report(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from bpcbench.bench.compare import compare_runs, format_json, format_text
+    from bpcbench.bench.compare import compare_runs, few_cells_warning, format_json, format_text
 
     c = compare_runs(args.run_a, args.run_b, args.bpb_threshold, args.speed_threshold, args.require_all)
     print(format_json(c) if args.json else format_text(c))
+    if (warning := few_cells_warning(c)) is not None:
+        print(f"bpcbench: warning: {warning}", file=sys.stderr)
     return 0 if c.ok else 1
 
 
@@ -138,7 +140,8 @@ def register(sub) -> None:
     p.add_argument("run_dir", help="a run directory (results/<run-id>/)")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("compare", help="compare two runs cell by cell; exit 1 on a regression")
+    p = sub.add_parser("compare",
+                       help="compare two runs cell by cell; exit 1 on a regression, 2 when no cell is in both")
     p.add_argument("run_a", help="old run directory (or its results.csv)")
     p.add_argument("run_b", help="new run directory (or its results.csv)")
     options.add_thresholds(p)

@@ -16,6 +16,7 @@ from bpcbench.bench.labels import (
     split_views,
     view_title,
 )
+from bpcbench.report.plots import MAX_BAR_VIEWS, MAX_PANELS
 from bpcbench.stats import CI_PERCENT, MIN_CI_PIECES, pareto_front
 
 
@@ -159,26 +160,35 @@ def text_tables(frame) -> list[str]:
 def _env_lines(env: dict) -> list[str]:
     if not env:
         return []
-    cpu = env.get("cpu", {})
-    mem = env.get("memory_bytes")
-    gpus = ", ".join(g["name"] for g in env.get("gpus", [])) or "none"
-    libs = env.get("libraries", {})
-    git = env.get("git", {})
-    commit = (git.get("commit") or "unknown")[:12] + (" (dirty)" if git.get("dirty") else "")
+
+    def table(d, key: str) -> dict:  # env.json is read as any JSON object: a field of another type shows as unknown
+        return d.get(key) if isinstance(d.get(key), dict) else {}
+
+    cpu, libs, git = table(env, "cpu"), table(env, "libraries"), table(env, "git")
+    mem = env.get("memory_bytes") if isinstance(env.get("memory_bytes"), (int, float)) else None
+    gpu_list = env.get("gpus") if isinstance(env.get("gpus"), list) else []
+    gpus = ", ".join(str(g.get("name")) for g in gpu_list if isinstance(g, dict)) or "none"
+    commit = str(git.get("commit") or "unknown")[:12] + (" (dirty)" if git.get("dirty") else "")
+    flags = cpu.get("simd_flags") if isinstance(cpu.get("simd_flags"), list) else []
     return [
         f"- machine: {cpu.get('model', '?')}, {cpu.get('usable_cores') or cpu.get('logical_cores')} usable cores"
-        f" (SIMD: {' '.join(cpu.get('simd_flags', [])) or '?'}), "
+        f" (SIMD: {' '.join(map(str, flags)) or '?'}), "
         f"{human_bytes(mem) if mem else '?'} RAM, GPU: {gpus}",
-        f"- software: bpcbench {env.get('bpcbench')}, Python {env.get('python', {}).get('version')}, "
+        f"- software: bpcbench {env.get('bpcbench')}, Python {table(env, 'python').get('version')}, "
         f"llama-cpp-python {libs.get('llama_cpp_python')}, git {commit}",
     ]
 
 
-def plots_section(plot_links) -> list[str]:
-    """'## Plots' with one image per (file name, caption), relative to summary.md; nothing without plots."""
+def plots_section(plot_links, n_views: int = 0) -> list[str]:
+    """'## Plots' with one image per (file name, caption), relative to summary.md; nothing without plots.
+    With more corpus views than a figure draws (plots.MAX_PANELS, MAX_BAR_VIEWS), a line says so."""
     if not plot_links:
         return []
     lines = ["## Plots", ""]
+    if n_views > min(MAX_PANELS, MAX_BAR_VIEWS):
+        lines += [f"The plots draw the first corpus views of {n_views:,} (in results.csv order): at most "
+                  f"{MAX_PANELS} panels per figure and {MAX_BAR_VIEWS} bar groups per panel. The tables above "
+                  "have every view.", ""]
     for name, caption in plot_links:
         lines += [f"![{_md_cell(caption)}]({name})", ""]
     return lines
@@ -217,7 +227,8 @@ def summary_markdown(frame, env: dict | None = None, matrix_text: str | None = N
     ]
     if len(frame):
         lines += ["## Overview (bits/byte)", ""] + overview(frame) + [""]
-    for fv in split_views(frame).values():
+    views = split_views(frame)
+    for fv in views.values():
         lines += [f"## {view_title(fv)}", ""] + corpus_table(fv) + [""]
     if failed.any():
         lines += ["## FAILED cells", ""]
@@ -225,7 +236,7 @@ def summary_markdown(frame, env: dict | None = None, matrix_text: str | None = N
             reason = r["error"] if not is_missing(r["error"]) else "round trip failed"
             lines.append(f"- FAILED {codec_label(r)} on {r['corpus_name']}: {reason}")
         lines.append("")
-    lines += plots_section(plot_links)
+    lines += plots_section(plot_links, len(views))
     if matrix_text:
         lines += ["## Matrix", "", "<details><summary>matrix.toml</summary>", "", "```toml",
                   matrix_text.rstrip("\n"), "```", "", "</details>", ""]

@@ -27,6 +27,20 @@ BPB_VS_SPEED = "bpb_vs_speed.png"
 BPB_VS_MODEL_SIZE = "bpb_vs_model_size.png"
 SWEEP_PLOT = "bpb_vs_context.png"  # only for runs with a context sweep
 RAW_BPB = 8.0  # the input stored as it is: a codec above this line expanded it
+# Views drawn in one figure, the first in results.csv order (summary.md says so, its tables have all):
+# a panel or a bar group per view cannot be read beyond these, and drawing 5,000 panels took hours.
+MAX_PANELS = 12  # bpb_vs_speed and bpb_vs_model_size: one panel per view
+MAX_BAR_VIEWS = 30  # bpb_by_codec: bar groups per panel
+
+
+def capped_title(title: str, shown: int, views: int) -> str:
+    """The figure's title, with the cap said when it cut views."""
+    return title if shown >= views else f"{title}\n(the first {shown} of {views:,} corpus views; summary.md has all)"
+
+
+def _records(frame) -> list[dict]:
+    """Rows as dicts: codec_label and the like read them ~100x faster than iterrows' Series."""
+    return frame.to_dict("records")
 
 
 def _scored_rows(frame):
@@ -58,9 +72,10 @@ def model_size_views(frame) -> list[tuple]:
 
 def draw_bpb_vs_model_size(frame):
     """One panel per corpus with ≥2 model sizes: model file size (log) against bits/byte, baselines as lines."""
-    vs = model_size_views(frame)
-    if not vs:
+    all_views = model_size_views(frame)
+    if not all_views:
         return None
+    vs = all_views[:MAX_PANELS]
     ok = _scored_rows(frame)
     n = len(vs)
     ncols = min(4, n)
@@ -103,8 +118,8 @@ def draw_bpb_vs_model_size(frame):
         ax.grid(True, which="both", alpha=0.3)
     for k in range(len(vs), nrows * ncols):
         axes[k // ncols][k % ncols].axis("off")
-    fig.suptitle("bits per byte vs model size (o coded, △ ideal; dashed: best baseline, dotted: "
-                 f"{REFERENCE_CODEC})", fontsize=10)
+    fig.suptitle(capped_title("bits per byte vs model size (o coded, △ ideal; dashed: best baseline, dotted: "
+                              f"{REFERENCE_CODEC})", n, len(all_views)), fontsize=10)
     return fig
 
 
@@ -141,55 +156,83 @@ def bar_panels(frame) -> list[tuple[str, object, float]]:
             if len(rows) >= 2]
 
 
+def _bar_shapes(panels):
+    """(views shown, their rows as records with a 'label', codec slots) of each panel, MAX_BAR_VIEWS at most."""
+    shapes = []
+    for _, rows, _ in panels:
+        views = list(split_views(rows).values())
+        shown = []
+        for fv in views[:MAX_BAR_VIEWS]:
+            recs = _records(fv)
+            for r in recs:
+                r["label"] = codec_label(r)
+            shown.append((input_label(recs[0]), recs))
+        shapes.append((shown, len(views)))
+    return shapes
+
+
+def _bars(ax, recs, x, width, color, ideal, top):
+    """One codec's bars of a panel in one call (two: with and without an interval), clipped values printed."""
+    from matplotlib.colors import to_rgba
+
+    style = dict(width=width, facecolor=to_rgba(color, 0.4 if ideal else 1.0), hatch="///" if ideal else None,
+                 edgecolor=color if ideal else "white", linewidth=0.8)
+    ys = [float(r["bits_per_byte"]) for r in recs]
+    errs = [_yerr(r) for r in recs]
+    with_ci = [i for i, e in enumerate(errs) if e is not None]
+    without = [i for i, e in enumerate(errs) if e is None]
+    if with_ci:
+        ax.bar([x[i] for i in with_ci], [ys[i] for i in with_ci], capsize=2, ecolor="0.2",
+               yerr=[[errs[i][0][0] for i in with_ci], [errs[i][1][0] for i in with_ci]], **style)
+    if without:
+        ax.bar([x[i] for i in without], [ys[i] for i in without], **style)
+    for xi, y in zip(x, ys):
+        if y > top:  # clipped: the value at the top of the bar
+            ax.annotate(f"{y:.2f}", (xi, top), xytext=(0, -3), textcoords="offset points", ha="center",
+                        va="top", rotation=90, fontsize=7, fontweight="bold", color="white",
+                        bbox={"boxstyle": "round,pad=0.15", "facecolor": "0.2", "lw": 0})
+
+
 def draw_bpb_by_codec(frame):
     """Grouped bars, text and binary corpora in panels of their own: corpus on x, one bar per codec,
-    CI whiskers on model rows; ideal rows hatched and pale (a bound, no file behind it)."""
+    CI whiskers on model rows; ideal rows hatched and pale (a bound, no file behind it). At most
+    MAX_BAR_VIEWS corpus views per panel, one bar call per codec (not per bar)."""
     panels = bar_panels(frame)
     if not panels:
         return None
     from matplotlib.colors import to_rgba
     from matplotlib.patches import Patch
 
+    shapes = _bar_shapes(panels)
     measure_of: dict[str, str] = {}
-    for _, rows, _ in panels:
-        for _, r in rows.iterrows():
-            measure_of.setdefault(codec_label(r), r["measure"])
+    for shown, _ in shapes:
+        for _, recs in shown:
+            for r in recs:
+                measure_of.setdefault(r["label"], r["measure"])
     codecs = list(measure_of)
-    shapes = []  # (views, codecs) of each panel
-    for _, rows, _ in panels:
-        slots = [c for c in codecs if c in {codec_label(r) for _, r in rows.iterrows()}]
-        shapes.append((split_views(rows), slots))
-    ratios = [max(3.0, len(vs) * (0.6 + 0.16 * len(slots))) for vs, slots in shapes]
+    slots = [[c for c in codecs if c in {r["label"] for _, recs in shown for r in recs}] for shown, _ in shapes]
+    ratios = [max(3.0, len(shown) * (0.6 + 0.16 * len(sl))) for (shown, _), sl in zip(shapes, slots)]
     fig = figure(min(22.0, max(7.0, sum(ratios) + 2.0)), 6.0 + 0.25 * math.ceil(len(codecs) / 5))
     axes = fig.subplots(1, len(panels), squeeze=False, width_ratios=ratios)[0]
-    for ax, (title, _, top), (vs, slots) in zip(axes, panels, shapes):
-        width = 0.85 / len(slots)
-        labels = []
-        for k, fv in enumerate(vs.values()):
-            labels.append(input_label(fv.iloc[0]))
-            for _, r in fv.iterrows():
-                label = codec_label(r)
-                x = k - 0.425 + width * (slots.index(label) + 0.5)
-                y = float(r["bits_per_byte"])
-                color = f"C{codecs.index(label) % 10}"
-                ideal = r["measure"] == "ideal"
-                ax.bar([x], [y], width=width, facecolor=to_rgba(color, 0.4 if ideal else 1.0),
-                       hatch="///" if ideal else None, edgecolor=color if ideal else "white", linewidth=0.8,
-                       yerr=_yerr(r), capsize=2, ecolor="0.2")
-                if y > top:  # clipped: the value at the top of the bar
-                    ax.annotate(f"{y:.2f}", (x, top), xytext=(0, -3), textcoords="offset points", ha="center",
-                                va="top", rotation=90, fontsize=7, fontweight="bold", color="white",
-                                bbox={"boxstyle": "round,pad=0.15", "facecolor": "0.2", "lw": 0})
+    for ax, (title, _, top), (shown, n_views), sl in zip(axes, panels, shapes, slots):
+        width = 0.85 / len(sl)
+        for label in sl:
+            at = [(k - 0.425 + width * (sl.index(label) + 0.5), r) for k, (_, recs) in enumerate(shown)
+                  for r in recs if r["label"] == label]
+            _bars(ax, [r for _, r in at], [x for x, _ in at], width, f"C{codecs.index(label) % 10}",
+                  measure_of[label] == "ideal", top)
         if top >= RAW_BPB:
             ax.axhline(RAW_BPB, color="0.5", lw=0.8, ls=":")
             ax.annotate("8: stored raw", (0.99, RAW_BPB), xycoords=("axes fraction", "data"), ha="right",
                         fontsize=7, color="0.35", xytext=(0, 2), textcoords="offset points",
                         bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "alpha": 0.8, "lw": 0})
         ax.set_ylim(0, top)
-        ax.set_xticks(range(len(vs)))
-        ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
+        ax.set_xticks(range(len(shown)))
+        ax.set_xticklabels([name for name, _ in shown], rotation=30, ha="right", fontsize=8)
         ax.set_ylabel("bits/byte (lower is better)")
         ax.set_title(title, fontsize=9)
+        if n_views > len(shown):
+            ax.set_xlabel(f"the first {len(shown)} of {n_views:,} corpus views", fontsize=8)
         ax.grid(True, axis="y", alpha=0.3)
     handles = [Patch(facecolor=to_rgba(f"C{j % 10}", 0.4 if measure_of[c] == "ideal" else 1.0),
                      edgecolor=f"C{j % 10}" if measure_of[c] == "ideal" else "white",
@@ -221,7 +264,8 @@ def speed_panels(frame) -> list[tuple[tuple, object]]:
     for v, rows in split_views(real).items():
         if len(rows) < 2:
             continue
-        front = pareto_front([(float(r["bits_per_byte"]), -float(r["encode_kB_per_s"])) for _, r in rows.iterrows()])
+        points = zip(rows["bits_per_byte"].astype(float), -rows["encode_kB_per_s"].astype(float))
+        front = pareto_front([(float(b), float(s)) for b, s in points])
         panels.append((v, rows.assign(pareto=front)))
     return panels
 
@@ -229,12 +273,13 @@ def speed_panels(frame) -> list[tuple[tuple, object]]:
 def draw_bpb_vs_speed(frame):
     """One panel per corpus: compress speed (log) against bits/byte, a marker per codec, the Pareto
     front as a step line with its points ringed and labelled."""
-    panels = speed_panels(frame)
-    if not panels:
+    all_panels = speed_panels(frame)
+    if not all_panels:
         return None
     from matplotlib.lines import Line2D
 
-    codecs = list(dict.fromkeys(codec_label(r) for _, rows in panels for _, r in rows.iterrows()))
+    panels = all_panels[:MAX_PANELS]
+    codecs = list(dict.fromkeys(codec_label(r) for _, rows in panels for r in _records(rows)))
     style = {c: (f"C{j % 10}", MARKERS[j % len(MARKERS)]) for j, c in enumerate(codecs)}
     n = len(panels)
     ncols = min(3, n)
@@ -269,8 +314,8 @@ def draw_bpb_vs_speed(frame):
     handles = [Line2D([], [], ls="none", marker=style[c][1], color=style[c][0], label=c) for c in codecs]
     handles.append(Line2D([], [], color="0.3", lw=1.2, marker="o", mfc="none", mec="black", label="Pareto front"))
     fig.legend(handles=handles, fontsize=7, ncols=min(4, len(handles)), loc="outside lower center")
-    fig.suptitle("bits per byte against compress speed (coded and baseline rows whose round trip was checked)",
-                 fontsize=10)
+    fig.suptitle(capped_title("bits per byte against compress speed (coded and baseline rows whose round trip was "
+                              "checked)", n, len(all_panels)), fontsize=10)
     return fig
 
 

@@ -3,11 +3,11 @@ so `bpcbench report RUN_DIR` shows an old run with today's formatting."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from bpcbench.atomic import write_text
+from bpcbench.bench import inputs
 from bpcbench.bench.incomplete import incomplete_note
 from bpcbench.bench.results import read_csv
 from bpcbench.errors import BpcError
@@ -21,14 +21,10 @@ def render(run_dir: str | os.PathLike) -> list[Path]:
     if not run_dir.is_dir():
         raise BpcError(f"not a run directory: {run_dir}")
     frame = read_csv(run_dir / "results.csv")
-    env = {}
+    env = inputs.read_env(run_dir)  # a regular file within its limit, else one line: never a FIFO's wait
     try:
-        env = json.loads((run_dir / "env.json").read_text())
-    except (OSError, ValueError):
-        pass
-    try:
-        matrix_text = (run_dir / "matrix.toml").read_text()
-    except OSError:
+        matrix_text = inputs.read_text(run_dir / "matrix.toml")
+    except FileNotFoundError:
         matrix_text = None
     plot_links = []  # (file name, caption) of the plots written now: summary.md links these and no others
     for name, caption, plot in plots.RUN_PLOTS:
