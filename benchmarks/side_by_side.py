@@ -1,7 +1,8 @@
 """bpcbench beside llama.cpp's own tools, on this machine, back to back (issue #22, "Done when").
 
 For each model (SmolLM2 and Gemma 3 by default), in this order, with the same threads and
-OMP_WAIT_POLICY (bpcbench sets it passive unless it is set; the tools inherit it):
+OMP_WAIT_POLICY (bpcbench sets it passive unless it is set; the tools inherit it), after one
+warm-up of our kernels (llama-bench warms up too):
 
 1. `llama-bench -p 256 -n 0 -d 1536 -t T -fa 0`: prefill of 256 tokens at depth 1536;
    beside it our ideal row, policy lanes, context 2048 (StreamEvaluator: one lane prefilled in
@@ -79,6 +80,10 @@ def rows_of(spec: str, data: dict[str, bytes], threads: int, reps: int, tmp: Pat
     rows = []
     with Session(spec) as session:
         path = Path(session.info.path)
+        warm = data["coded"][:300]  # numba's kernels load from their cache on first use: not a row's time
+        cross_entropy.cross_entropy(warm, session, Settings(context=2048, threads=threads))
+        decoding.decompress(coding.compress(warm, session, Settings(context=2048, width=1, threads=threads),
+                                            fallback=False)[0], session, threads=threads)
         ref = llama_bench(path, threads, 256, 0, 1536, reps)
         st = cross_entropy.cross_entropy(data["ideal"], session, Settings(context=2048, threads=threads))
         ours = st.n_tokens / st.seconds

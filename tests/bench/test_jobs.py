@@ -10,6 +10,7 @@ from tiny_matrices import tiny_matrix
 from bpcbench.bench import matrix, results, runner
 from bpcbench.cli import build_parser, main
 from bpcbench.corpora import load_manifest
+from bpcbench.llama.binding import usable_cores
 
 # what a cell measured, as opposed to when and how fast
 SAME = ["codec", "measure", "corpus_name", "corpus_bytes", "input_sha256", "policy", "context_tokens", "threads",
@@ -84,3 +85,18 @@ def test_jobs_flag_bounds(capsys, bad, why):
     assert main(["bench", "-j", bad]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and why in err and "-j/--jobs" in err
+
+
+def test_bench_passes_jobs_to_the_runner(tmp_path, monkeypatch, capsys):
+    seen = {}
+
+    def fake_run(m, out, **kw):
+        seen.update(kw)
+        return runner.RunResult(tmp_path, "r", [])
+
+    monkeypatch.setattr(runner, "run_matrix", fake_run)
+    assert main(["bench", "quick", "-j", "1", "--out", str(tmp_path / "o"), "--format", "csv", "-q"]) == 0
+    assert seen["jobs"] == 1
+    if usable_cores() >= 2:
+        assert main(["bench", "quick", "--jobs", "2", "--out", str(tmp_path / "o"), "-q"]) == 0
+        assert seen["jobs"] == 2
