@@ -114,5 +114,9 @@ def run_pool(cells: list[tuple[int, Cell]], jobs: int, run: tuple, record: Calla
                 row, cached, seconds = failed(cell, f"worker process: {type(exc).__name__}: {exc}".splitlines()[0]), \
                     False, 0.0
             record(index, cell, row, cached, seconds)
+    except BaseException:  # interrupted or terminated: the workers' cells end with the run, not after it
+        for process in list((pool._processes or {}).values()):  # Python < 3.14 has no terminate_workers()
+            process.terminate()
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
