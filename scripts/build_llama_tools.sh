@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# `make llama-tools` (issue #10, "KLD against llama.cpp"): build llama.cpp's `llama-perplexity` from the
-# SAME sources as the project's llama-cpp-python wheel (the sdist's vendor/llama.cpp), for CPU, and
-# install it to <cache root>/tools/llama.cpp-<version>/llama-perplexity (the root as bpcbench's own
-# rule gives it: python -m bpcbench.defaults cache). tests/ladder/test_kld_reference.py uses it.
+# `make llama-tools` (issue #10, "KLD against llama.cpp"; #22, the side-by-side speed script): build
+# llama.cpp's `llama-perplexity` and `llama-bench` from the SAME sources as the project's
+# llama-cpp-python wheel (the sdist's vendor/llama.cpp), for CPU, and install them to
+# <cache root>/tools/llama.cpp-<version>/ (the root as bpcbench's own rule gives it:
+# python -m bpcbench.defaults cache). tests/ladder/test_kld_reference.py uses llama-perplexity,
+# benchmarks/side_by_side.py both.
 #
 #   * the sdist: $SDIST, else $CACHE/sdist/llama_cpp_python-<version>.tar.gz, else `pip download` of it
 #   * cmake as the wheel's build (scikit-build-core): Release, GGML_NATIVE on (the cpu-native flavour;
 #     GGML_NATIVE=OFF for cpu-portable via $CMAKE_ARGS), curl off; flash attention is a runtime flag.
 #     Static libraries (the wheel's are shared) so the installed binary needs nothing beside it.
-#   * only the llama-perplexity target, under nice, $JOBS jobs (default 2)
+#   * only the llama-perplexity and llama-bench targets, under nice, $JOBS jobs (default 2)
 #
-# Idempotent: nothing happens if the binary is already installed. The build folder is temporary and
+# Idempotent: nothing happens if both binaries are already installed. The build folder is temporary and
 # removed on every exit path.
 set -euo pipefail
 
@@ -18,15 +20,19 @@ PYTHON=${PYTHON:-python3}
 VERSION=${LLAMA_CPP_PYTHON:-$("$PYTHON" "$(dirname "$0")/pins.py" llama-cpp-python)}
 CACHE=$(PYTHONPATH="$(dirname "$0")/../src" "$PYTHON" -m bpcbench.defaults cache)
 DEST=$CACHE/tools/llama.cpp-$VERSION
-BIN=$DEST/llama-perplexity
+TOOLS=(llama-perplexity llama-bench)
 SDIST=${SDIST:-$CACHE/sdist/llama_cpp_python-$VERSION.tar.gz}
 JOBS=${JOBS:-2}
 
 say() { echo "[llama-tools $(date -u +%H:%M:%S)] $*" >&2; }
 die() { say "FAILED: $*"; exit 1; }
 
-if [[ -x $BIN ]]; then
-    say "$BIN already built"
+missing=()
+for tool in "${TOOLS[@]}"; do
+    [[ -x $DEST/$tool ]] || missing+=("$tool")
+done
+if (( ${#missing[@]} == 0 )); then
+    say "${TOOLS[*]} already built in $DEST"
     exit 0
 fi
 for tool in cmake c++ make tar; do
@@ -49,6 +55,7 @@ say "unpacking $SDIST"
 tar xzf "$SDIST" -C "$TMP"
 SRC=$TMP/llama_cpp_python-$VERSION/vendor/llama.cpp
 [[ -f $SRC/tools/perplexity/perplexity.cpp ]] || die "no tools/perplexity in $SDIST"
+[[ -f $SRC/tools/llama-bench/llama-bench.cpp ]] || die "no tools/llama-bench in $SDIST"
 
 say "configuring $SRC (Release, GGML_NATIVE=ON, static) ${CMAKE_ARGS:-}"
 # shellcheck disable=SC2086  # CMAKE_ARGS is a list of -D flags, as for the wheel's build
@@ -57,13 +64,16 @@ nice -n 19 cmake -S "$SRC" -B "$TMP/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NAT
     -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=ON ${CMAKE_ARGS:-} >"$TMP/configure.log" 2>&1 \
     || { tail -n 30 "$TMP/configure.log" >&2; die "cmake configure"; }
 
-say "building llama-perplexity with -j$JOBS (a few minutes on 2 cores)"
-nice -n 19 cmake --build "$TMP/build" --config Release --target llama-perplexity -j "$JOBS" \
+say "building ${missing[*]} with -j$JOBS (a few minutes on 2 cores)"
+nice -n 19 cmake --build "$TMP/build" --config Release --target "${missing[@]}" -j "$JOBS" \
     >"$TMP/build.log" 2>&1 || { tail -n 40 "$TMP/build.log" >&2; die "cmake --build"; }
 
-built=$(find "$TMP/build" -type f -name llama-perplexity -perm -u+x | head -1)
-[[ -n $built ]] || die "the build produced no llama-perplexity"
-"$built" --help >/dev/null 2>&1 || die "$built does not run"
 mkdir -p "$DEST"
-cp "$built" "$BIN.part" && mv "$BIN.part" "$BIN"
-say "installed $BIN ($(( $(date +%s) - t0 )) s)"
+for tool in "${missing[@]}"; do
+    built=$(find "$TMP/build" -type f -name "$tool" -perm -u+x | head -1)
+    [[ -n $built ]] || die "the build produced no $tool"
+    "$built" --help >/dev/null 2>&1 || die "$built does not run"
+    cp "$built" "$DEST/$tool.part" && mv "$DEST/$tool.part" "$DEST/$tool"
+    say "installed $DEST/$tool"
+done
+say "built in $(( $(date +%s) - t0 )) s"

@@ -13,7 +13,7 @@ import zstandard
 from tiny_matrices import tiny_matrix
 
 from bpcbench import stats
-from bpcbench.bench import cache, matrix, results, runner
+from bpcbench.bench import cache, matrix, results, runner, workers
 from bpcbench.cli import main
 from bpcbench.codec import compress as codec
 from bpcbench.codec import cross_entropy as ideal
@@ -192,7 +192,7 @@ def test_interrupted_run_resumes_from_the_cache(tmp_path, bench_dir, monkeypatch
             calls.append(self.cell)
             return super().first()
 
-    monkeypatch.setattr(runner, "Measurement", InterruptOnTheModel)
+    monkeypatch.setattr(workers, "Measurement", InterruptOnTheModel)
     with pytest.raises(KeyboardInterrupt):
         runner.run_matrix(m, tmp_path / "a", cache_dir=tmp_path / "cache", progress=False)
     assert len(results.read_csv(tmp_path / "a")) == len(calls) == 4  # the baselines, saved as they finished
@@ -200,7 +200,7 @@ def test_interrupted_run_resumes_from_the_cache(tmp_path, bench_dir, monkeypatch
     assert "INCOMPLETE run: 4 of 6 cells measured" in capsys.readouterr().err
     assert "INCOMPLETE run: 4 of 6 cells measured" in (tmp_path / "a" / "summary.md").read_text()
     calls.clear()
-    monkeypatch.setattr(runner, "Measurement", Counted)
+    monkeypatch.setattr(workers, "Measurement", Counted)
     res = runner.run_matrix(m, tmp_path / "b", cache_dir=tmp_path / "cache", progress=False)
     assert res.ok and res.n_cached == 4
     assert sorted(c.measure for c in calls) == ["ideal", "ideal"]

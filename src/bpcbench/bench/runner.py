@@ -8,6 +8,11 @@
 * With ``shard=(k, n)`` only shard k of n runs (shard.py decides, from the matrix alone,
   balancing estimated cost); ``shard.json`` in the run directory records which cells, of which matrix
   (sha256 of its text), under which versions, so ``bpcbench merge`` can join the shards.
+* With ``jobs=N`` (``bench -j N``) cells run in N spawned worker processes (workers.py), the
+  threads split between them: a model cell that sets no threads gets measurement_threads() // N.
+  The rows are a one-job run's whose cells use those threads, bit for bit; results.csv keeps
+  matrix order whatever order cells finish in. Timings taken beside other cells are not a quiet
+  machine's, so N is in each cell's cache key (N > 1) and in env.json.
 """
 
 from __future__ import annotations
@@ -28,32 +33,17 @@ from tqdm import tqdm
 
 from bpcbench import __version__, defaults, environment
 from bpcbench.atomic import write_text
-from bpcbench.bench import cache, results
+from bpcbench.bench import cache, results, workers
 from bpcbench.bench import shard as shard_mod
 from bpcbench.bench.matrix import BASELINE, Cell, LossyPlan, Matrix
-from bpcbench.bench.measure import (
-    Inputs,
-    Measurement,
-    baseline_round,
-    describe_row,
-    key_material,
-)
+from bpcbench.bench.workers import guarded
+from bpcbench.bench.measure import Inputs, Measurement, baseline_round, describe_row
 from bpcbench.errors import BpcError
 from bpcbench.llama.binding import load_warning, measurement_threads
 from bpcbench.bench.incomplete import INCOMPLETE, mark_incomplete
 
 SHARD_FILE = shard_mod.SHARD_FILE  # the record merge reads (bench/shard.py)
 JSON_FILE = "results.json"
-
-
-def _guarded(row: dict, take) -> None:
-    """row.update(take()); a failure of the cell's own becomes its error, the run goes on."""
-    try:
-        row.update(take())
-    except BpcError as exc:
-        row["error"] = str(exc)
-    except Exception as exc:  # one broken cell must not end the run; it is reported as FAILED
-        row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
 def write_json(run_dir: str | os.PathLike) -> Path:
@@ -141,8 +131,9 @@ class Runner:
                  cache_dir: str | os.PathLike | None = None, progress: bool | None = None,
                  run_id: str | None = None, shard: tuple[int, int] | None = None,
                  formats: Collection[str] | None = None, lossy: LossyStep | None = None,
-                 finish: Callable[[Path], object] | None = None):
+                 finish: Callable[[Path], object] | None = None, jobs: int = 1):
         self.full_matrix = matrix
+        self.jobs = jobs
         self.shard = shard
         # (index in the whole matrix, cell) of the cells this run measures, in matrix order
         self.indexed_cells = list(enumerate(matrix.cells))
@@ -150,11 +141,16 @@ class Runner:
             owners = shard_mod.assign(matrix.cells, shard[1])
             self.indexed_cells = [(i, c) for i, c in self.indexed_cells if owners[i] == shard[0]]
             matrix = replace(matrix, cells=[c for _, c in self.indexed_cells])
+        if jobs > 1:  # the threads split between the workers, fixed here (a worker would see its siblings' load)
+            per_job = max(1, measurement_threads() // jobs)
+            matrix = replace(matrix, cells=[replace(c, threads=per_job) if c.is_llm and not c.threads else c
+                                            for c in matrix.cells])
+            self.indexed_cells = list(zip([i for i, _ in self.indexed_cells], matrix.cells))
         self.matrix = matrix
         self.out_dir = Path(out_dir)
         self.run_id = run_id or defaults.run_id(matrix.name)
-        self.cache = cache.CellCache(Path(cache_dir) if cache_dir is not None else defaults.cache_root(),
-                                     read=use_cache)
+        self.cache_root = Path(cache_dir) if cache_dir is not None else defaults.cache_root()
+        self.cache = cache.CellCache(self.cache_root, read=use_cache)
         self.progress_enabled = progress
         # results.csv is always written; "json" adds results.json, "md" summary.md and the plots (None: all)
         self.formats = {"csv", "json", "md"} if formats is None else set(formats)
@@ -167,27 +163,11 @@ class Runner:
     def run_cell(self, cell: Cell, progress: _Progress) -> tuple[dict, bool, Measurement | None]:
         """-> (row after its first round, served from cache, the measurement still to repeat or None).
         Never raises for a cell's own failure."""
-        row = describe_row(cell, self.inputs, self.run_id, self.host)
-        try:
-            material = key_material(cell, self.inputs)
-        except BpcError as exc:
-            row["error"] = str(exc)
-            return results.finish_row(row), False, None
-        key = row["cell_key"] = cache.key_of(material)
-        hit = self.cache.get(key)
-        if hit is not None:
-            hit.update(run_id=self.run_id, cached=True)
-            return results.finish_row({k: v for k, v in hit.items() if k in results.COLUMN_NAMES}), True, None
-        m = Measurement(cell, self.inputs, progress.phase)
-        _guarded(row, m.first)
-        row = results.finish_row(row)
-        if results.row_failed(row):
-            return row, False, None
-        if cell.repeats <= 1:
-            self.cache.put(key, material, row)
-            return row, False, None
-        self.pending[id(m)] = (key, material)
-        return row, False, m
+        row, cached, m, pending = workers.first_round(cell, self.inputs, self.cache, self.run_id, self.host,
+                                                      progress.phase, self.jobs)
+        if m is not None:
+            self.pending[id(m)] = pending
+        return row, cached, m
 
     def more_rounds(self, done: dict[int, dict], measured: dict[int, Measurement], progress: _Progress,
                     failed: list[str]) -> None:
@@ -207,7 +187,7 @@ class Runner:
                 taken = {i: {"error": f"baseline timing round {r}: {type(exc).__name__}: {exc}"} for i, _ in base}
             for index, m in due:
                 row = done[index]
-                _guarded(row, (lambda value=taken[index]: value) if index in taken else m.again)
+                guarded(row, (lambda value=taken[index]: value) if index in taken else m.again)
                 done[index] = row = results.finish_row(row)
                 if results.row_failed(row):
                     del measured[index]
@@ -271,9 +251,19 @@ class Runner:
                   f"{record['matrix_cells']} cells, estimated cost {share:.2f} x the mean shard "
                   f"(imbalance max/mean {record['imbalance']:.2f})", file=sys.stderr)
         gpu_layers = max((c.n_gpu_layers or 0 for c in self.matrix.cells), default=0)
-        environment.write(self.out_dir / "env.json", environment.collect(gpu_layers))
+        env = environment.collect(gpu_layers)
+        env["bench_jobs"] = self.jobs  # cells measured side by side (bench -j N); each row's threads are its own
+        environment.write(self.out_dir / "env.json", env)
         if (warning := load_warning()) is not None:
             print(f"bpcbench: warning: {warning}", file=sys.stderr)
+
+    def run_pool(self, cells: list[tuple[int, Cell]], record) -> None:
+        """bench -j N (workers.run_pool); a cell whose worker died gets a failed row of its own."""
+        def failed(cell: Cell, why: str) -> dict:
+            return results.finish_row({**describe_row(cell, self.inputs, self.run_id, self.host), "error": why})
+
+        workers.run_pool(cells, self.jobs, (self.run_id, self.host, self.cache_root, self.cache.read, self.jobs),
+                         record, failed)
 
     def run(self) -> RunResult:
         t0 = time.perf_counter()
@@ -285,21 +275,27 @@ class Runner:
         rounds = max((c.repeats for _, c in cells), default=1)
         mark_incomplete(self.out_dir, 0, len(cells))  # removed once the last cell is in
         progress = _Progress(len(cells), self.progress_enabled)
+
+        def record(index: int, cell: Cell, row: dict, cached: bool, seconds: float) -> None:
+            done[index] = row
+            result.n_cached += cached
+            results.write_csv(self.out_dir / "results.csv", [done[i] for i in sorted(done)])
+            progress.cell_done(len(done), cell.label(), row, seconds, cached)
+            mark_incomplete(self.out_dir, len(done), len(cells), (1, rounds))
+
         try:
-            for index, cell in cells:
-                label = cell.label()
-                progress.cells.set_postfix_str(label, refresh=True)
-                t_cell = time.perf_counter()
-                row, cached, m = self.run_cell(cell, progress)
-                done[index] = row
-                if m is not None:
-                    measured[index] = m
-                result.n_cached += cached
-                if results.row_failed(row):
-                    result.failed.append(f"FAILED {label}: {row['error'] or 'round trip failed'}")
-                results.write_csv(self.out_dir / "results.csv", [done[i] for i in sorted(done)])
-                progress.cell_done(len(done), label, row, time.perf_counter() - t_cell, cached)
-                mark_incomplete(self.out_dir, len(done), len(cells), (1, rounds))
+            if self.jobs > 1:
+                self.run_pool(cells, record)
+            else:
+                for index, cell in cells:
+                    progress.cells.set_postfix_str(cell.label(), refresh=True)
+                    t_cell = time.perf_counter()
+                    row, cached, m = self.run_cell(cell, progress)
+                    if m is not None:
+                        measured[index] = m
+                    record(index, cell, row, cached, time.perf_counter() - t_cell)
+            result.failed += [f"FAILED {cell.label()}: {done[i]['error'] or 'round trip failed'}"
+                              for i, cell in cells if results.row_failed(done[i])]  # in run order
             self.more_rounds(done, measured, progress, result.failed)
             if self.matrix.lossy is not None and (self.shard is None or self.shard[0] == 1):
                 result.failed += self.run_lossy(progress)
@@ -321,8 +317,9 @@ class Runner:
 def run_matrix(matrix: Matrix, out_dir: str | os.PathLike | None = None, *, results_dir: str | os.PathLike = "results",
                use_cache: bool = True, cache_dir: str | os.PathLike | None = None, progress: bool | None = None,
                shard: tuple[int, int] | None = None, formats: Collection[str] | None = None,
-               lossy: LossyStep | None = None, finish: Callable[[Path], object] | None = None) -> RunResult:
-    """Run every cell of `matrix` (or only shard (k, n) of them) into out_dir.
+               lossy: LossyStep | None = None, finish: Callable[[Path], object] | None = None,
+               jobs: int = 1) -> RunResult:
+    """Run every cell of `matrix` (or only shard (k, n) of them) into out_dir, `jobs` cells at a time.
 
     out_dir defaults to results/<run-id>/, and to results/<run-id>-shard-K-of-N/ for a shard.
     results.csv is always written; `formats` picks the others: "json" (results.json), "md"
@@ -334,4 +331,4 @@ def run_matrix(matrix: Matrix, out_dir: str | os.PathLike | None = None, *, resu
     if out_dir is None:
         out_dir = Path(results_dir) / (run_id if shard is None else shard_dir_name(run_id, *shard))
     return Runner(matrix, out_dir, use_cache=use_cache, cache_dir=cache_dir, progress=progress,
-                  run_id=run_id, shard=shard, formats=formats, lossy=lossy, finish=finish).run()
+                  run_id=run_id, shard=shard, formats=formats, lossy=lossy, finish=finish, jobs=jobs).run()

@@ -44,7 +44,7 @@ def cmd_bench(args) -> int:
     shard = parse_shard(args.shard) if args.shard else None
     result = run_matrix(m, args.out, use_cache=not args.no_cache,
                         progress=False if args.quiet else None, shard=shard, formats=args.formats,
-                        lossy=lossy_step, finish=render)
+                        lossy=lossy_step, finish=render, jobs=args.jobs)
     if result.rows:  # lzbench-style tables on stdout; the full tables are in summary.md
         print("\n".join(text_tables(results.to_frame(result.rows))))
     main_file = "summary.md" if "md" in args.formats else "results.csv"
@@ -134,6 +134,7 @@ def register(sub) -> None:
     _add_run_options(p, shard="run only shard K of N (1-based), split by estimated cost, the same on every "
                            "machine; default output results/<run-id>-shard-K-of-N/; join the shards with "
                            "`bpcbench merge`")
+    options.add_jobs(p)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("report", help="re-render summary.md and plots of a run from its results.csv")

@@ -66,6 +66,22 @@ def add_threads(p: argparse.ArgumentParser, help: str = "CPU threads for llama.c
     p.add_argument("-t", "--threads", type=thread_count, help=help)
 
 
+def job_count(text: str) -> int:
+    """argparse type: 1 … the usable cores (each worker gets at least one of them)."""
+    value = positive_int(text)
+    if value > usable_cores():
+        raise argparse.ArgumentTypeError(f"{value} jobs are more than the {usable_cores()} usable core(s) "
+                                         "of this machine")
+    return value
+
+
+def add_jobs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-j", "--jobs", type=job_count, default=1,
+                   help="cells measured at once, each in a worker process of its own; a model cell that sets no "
+                        "threads gets the measurement threads // JOBS (results.csv's threads column), with the "
+                        "same bits as a one-job run on those threads (default 1)")
+
+
 def add_gpu_layers(p: argparse.ArgumentParser, help: str = "layers to offload to a GPU build (default 0)") -> None:
     p.add_argument("-ngl", "--n-gpu-layers", type=non_negative_int, dest="n_gpu_layers", help=help)
 
