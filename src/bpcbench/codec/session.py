@@ -128,14 +128,12 @@ class Session(Closeable):
     def encode(self, plan: Plan, tokens: np.ndarray, threads: int, progress=None) -> Encoded:
         """Range-code `tokens` under `plan`, in the model's own slide mode."""
         step = EncoderStep(self.vocab, plan, tokens)
-        kernel.set_threads(threads)
         shift = self.run(plan, step, threads, progress)
         return Encoded(step.payload(), step.piece_bits, shift)
 
     def decode(self, plan: Plan, payload: bytes, threads: int, shift: bool, progress=None) -> np.ndarray:
         """The tokens of a model payload coded under `plan` in slide mode `shift` (the file's)."""
         step = DecoderStep(self.vocab, plan, payload)
-        kernel.set_threads(threads)
         self.run(plan, step, threads, progress, shift=shift)
         return step.tokens
 
@@ -144,6 +142,7 @@ class Session(Closeable):
         empty plan). `shift` None: the model's own mode (the encoder); else the file's (the decoder)."""
         if not plan.lengths:
             return True
+        kernel.set_threads(threads)  # every step's tables (encoder, decoder, lossy) split rows this way
         ev = self.evaluator(plan, threads, shift)
         ev.run(plan, step, on_step(progress, plan))
         return ev.shift
