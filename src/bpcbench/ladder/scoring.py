@@ -38,7 +38,7 @@ tokens of context (BOS included) each had.
 >>> bits_b.round(3).tolist(), bool(np.all(bits_q == bits_b)), kld.tolist(), same.tolist()
 ([0.346, 0.796], True, [0.0, 0.0], [True, True])
 >>> s = summarise([Scores(2, bits_b, bits_b + 1, np.array([0.0, 0.2]), np.array([True, False]))])
->>> s["delta_bits_per_byte"], s["kld_median"], s["top1_agreement_percent"], s["delta_significant"]
+>>> round(s["delta_bits_per_byte"], 9), s["kld_median"], s["top1_agreement_percent"], s["delta_significant"]
 (1.0, 0.1, 50.0, True)
 """
 
