@@ -64,7 +64,8 @@ from bpcbench.llama.lanes import MAX_LANES, Plan, make_plan
 from bpcbench.models import SHA_PREFIX_DIGITS
 
 MAGIC = b"BPCZ"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4  # the newest this bpcbench writes and reads
+READS = (3, 4)
 METHODS = ("stored", "zstd", "model", "lossy")
 CODED = ("model", "lossy")  # methods whose payload is range-coded under the model (the lossy one: codec/lossy.py)
 REGISTRY = ("smollm2-135m", "gemma3-270m")  # ids 1, 2: part of the format; append only
@@ -76,7 +77,16 @@ CODEC_BYTES = 4
 MAX_ORIGINAL_BYTES = 1 << 48  # what any header may claim; decompress applies the user's own, smaller bound
 MAX_NAME_BYTES = 255
 _PADDED_CHUNKS, _REEVAL, _EXPLICIT, _OFFLOAD, _SEGMENTS, _CHUNKS = 4, 8, 16, 32, 64, 128
-LANE_MODEL, LANE_ZSTD, LANE_STORED = 0, 1, 2  # how a lane of a SEGMENTS file is stored
+_RANGES = 4  # version 4's meaning of bit 2 (version 3's retired padded chunks)
+LANE_MODEL, LANE_ZSTD, LANE_STORED = 0, 1, 2  # how a lane of a SEGMENTS file, or a byte range, is stored
+RANGE_METHODS = ("model", "zstd", "stored")  # names of LANE_MODEL, LANE_ZSTD, LANE_STORED
+MAX_RANGES = 1024  # byte ranges of one segment map (split.py never makes more)
+# KV cells a plan may take beyond KV_CELLS_FREE: this many per byte of the payload that codes its
+# lanes (the model's payload and the lanes stored apart), so that a forged plan of 256 one-token
+# lanes gets no gigabytes; the encoder pads a payload that would fall short (payload_bytes), which
+# no plan of the default settings ever needs (32 lanes x 2,048 cells come with > 500 k tokens).
+KV_CELLS_FREE = 4 * 2048
+KV_CELLS_PER_PAYLOAD_BYTE = 64
 _VARINT_BYTES = 8
 _CRC = struct.Struct("<I")
 
@@ -102,6 +112,26 @@ class Header:
     codec: str = ""  # hex, CODEC_BYTES bytes
     lane_methods: tuple[int, ...] = ()  # SEGMENTS: LANE_* of each lane of the plan; () = every lane by the model
     segment_bytes: tuple[int, ...] = ()  # SEGMENTS: payload bytes of each lane not coded by the model, in order
+    # version 4's segment map: (LANE_* method, bytes of the original, bytes in the payload) of each
+    # byte range in order; () = the whole original is the model's (or the method's) stream
+    ranges: tuple[tuple[int, int, int], ...] = ()
+
+    @property
+    def text_bytes(self) -> int:
+        """Bytes of the model's stream: the model ranges joined, or the whole original."""
+        if not self.ranges:
+            return self.original_bytes
+        return sum(n for m, n, _ in self.ranges if m == LANE_MODEL)
+
+    @property
+    def range_payload_bytes(self) -> int:
+        return sum(p for _, _, p in self.ranges)
+
+    @property
+    def version(self) -> int:
+        """The oldest format that holds this file: 3 unless it has a segment map, so a file the
+        previous release could write is written as that release wrote it (and it reads it)."""
+        return 4 if self.ranges else 3
 
     def explicit(self) -> bool:
         return any(getattr(self, k) != LANE_DEFAULTS[k] for k in PLAN_FIELDS[self.policy])
@@ -151,15 +181,21 @@ class Container:
         return len(_pack_header(self.header)) + _CRC.size
 
     @property
+    def range_payloads(self) -> list[bytes]:
+        """The payloads of the byte ranges (version 4's segment map), in order; b"" for a model range."""
+        ends = np.cumsum([0, *(p for _, _, p in self.header.ranges)])
+        return [self.payload[a:b] for a, b in zip(ends[:-1], ends[1:])]
+
+    @property
     def segments(self) -> list[bytes]:
         """The payloads of the lanes not coded by the model (SEGMENTS), in lane order."""
-        ends = np.cumsum([0, *self.header.segment_bytes])
+        ends = self.header.range_payload_bytes + np.cumsum([0, *self.header.segment_bytes])
         return [self.payload[a:b] for a, b in zip(ends[:-1], ends[1:])]
 
     @property
     def model_payload(self) -> bytes:
-        """The range coder's part of the payload (all of it without SEGMENTS)."""
-        return self.payload[sum(self.header.segment_bytes):]
+        """The range coder's part of the payload (all of it without SEGMENTS and ranges)."""
+        return self.payload[self.header.range_payload_bytes + sum(self.header.segment_bytes):]
 
     def to_bytes(self) -> bytes:
         body = _pack_header(self.header) + self.payload
@@ -174,13 +210,14 @@ class Container:
         if blob[4] in (1, 2) and blob[5] == 0:
             raise CorruptInput(f"format version {blob[4]} (bpcbench 0.1, JSON header) is no longer read: "
                                "decompress it with bpcbench 0.1.0 (git 3b4bf35), which reads versions 1 and 2")
-        if blob[4] != FORMAT_VERSION:
-            raise CorruptInput(f"unsupported format version {blob[4]}: this bpcbench reads version {FORMAT_VERSION}")
+        if blob[4] not in READS:
+            raise CorruptInput(f"unsupported format version {blob[4]}: this bpcbench reads versions "
+                               f"{READS[0]} to {READS[-1]}")
         body = memoryview(blob)[: -_CRC.size]
         if zlib.crc32(body) != _CRC.unpack_from(blob, len(blob) - _CRC.size)[0]:  # before any field is used
             raise CorruptInput("compressed file is corrupt or truncated: CRC-32 mismatch")
         reader = _Reader(body, 5)
-        header = _read_header(reader)
+        header = _read_header(reader, blob[4])
         payload = bytes(body[reader.pos :])
         _check_payload(header, payload)
         return cls(header, payload)
@@ -198,8 +235,8 @@ def _varint(value: int) -> bytes:
 def _pack_header(h: Header) -> bytes:
     flags = METHODS.index(h.method) | (_CHUNKS if h.policy == "chunks" else 0)
     flags |= (0 if h.shift else _REEVAL) | (_EXPLICIT if h.explicit() else 0) | (_OFFLOAD if h.n_gpu_layers else 0)
-    flags |= _SEGMENTS if h.lane_methods else 0
-    out = bytearray(MAGIC + bytes([FORMAT_VERSION, flags]))
+    flags |= (_SEGMENTS if h.lane_methods else 0) | (_RANGES if h.ranges else 0)
+    out = bytearray(MAGIC + bytes([h.version, flags]))
     out += _varint(h.original_bytes) + bytes.fromhex(h.original_sha)
     if h.method not in CODED:
         return bytes(out)
@@ -216,6 +253,10 @@ def _pack_header(h: Header) -> bytes:
             out += _varint(h.discard) + _varint(h.min_lane_tokens)
     if h.lane_methods:
         out += bytes(h.lane_methods) + b"".join(map(_varint, h.segment_bytes))
+    if h.ranges:
+        out += _varint(len(h.ranges))
+        for method, n, stored in h.ranges:
+            out += bytes([method]) + _varint(n) + (_varint(stored) if method == LANE_ZSTD else b"")
     return bytes(out)
 
 
@@ -245,10 +286,14 @@ class _Reader:
         raise CorruptInput(f"compressed file's header field {field!r} is too long")
 
 
-def _read_header(r: _Reader) -> Header:
+def _read_header(r: _Reader, version: int) -> Header:
     flags = r.take(1, "flags")[0]
     method = METHODS[flags & 3]
-    if method in CODED and flags & _PADDED_CHUNKS:
+    if version == 4:
+        if flags & _RANGES == 0 or method != "model":
+            raise CorruptInput("compressed file of format version 4 has no segment map, or one outside the model "
+                               "method")
+    elif method in CODED and flags & _PADDED_CHUNKS:
         raise CorruptInput("compressed file was made by the retired padded-chunks layout of bpcbench <= 0.3.0, "
                            "which this version cannot reproduce: decompress it with bpcbench 0.3.0 (git 594b614)")
     original = r.varint("original_bytes", 0, MAX_ORIGINAL_BYTES)
@@ -269,7 +314,44 @@ def _read_header(r: _Reader) -> Header:
         if "discard" in PLAN_FIELDS[h.policy]:
             h = replace(h, discard=r.varint("discard", 1, h.context - 1),
                         min_lane_tokens=r.varint("min_lane_tokens", 1, MAX_ORIGINAL_BYTES))
-    return _read_segments(r, h) if flags & _SEGMENTS else h
+    h = _read_segments(r, h) if flags & _SEGMENTS else h
+    if version == 4:
+        h = _read_ranges(r, h)
+        if h.n_tokens > h.text_bytes:
+            raise CorruptInput(f"compressed file's header field 'n_tokens' is out of range: {h.n_tokens}")
+    return h
+
+
+def _read_ranges(r: _Reader, h: Header) -> Header:
+    """Version 4's segment map: a count, then each range's method byte, its length in the original
+    and (zstd) its frame's length. Lengths only, in order, so ranges can neither overlap nor leave
+    gaps; checked here, before anything is sized from them: the count against MAX_RANGES and
+    against the bytes left in the file (each range takes at least two), each method byte, each
+    length against what is left of the original, neighbours of one method (never written: they
+    would be one range), the sum against the original, and a model range beside another one."""
+    count = r.varint("segment count", 2, MAX_RANGES)
+    if 2 * count > len(r.data) - r.pos:
+        raise CorruptInput(f"compressed file's segment count ({count}) is more than its header holds")
+    ranges, covered = [], 0
+    for i in range(count):
+        method = r.take(1, "segment method")[0]
+        if method > LANE_STORED:
+            raise CorruptInput(f"compressed file's segment {i} has method byte {method}, out of range")
+        if ranges and ranges[-1][0] == method:
+            raise CorruptInput(f"compressed file's segments {i - 1} and {i} have the same method")
+        n = r.varint("segment length", 1, MAX_ORIGINAL_BYTES)
+        if covered + n > h.original_bytes:
+            raise CorruptInput(f"compressed file's segment {i} runs past the end of the original "
+                               f"({covered + n:,} > {h.original_bytes:,} bytes)")
+        covered += n
+        stored = r.varint("segment frame bytes", 1, MAX_ORIGINAL_BYTES) if method == LANE_ZSTD else (
+            n if method == LANE_STORED else 0)
+        ranges.append((method, n, stored))
+    if covered != h.original_bytes:
+        raise CorruptInput(f"compressed file's segments cover {covered:,} of its {h.original_bytes:,} bytes")
+    if all(m != LANE_MODEL for m, _, _ in ranges):
+        raise CorruptInput("compressed file's segment map has no range for the model")
+    return replace(h, ranges=tuple(ranges))
 
 
 def _read_segments(r: _Reader, h: Header) -> Header:
@@ -304,19 +386,30 @@ def _model_name(r: _Reader) -> str:
 
 
 def _check_payload(h: Header, payload: bytes) -> None:
-    n_tokens, coded = h.n_tokens, len(payload) - sum(h.segment_bytes)
-    if coded < 0 or sum(h.segment_bytes) > h.original_bytes:
-        raise CorruptInput("compressed file's lane segments are longer than its payload or its original")
+    lane_bytes, range_bytes = sum(h.segment_bytes), h.range_payload_bytes
+    n_tokens, coded = h.n_tokens, len(payload) - lane_bytes - range_bytes
+    if coded < 0 or lane_bytes > h.text_bytes:
+        raise CorruptInput("compressed file's lane segments or byte ranges are longer than its payload or its original")
     if h.lane_methods:
         lengths = h.plan().lengths
         n_tokens = sum(n for n, m in zip(lengths, h.lane_methods) if m == LANE_MODEL)
     if h.method in CODED and n_tokens > entropy_model.max_tokens(coded):
         raise CorruptInput(f"compressed file claims {n_tokens:,} tokens, more than its {coded:,}-byte "
-                           "payload can hold")
+                           f"payload can hold (at most {entropy_model.TOKENS_PER_PAYLOAD_BYTE} a byte; bpcbench "
+                           "<= 0.4.0 allowed 512: a real file of that kind decodes with 0.4.0)")
+    if h.method in CODED and (cells := h.plan().kv_cells) > kv_cells_paid(coded + lane_bytes):
+        raise CorruptInput(f"compressed file's plan needs {cells:,} KV cells, more than the limit of "
+                           f"{kv_cells_paid(coded + lane_bytes):,} that its {coded + lane_bytes:,}-byte payload pays "
+                           "for (a forged plan)")
     if h.method == "stored" and len(payload) != h.original_bytes:
         raise CorruptInput("compressed file's stored data does not match its length")
     if h.method == "zstd" and not payload:
         raise CorruptInput("compressed file's zstd frame is empty")
+
+
+def kv_cells_paid(payload_bytes: int) -> int:
+    """The most KV cells a plan may take with this many payload bytes coding its lanes."""
+    return KV_CELLS_FREE + KV_CELLS_PER_PAYLOAD_BYTE * payload_bytes
 
 
 def payload_bytes(words: np.ndarray, spent: float, n_tokens: int) -> bytes:
@@ -328,6 +421,14 @@ def payload_bytes(words: np.ndarray, spent: float, n_tokens: int) -> bytes:
     payload = pack_words(words)
     need = entropy_model.payload_bytes_needed(spent, n_tokens)
     return payload if len(payload) >= need else (full + bytes(need))[:need]
+
+
+def pay_for_cells(payload: bytes, kv_cells: int, beside: int = 0) -> bytes:
+    """A model payload long enough that, with `beside` bytes of lanes stored apart, it pays for
+    the plan's KV cells (kv_cells_paid). Zeros appended read as the zeros the trimming removed.
+    No plan of the default settings needs it."""
+    need = -(-(kv_cells - KV_CELLS_FREE) // KV_CELLS_PER_PAYLOAD_BYTE) - beside
+    return payload + bytes(max(0, need - len(payload)))
 
 
 def pack_words(words) -> bytes:
