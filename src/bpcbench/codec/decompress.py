@@ -99,7 +99,7 @@ class _Sink:
     def write(self, piece: bytes) -> None:
         self.n += len(piece)
         if self.n > self.limit:
-            raise CorruptInput("compressed file decodes to more bytes than its header says")
+            raise CorruptInput("decoded data fails its checksum: more bytes than the header says; nothing was written")
         self.sha.update(piece)
         (self.out if self._buf is None else self._buf).write(piece)
 
