@@ -1,10 +1,10 @@
-"""The .bpcz file (format version 3): a binary header a few dozen bytes long, parsed by a small
-strict reader, so that a truncated, bit-flipped or forged file fails with one line before any
-model is loaded or any buffer is sized from it.
+"""The .bpcz file (format versions 3 and 4): a binary header a few dozen bytes long, parsed by a
+small strict reader, so that a truncated, bit-flipped or forged file fails with one line before
+any model is loaded or any buffer is sized from it.
 
 Layout (varint = unsigned LEB128, minimal, at most 8 bytes; fixed integers little-endian):
 
-    b"BPCZ"  u8 version (3)  u8 flags
+    b"BPCZ"  u8 version (3, or 4 with a segment map)  u8 flags
     varint original_bytes    6 bytes: sha256(original)[:6]
     methods "model" and "lossy" only:
         varint n_tokens  varint threads  [flag OFFLOAD: varint n_gpu_layers]  (the encoder's, for messages)
@@ -14,8 +14,12 @@ Layout (varint = unsigned LEB128, minimal, at most 8 bytes; fixed integers littl
                        (otherwise the defaults of this format, LANE_DEFAULTS)
         flag SEGMENTS ("model" only): one byte per lane of the plan, how it is stored (0 by the
                        model, 1 zstd, 2 stored), then a varint payload length per lane not by the model
-    payload: with SEGMENTS, first the segments of the lanes not coded by the model, in lane order
-             (a zstd frame or the lane's bytes), then the model's payload for the other lanes;
+        flag RANGES (version 4, "model" only): the segment map, byte ranges of the original in
+                       order: varint count (2 to MAX_RANGES), then per range u8 method (0 by the
+                       model, 1 zstd, 2 stored), varint length (>= 1), and for zstd a varint frame length
+    payload: with RANGES, first the payload of each range not by the model, in order (a zstd
+             frame or the range's bytes); with SEGMENTS, then the segments of the lanes not coded by
+             the model, in lane order (a zstd frame or the lane's bytes); then the model's payload:
              "model": the range coder's 32-bit words, big-endian, trailing zero bytes trimmed
              (constriction reads missing words as zeros) as far as the decoder's payload check
              allows (entropy_model.min_code_bits);
@@ -23,28 +27,45 @@ Layout (varint = unsigned LEB128, minimal, at most 8 bytes; fixed integers littl
              "zstd": one zstd frame; "stored": the original bytes
     u32 CRC-32 of everything before it
 
-flags: bits 0-1 method (0 stored, 1 zstd, 2 model, 3 lossy); bit 2 the retired padded-chunks
-layout (bpcbench <= 0.3.0), refused; bit 3 the lanes re-evaluate instead of shifting the KV
-cache; bit 4 EXPLICIT; bit 5 OFFLOAD (layers on a GPU); bit 6 SEGMENTS; bit 7 the chunks
-policy (else lanes). All eight bits are taken: another option needs a new format version.
+flags: bits 0-1 method (0 stored, 1 zstd, 2 model, 3 lossy); bit 2 in version 3 the retired
+padded-chunks layout (bpcbench <= 0.3.0), refused; in version 4 RANGES, which version 4 always
+sets; bit 3 the lanes re-evaluate instead of shifting the KV cache; bit 4 EXPLICIT; bit 5 OFFLOAD
+(layers on a GPU); bit 6 SEGMENTS; bit 7 the chunks policy (else lanes).
+
+With RANGES, the model codes the model ranges joined into one stream (of `text_bytes` bytes):
+n_tokens, the plan and SEGMENTS describe that stream, and its bytes are cut back into the model
+ranges in order; the other ranges are decoded on their own and written out in pieces.
+
+Versions: a file is written in the oldest version that holds it (Header.version), so a file
+without a segment map is byte for byte what bpcbench 0.4.0 wrote, and 0.4.0 reads it; version 4
+exists only for the segment map (all eight flag bits of version 3 were taken). Versions 3 and 4
+are read; both under the token and KV-cell rules below, which are stricter than 0.4.0's (512
+tokens a payload byte): a real file beyond them (only a freak, a payload padded for hundreds of
+thousands of near-free tokens) is refused with a message naming the release that reads it.
 
 The plan (llama/lanes.py make_plan) follows from the policy bit, n_tokens and the EXPLICIT
 fields: lanes, min(width, ⌈n_tokens / min_lane_tokens⌉) lanes sliding by `discard` in a window
 of `context`; chunks, ⌈n_tokens / context⌉ lanes that never slide (so no discard field), run
 `width` at a time. The writer puts the format's defaults wherever they give the same plan.
 
-Files with bit 2 were coded by bpcbench <= 0.3.0's padded lockstep evaluator for chunks (every
-call padded to `width` rows), which no longer exists, so their distributions cannot be
-reproduced: they are refused with a message naming the release that reads them. Their chunks
+Files with bit 2 in version 3 were coded by bpcbench <= 0.3.0's padded lockstep evaluator for
+chunks (every call padded to `width` rows), which no longer exists, so their distributions cannot
+be reproduced: they are refused with a message naming the release that reads them. Their chunks
 successors set bit 7 instead, which those releases refuse as an unknown flag: neither is ever
 decoded under the other's layout.
 
 Guarantees: the CRC is checked before any field is read; every field is typed and range-checked,
-with n_tokens <= original_bytes (a token spells at least one byte), at most MAX_PLAN_LANES lanes,
-and the payload length checked against the method (a payload byte may stand for at most 512
-tokens); nothing read here chooses threads, paths or allocation sizes beyond original_bytes,
-which the caller bounds (--max-output-bytes) before decoding. Versions 1 and 2 (JSON headers,
-bpcbench 0.1) are refused with a message naming the release that reads them.
+with n_tokens <= the model's stream (a token spells at least one byte), at most MAX_PLAN_LANES
+lanes; the segment map whole (count bounded by MAX_RANGES and by the bytes left, each method byte
+in range, each length >= 1 and within what is left of the original, the lengths summing to it, so
+ranges can neither overlap nor leave gaps, neighbours of different methods, one range for the
+model) before anything is sized from it; the payload length against the method: at most
+TOKENS_PER_PAYLOAD_BYTE (8) tokens a payload byte beyond SLACK_TOKENS (entropy_model.max_tokens),
+and a plan of at most KV_CELLS_FREE KV cells plus KV_CELLS_PER_PAYLOAD_BYTE a byte of the payload
+that codes its lanes (kv_cells_paid), so the decoder's time and memory follow from the file's
+size, not from its claims. Nothing read here chooses threads, paths or allocation sizes beyond
+original_bytes, which the caller bounds (--max-output-bytes) before decoding. Versions 1 and 2
+(JSON headers, bpcbench 0.1) are refused with a message naming the release that reads them.
 """
 
 from __future__ import annotations

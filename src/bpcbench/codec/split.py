@@ -7,9 +7,9 @@ at memory speed, before any tokenization:
 
 * every byte is marked text-like if it is printable ASCII, tab, newline, form feed or carriage
   return, or part of a well-formed UTF-8 sequence (a lead byte with its continuation bytes);
-* blocks of BLOCK bytes are text when at least TEXT_SHARE of their bytes are text-like (prose,
-  code, markup and logs score ~1.0; random bytes ~0.42, machine code and compressed data below
-  0.6, string tables with their NUL separators below the bar too);
+* blocks of BLOCK bytes are text when at least TEXT_SHARE of their bytes are text-like and at
+  most MAX_NULS are NUL (prose, code, markup and logs score ~1.0; random bytes ~0.42, machine
+  code and compressed data below 0.6; string tables are kept off by their NUL separators);
 * neighbouring blocks of one class merge; a run of text shorter than MIN_TEXT_BYTES between
   non-text is not worth a lane's cold start and goes with the non-text (unless the whole input
   is that run); then each boundary moves to the byte: the text side takes the text-like bytes
@@ -32,6 +32,10 @@ from bpcbench.codec.container import MAX_RANGES
 
 BLOCK = 512
 TEXT_SHARE = 0.95
+# NUL bytes a text block may hold: text files hold none; a block with NULs every few dozen bytes
+# is a symbol or string table (a .so's .dynstr scores 0.95 printable), which the model would
+# take minutes to code for a gain of a few hundred bytes over zstd
+MAX_NULS = 2
 MIN_TEXT_BYTES = 8192
 _CHUNK = 1 << 24  # bytes marked per numpy pass: bounded scratch memory on a large input
 _UTF8 = ((0xC2, 0xDF, 1), (0xE0, 0xEF, 2), (0xF0, 0xF4, 3))  # lead bytes and their continuation count
@@ -61,8 +65,9 @@ def block_classes(data: bytes) -> np.ndarray:
         mask = text_mask(piece)[: min(_CHUNK, len(data) - start)]
         starts = np.arange(0, len(mask), BLOCK)
         counts = np.add.reduceat(mask.astype(np.int32), starts)
+        nuls = np.add.reduceat((np.frombuffer(piece, dtype=np.uint8)[: len(mask)] == 0).astype(np.int32), starts)
         sizes = np.diff(np.append(starts, len(mask)))
-        out.append(counts >= TEXT_SHARE * sizes)
+        out.append((counts >= TEXT_SHARE * sizes) & (nuls <= MAX_NULS))
     return np.concatenate(out) if out else np.zeros(0, dtype=bool)
 
 
