@@ -161,6 +161,12 @@ def _print_stats(direction: str, stats, args) -> None:
         print(json.dumps(stats_json(direction, stats), indent=1, allow_nan=False))
         return
     d = stats.as_dict()
+    if not d["n_tokens"] and d["method"] in ("stored", "zstd"):  # the model never ran (split.py)
+        print(f"{direction}: {d['input_bytes']:,} bytes <-> {d['container_bytes']:,} bytes, no text for the model; "
+              f"stored as {d['method']}, header {d['header_bytes']} bytes\n"
+              f"  {d['seconds']:.2f} s, {d['kb_per_second']:.2f} kB/s, peak RSS {d['peak_rss_mb']:.0f} MiB",
+              file=sys.stderr)
+        return
     lines = [
         f"{direction}: {d['input_bytes']:,} bytes <-> {d['container_bytes']:,} bytes "
         f"(coded payload {d['coded_bytes']:,} bytes), {d['n_tokens']:,} tokens in {d['n_pieces']} "
