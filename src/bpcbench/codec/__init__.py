@@ -4,6 +4,7 @@ tokenization   lossless tokenization with byte escapes
 entropy_model  logits -> coder tables and ideal bits
 range_coder    constriction's range coder over blocks of positions
 split          the cheap test before the model: text and non-text byte ranges
+payload        the coder's words as bytes, padded to pay for tokens and KV cells
 container      the .bpcz file format
 session        a loaded model, the settings, their defaults and the plan they give
 compress       bytes -> container (and the cost statistics)

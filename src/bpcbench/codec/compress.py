@@ -43,9 +43,8 @@ from bpcbench.codec.container import (
     Header,
     coded_header,
     model_lanes,
-    pay_for_cells,
-    payload_bytes,
 )
+from bpcbench.codec.payload import pay_for_cells, payload_bytes
 from bpcbench.codec.session import Prepared, Session, Settings
 from bpcbench.codec.tokenization import Tokenized, Vocabulary
 from bpcbench.llama.lanes import Plan

@@ -16,7 +16,8 @@ Layout (varint = unsigned LEB128, minimal, at most 8 bytes; fixed integers littl
                        model, 1 zstd, 2 stored), then a varint payload length per lane not by the model
         flag RANGES (version 4, "model" only): the segment map, byte ranges of the original in
                        order: varint count (2 to MAX_RANGES), then per range u8 method (0 by the
-                       model, 1 zstd, 2 stored), varint length (>= 1), and for zstd a varint frame length
+                       model, 1 zstd, 2 stored), varint length (>= 1), and for zstd a varint frame length;
+                       n_tokens, the plan and SEGMENTS then describe the model ranges joined (text_bytes)
     payload: with RANGES, first the payload of each range not by the model, in order (a zstd
              frame or the range's bytes); with SEGMENTS, then the segments of the lanes not coded by
              the model, in lane order (a zstd frame or the lane's bytes); then the model's payload:
@@ -27,45 +28,29 @@ Layout (varint = unsigned LEB128, minimal, at most 8 bytes; fixed integers littl
              "zstd": one zstd frame; "stored": the original bytes
     u32 CRC-32 of everything before it
 
-flags: bits 0-1 method (0 stored, 1 zstd, 2 model, 3 lossy); bit 2 in version 3 the retired
-padded-chunks layout (bpcbench <= 0.3.0), refused; in version 4 RANGES, which version 4 always
-sets; bit 3 the lanes re-evaluate instead of shifting the KV cache; bit 4 EXPLICIT; bit 5 OFFLOAD
-(layers on a GPU); bit 6 SEGMENTS; bit 7 the chunks policy (else lanes).
-
-With RANGES, the model codes the model ranges joined into one stream (of `text_bytes` bytes):
-n_tokens, the plan and SEGMENTS describe that stream, and its bytes are cut back into the model
-ranges in order; the other ranges are decoded on their own and written out in pieces.
-
-Versions: a file is written in the oldest version that holds it (Header.version), so a file
-without a segment map is byte for byte what bpcbench 0.4.0 wrote, and 0.4.0 reads it; version 4
-exists only for the segment map (all eight flag bits of version 3 were taken). Versions 3 and 4
-are read; both under the token and KV-cell rules below, which are stricter than 0.4.0's (512
-tokens a payload byte): a real file beyond them (only a freak, a payload padded for hundreds of
-thousands of near-free tokens) is refused with a message naming the release that reads it.
+flags: bits 0-1 method (0 stored, 1 zstd, 2 model, 3 lossy); bit 2: version 3, the retired
+padded-chunks layout of bpcbench <= 0.3.0 (refused, naming the release that reads it), version 4,
+RANGES (always set); bit 3 lanes re-evaluate instead of shifting the KV cache; bit 4 EXPLICIT;
+bit 5 OFFLOAD (layers on a GPU); bit 6 SEGMENTS; bit 7 the chunks policy (else lanes).
 
 The plan (llama/lanes.py make_plan) follows from the policy bit, n_tokens and the EXPLICIT
 fields: lanes, min(width, ⌈n_tokens / min_lane_tokens⌉) lanes sliding by `discard` in a window
-of `context`; chunks, ⌈n_tokens / context⌉ lanes that never slide (so no discard field), run
-`width` at a time. The writer puts the format's defaults wherever they give the same plan.
+of `context`; chunks, ⌈n_tokens / context⌉ lanes that never slide, run `width` at a time. The
+writer puts the format's defaults wherever they give the same plan.
 
-Files with bit 2 in version 3 were coded by bpcbench <= 0.3.0's padded lockstep evaluator for
-chunks (every call padded to `width` rows), which no longer exists, so their distributions cannot
-be reproduced: they are refused with a message naming the release that reads them. Their chunks
-successors set bit 7 instead, which those releases refuse as an unknown flag: neither is ever
-decoded under the other's layout.
+Versions: a file is written in the oldest version that holds it (Header.version): without a
+segment map, version 3, byte for byte what bpcbench 0.4.0 wrote and reads; version 4 is for the
+map alone. Both are read under the rules below (stricter than 0.4.0's 512 tokens a byte);
+versions 1 and 2 (JSON, bpcbench 0.1) are refused naming the release that reads them.
 
-Guarantees: the CRC is checked before any field is read; every field is typed and range-checked,
-with n_tokens <= the model's stream (a token spells at least one byte), at most MAX_PLAN_LANES
-lanes; the segment map whole (count bounded by MAX_RANGES and by the bytes left, each method byte
-in range, each length >= 1 and within what is left of the original, the lengths summing to it, so
-ranges can neither overlap nor leave gaps, neighbours of different methods, one range for the
-model) before anything is sized from it; the payload length against the method: at most
-TOKENS_PER_PAYLOAD_BYTE (8) tokens a payload byte beyond SLACK_TOKENS (entropy_model.max_tokens),
-and a plan of at most KV_CELLS_FREE KV cells plus KV_CELLS_PER_PAYLOAD_BYTE a byte of the payload
-that codes its lanes (kv_cells_paid), so the decoder's time and memory follow from the file's
-size, not from its claims. Nothing read here chooses threads, paths or allocation sizes beyond
-original_bytes, which the caller bounds (--max-output-bytes) before decoding. Versions 1 and 2
-(JSON headers, bpcbench 0.1) are refused with a message naming the release that reads them.
+Guarantees: the CRC is checked before any field is read; every field is typed and range-checked
+(n_tokens <= the model's stream, at most MAX_PLAN_LANES lanes); the segment map whole before
+anything is sized from it (count <= MAX_RANGES and within the bytes left, method bytes in range,
+lengths >= 1 and within what is left of the original, summing to it, so ranges can neither
+overlap nor leave gaps; neighbours of different methods; a model range); the payload against the
+method: at most TOKENS_PER_PAYLOAD_BYTE tokens a byte beyond SLACK_TOKENS (entropy_model), a plan
+of at most payload.kv_cells_paid KV cells: time and memory follow from the file's size, not its
+claims. Nothing read here chooses threads, paths or allocation sizes beyond original_bytes.
 """
 
 from __future__ import annotations
@@ -79,35 +64,27 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from bpcbench.codec import entropy_model
+from bpcbench.codec.payload import kv_cells_paid, pack_words, payload_bytes, unpack_words  # noqa: F401 (the format's)
 from bpcbench.codec.session import Prepared
 from bpcbench.errors import BpcError, CorruptInput
 from bpcbench.llama.lanes import MAX_LANES, Plan, make_plan
 from bpcbench.models import SHA_PREFIX_DIGITS
 
 MAGIC = b"BPCZ"
-FORMAT_VERSION = 4  # the newest this bpcbench writes and reads
-READS = (3, 4)
+FORMAT_VERSION, READS = 4, (3, 4)  # the newest this bpcbench writes; the versions it reads
 METHODS = ("stored", "zstd", "model", "lossy")
 CODED = ("model", "lossy")  # methods whose payload is range-coded under the model (the lossy one: codec/lossy.py)
 REGISTRY = ("smollm2-135m", "gemma3-270m")  # ids 1, 2: part of the format; append only
 LANE_DEFAULTS = {"context": 2048, "width": 32, "discard": 512, "min_lane_tokens": 8192}
 PLAN_FIELDS = {"lanes": ("context", "width", "discard", "min_lane_tokens"), "chunks": ("context", "width")}
-# original and model sha256 prefixes (48 bits): plenty to catch a wrong model or decode
-HASH_BYTES = SHA_PREFIX_DIGITS // 2
+HASH_BYTES = SHA_PREFIX_DIGITS // 2  # original and model sha256 prefixes (48 bits): plenty to catch a wrong one
 CODEC_BYTES = 4
 MAX_ORIGINAL_BYTES = 1 << 48  # what any header may claim; decompress applies the user's own, smaller bound
-MAX_NAME_BYTES = 255
 _PADDED_CHUNKS, _REEVAL, _EXPLICIT, _OFFLOAD, _SEGMENTS, _CHUNKS = 4, 8, 16, 32, 64, 128
 _RANGES = 4  # version 4's meaning of bit 2 (version 3's retired padded chunks)
 LANE_MODEL, LANE_ZSTD, LANE_STORED = 0, 1, 2  # how a lane of a SEGMENTS file, or a byte range, is stored
 RANGE_METHODS = ("model", "zstd", "stored")  # names of LANE_MODEL, LANE_ZSTD, LANE_STORED
 MAX_RANGES = 1024  # byte ranges of one segment map (split.py never makes more)
-# KV cells a plan may take beyond KV_CELLS_FREE: this many per byte of the payload that codes its
-# lanes (the model's payload and the lanes stored apart), so that a forged plan of 256 one-token
-# lanes gets no gigabytes; the encoder pads a payload that would fall short (payload_bytes), which
-# no plan of the default settings ever needs (32 lanes x 2,048 cells come with > 500 k tokens).
-KV_CELLS_FREE = 4 * 2048
-KV_CELLS_PER_PAYLOAD_BYTE = 64
 _VARINT_BYTES = 8
 _CRC = struct.Struct("<I")
 
@@ -150,8 +127,7 @@ class Header:
 
     @property
     def version(self) -> int:
-        """The oldest format that holds this file: 3 unless it has a segment map, so a file the
-        previous release could write is written as that release wrote it (and it reads it)."""
+        """The oldest format that holds this file (3 is what bpcbench 0.4.0 wrote and reads)."""
         return 4 if self.ranges else 3
 
     def explicit(self) -> bool:
@@ -344,12 +320,8 @@ def _read_header(r: _Reader, version: int) -> Header:
 
 
 def _read_ranges(r: _Reader, h: Header) -> Header:
-    """Version 4's segment map: a count, then each range's method byte, its length in the original
-    and (zstd) its frame's length. Lengths only, in order, so ranges can neither overlap nor leave
-    gaps; checked here, before anything is sized from them: the count against MAX_RANGES and
-    against the bytes left in the file (each range takes at least two), each method byte, each
-    length against what is left of the original, neighbours of one method (never written: they
-    would be one range), the sum against the original, and a model range beside another one."""
+    """Version 4's segment map, checked whole as the module docstring says (a range takes at
+    least two bytes, so a count beyond half the bytes left is forged)."""
     count = r.varint("segment count", 2, MAX_RANGES)
     if 2 * count > len(r.data) - r.pos:
         raise CorruptInput(f"compressed file's segment count ({count}) is more than its header holds")
@@ -426,38 +398,3 @@ def _check_payload(h: Header, payload: bytes) -> None:
         raise CorruptInput("compressed file's stored data does not match its length")
     if h.method == "zstd" and not payload:
         raise CorruptInput("compressed file's zstd frame is empty")
-
-
-def kv_cells_paid(payload_bytes: int) -> int:
-    """The most KV cells a plan may take with this many payload bytes coding its lanes."""
-    return KV_CELLS_FREE + KV_CELLS_PER_PAYLOAD_BYTE * payload_bytes
-
-
-def payload_bytes(words: np.ndarray, spent: float, n_tokens: int) -> bytes:
-    """The coder's words as trimmed bytes, but never so short that the decoder's payload checks
-    would refuse them (zeros added back, or appended: the decoder reads missing words as zeros)."""
-    full = np.asarray(words, dtype=">u4").tobytes()
-    if entropy_model.payload_bytes_needed(spent, 0) > len(full):  # fewer bytes than the information coded
-        raise BpcError(f"internal error: the range coder wrote {len(full)} bytes for {spent:.0f} bits")
-    payload = pack_words(words)
-    need = entropy_model.payload_bytes_needed(spent, n_tokens)
-    return payload if len(payload) >= need else (full + bytes(need))[:need]
-
-
-def pay_for_cells(payload: bytes, kv_cells: int, beside: int = 0) -> bytes:
-    """A model payload long enough that, with `beside` bytes of lanes stored apart, it pays for
-    the plan's KV cells (kv_cells_paid). Zeros appended read as the zeros the trimming removed.
-    No plan of the default settings needs it."""
-    need = -(-(kv_cells - KV_CELLS_FREE) // KV_CELLS_PER_PAYLOAD_BYTE) - beside
-    return payload + bytes(max(0, need - len(payload)))
-
-
-def pack_words(words) -> bytes:
-    """Range-coder words -> payload bytes: big-endian, so a final word's zero low bytes trim away."""
-    return np.asarray(words, dtype=">u4").tobytes().rstrip(b"\0")
-
-
-def unpack_words(payload: bytes):
-    """Payload bytes -> words, the trimmed zeros put back (a whole trimmed word is read as zero anyway)."""
-    padded = payload + b"\0" * (-len(payload) % 4)
-    return np.frombuffer(padded, dtype=">u4").astype(np.uint32)
