@@ -117,3 +117,10 @@ def test_pure_text_is_written_as_before(tiny_session):
     blob, stats = codec.compress(ALICE[:3000], tiny_session, SMALL)
     assert blob[4] == 3 and stats.segments == [(Container.from_bytes(blob).header.method, 3000,
                                                 len(Container.from_bytes(blob).payload))]
+
+
+@pytest.mark.parametrize("data, text", [(b"a", True), (b"hi", True), (b"\xc3\xa9", True), (b"\xe2\x82\xac", True),
+                                        (b"\xc3", False), (b"\xe2\x82", False), (b"\0\1", False)])
+def test_inputs_shorter_than_a_utf8_sequence(data, text):
+    """1 to 3 bytes: shorter than the longest UTF-8 sequence (this once raised in the mask's shifts)."""
+    assert split.text_ranges(data) == [(text, len(data))]

@@ -49,6 +49,8 @@ def text_mask(data: bytes) -> np.ndarray:
     ok = ((b >= 0x20) & (b < 0x7F)) | (b == 9) | (b == 10) | (b == 12) | (b == 13)
     cont = (b & 0xC0) == 0x80
     for lo, hi, k in _UTF8:
+        if n <= k:  # no room for a whole sequence (and the shifts below need k < n)
+            continue
         whole = (b >= lo) & (b <= hi)
         whole[max(0, n - k):] = False  # a sequence cut by the end of the input is not well formed
         for j in range(1, k + 1):
