@@ -29,13 +29,18 @@ def counting_view_key(monkeypatch) -> list:
     return calls
 
 
-def test_split_views_reads_each_row_once(monkeypatch):
+def test_views_are_found_reading_each_row_once(monkeypatch):
     frame = many_views(40)
+    frame = frame.iloc[list(range(0, 80, 2)) + list(range(1, 80, 2))]  # every gzip row, then every model row
     calls = counting_view_key(monkeypatch)
-    groups = labels.split_views(frame)
+    positions = labels.view_positions(frame)
     assert len(calls) == len(frame) == 80
-    assert list(groups) == [(f"c{k}", 20_000) for k in range(40)]
-    assert all(len(g) == 2 and set(g["corpus_name"]) == {v[0]} for v, g in groups.items())
+    assert positions == {(f"c{k}", 20_000): [k, 40 + k] for k in range(40)}
+    assert list(positions) == [(f"c{k}", 20_000) for k in range(40)]  # first-appearance order
+    groups = labels.group_rows(frame.to_dict("records"))
+    assert len(calls) == 2 * len(frame)
+    assert {v: [(r["corpus_name"], r["codec"]) for r in rows] for v, rows in groups.items()} == {
+        v: [(v[0], "gzip-9"), (v[0], "llm:m")] for v in positions}
 
 
 def test_the_summary_looks_at_each_row_a_fixed_number_of_times(monkeypatch):
