@@ -75,11 +75,6 @@ def view_key(row) -> tuple:
     return (row["corpus_name"], None if n is None else int(n))
 
 
-def views(frame) -> list[tuple]:
-    """(corpus name, measured bytes) in first-appearance order."""
-    return list(view_positions(frame))
-
-
 def view_positions(frame) -> dict:
     """{view: positions of its rows in the frame}, views in first-appearance order: one pass over
     the rows whatever the number of views (a pass per view made a report of 20,000 rows take hours).
