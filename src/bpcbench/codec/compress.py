@@ -26,7 +26,7 @@ import numpy as np
 import zstandard
 
 from bpcbench import stats
-from bpcbench.codec import entropy_model, kernel, range_coder
+from bpcbench.codec import entropy_model, kernel, mixing, range_coder
 from bpcbench.codec.container import (
     LANE_MODEL,
     LANE_STORED,
@@ -69,6 +69,8 @@ class Stats:
     # coded_bytes stays the model's coding of the whole input, whichever way the file stores it
     header_bytes: int = 0  # container bytes that are not payload (magic, header, CRC)
     peak_rss_mb: float | None = None  # filled in by the caller, which measures with environment.PeakMemory
+    mix: str = "none"  # what was mixed with the model's distribution (codec/mixing.py)
+    mix_state: str = ""  # a hash of the mixer's state after the file (both ends must end equal)
 
     @property
     def ideal_bits_per_byte(self) -> float:
@@ -128,16 +130,18 @@ def compress(data: bytes, session: Session, settings: Settings | None = None, pr
     t0 = time.perf_counter()
     job = session.prepare(data, settings)
     s, plan = job.settings, job.plan
-    payload, piece_bits, shift = _code_tokens(session, plan, job.tokens, s.threads, progress)
+    payload, piece_bits, shift, mixed = _code_tokens(session, plan, job.tokens, s, progress)
     container = Container(coded_header("model", data, job, shift), payload)
+    states = {id(container): mixed}
     if fallback:
-        segmented = _segmented(container, job, piece_bits, session, progress)
+        segmented = _segmented(container, job, piece_bits, session, progress, states)
         container = min([container, *segmented, *_fallbacks(data, container.header)], key=lambda c: len(c.to_bytes()))
     blob = container.to_bytes()
     st = Stats.measured(data, job.tokenized, plan.lengths, piece_bits, plan.context_lengths(), session.vocab, t0,
                         container_bytes=len(blob), coded_bytes=len(payload), policy=s.policy, context=s.context,
                         lanes=plan.n_lanes, method=container.header.method, header_bytes=container.header_bytes,
-                        segment_lanes=sum(m != LANE_MODEL for m in container.header.lane_methods))
+                        segment_lanes=sum(m != LANE_MODEL for m in container.header.lane_methods),
+                        mix=s.mix, mix_state=states.get(id(container), ""))
     return blob, st
 
 
@@ -156,7 +160,8 @@ def lane_choice(raw: bytes, model_bits: float) -> tuple[int, bytes]:
     return (method, seg) if len(seg) + 3 < model_bits / 8 else (LANE_MODEL, b"")  # + its length varint
 
 
-def _segmented(whole: Container, job: Prepared, piece_bits: np.ndarray, session: Session, progress) -> list[Container]:
+def _segmented(whole: Container, job: Prepared, piece_bits: np.ndarray, session: Session, progress,
+               states: dict) -> list[Container]:
     """The container with each lane stored the cheapest way, when some lane is cheaper as zstd
     or as it is than by the model (by its ideal bits, which the range coder meets closely); []
     if none is, or all are (the whole-file fallbacks cover that). The model's lanes are coded
@@ -173,17 +178,20 @@ def _segmented(whole: Container, job: Prepared, piece_bits: np.ndarray, session:
         return []
     coded = model_lanes(plan, methods)  # the decoder's own rule for the plan it evaluates
     keep = np.concatenate([tokens[offs[i] : offs[i + 1]] for i, m in enumerate(methods) if m == LANE_MODEL])
-    payload, _, shift = _code_tokens(session, coded, keep, job.settings.threads, progress)
+    payload, _, shift, mixed = _code_tokens(session, coded, keep, job.settings, progress)
     header = replace(whole.header, shift=shift, lane_methods=tuple(methods),
                      segment_bytes=tuple(len(s) for s in segments))
-    return [Container(header, b"".join(segments) + payload)]
+    container = Container(header, b"".join(segments) + payload)
+    states[id(container)] = mixed
+    return [container]
 
 
-def _code_tokens(session: Session, plan: Plan, tokens: np.ndarray, threads: int, progress):
-    """Range-code `tokens` under the plan: (payload bytes, ideal bits per lane, KV-shift mode)."""
-    offs = plan.offsets()
+def _code_tokens(session: Session, plan: Plan, tokens: np.ndarray, settings: Settings, progress):
+    """Range-code `tokens` under the plan: (payload bytes, ideal bits per lane, KV-shift mode, mixer state)."""
+    offs, threads = plan.offsets(), settings.threads
     enc = range_coder.Encoder()
-    scratch = entropy_model.StepTables(session.vocab.n_symbols, len(session.vocab.escape_bytes))
+    scratch = mixing.step_tables(settings.mix, session.vocab.n_symbols, len(session.vocab.escape_bytes), plan.width,
+                                 max(plan.lengths, default=1))
     factor = scratch.factor
     piece_bits = np.zeros(plan.n_lanes)
     spent = 0.0  # summed exactly as the decoder sums it (decompress._decode_tokens)
@@ -192,7 +200,7 @@ def _code_tokens(session: Session, plan: Plan, tokens: np.ndarray, threads: int,
     def step(piece_ids: np.ndarray, t: int, logits: np.ndarray) -> np.ndarray:
         nonlocal spent
         symbols = tokens[offs[piece_ids] + t]
-        outer, within_tables, bits = scratch.encoder(logits, symbols)
+        outer, within_tables, bits = scratch.encoder(logits, symbols, piece_ids)
         piece_bits[piece_ids] += bits
         blocks, within = factor.split(symbols)
         enc.encode(blocks, outer)
@@ -201,4 +209,4 @@ def _code_tokens(session: Session, plan: Plan, tokens: np.ndarray, threads: int,
         return session.vocab.model_input(symbols)
 
     shift = session.run(plan, step, threads, progress)
-    return payload_bytes(enc.finish(), spent, plan.n_tokens), piece_bits, shift
+    return payload_bytes(enc.finish(), spent, plan.n_tokens), piece_bits, shift, scratch.digest()

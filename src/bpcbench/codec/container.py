@@ -1,15 +1,17 @@
-"""The .bpcz file (format version 3): a binary header a few dozen bytes long, parsed by a small
-strict reader, so that a truncated, bit-flipped or forged file fails with one line before any
-model is loaded or any buffer is sized from it.
+"""The .bpcz file (format version 3, or 4 for a file whose model is mixed): a binary header a few
+dozen bytes long, parsed by a small strict reader, so that a truncated, bit-flipped or forged file
+fails with one line before any model is loaded or any buffer is sized from it.
 
 Layout (varint = unsigned LEB128, minimal, at most 8 bytes; fixed integers little-endian):
 
-    b"BPCZ"  u8 version (3)  u8 flags
+    b"BPCZ"  u8 version (3; 4 when the mix field is there)  u8 flags
     varint original_bytes    6 bytes: sha256(original)[:6]
     methods "model" and "lossy" only:
         varint n_tokens  varint threads  [flag OFFLOAD: varint n_gpu_layers]  (the encoder's, for messages)
         u8 model: 0 = named (u8 length, UTF-8 file name; never used as a path), k >= 1 = REGISTRY[k - 1]
         6 bytes: sha256(model)[:6]   4 bytes: codec fingerprint (build, numpy, coder, vocabulary)
+        version 4, "model" only: u8 mix, k >= 1 = mixing.MODES[k] (what is mixed with the model's
+                       distribution: 1 the match model); a version 3 file mixes nothing
         flag EXPLICIT: varint context, varint width, lanes also varint discard, varint min_lane_tokens
                        (otherwise the defaults of this format, LANE_DEFAULTS)
         flag SEGMENTS ("model" only): one byte per lane of the plan, how it is stored (0 by the
@@ -26,7 +28,10 @@ Layout (varint = unsigned LEB128, minimal, at most 8 bytes; fixed integers littl
 flags: bits 0-1 method (0 stored, 1 zstd, 2 model, 3 lossy); bit 2 the retired padded-chunks
 layout (bpcbench <= 0.3.0), refused; bit 3 the lanes re-evaluate instead of shifting the KV
 cache; bit 4 EXPLICIT; bit 5 OFFLOAD (layers on a GPU); bit 6 SEGMENTS; bit 7 the chunks
-policy (else lanes). All eight bits are taken: another option needs a new format version.
+policy (else lanes). All eight bits are taken, so the mix mode made version 4: a byte, written
+only when something is mixed in, so a file without mixing is the version 3 file it always was,
+and a bpcbench that cannot mix refuses a mixed file by its version. A mix id this version does
+not know is refused as a mismatch (exit 4): the file is fine, this bpcbench is too old for it.
 
 The plan (llama/lanes.py make_plan) follows from the policy bit, n_tokens and the EXPLICIT
 fields: lanes, min(width, ⌈n_tokens / min_lane_tokens⌉) lanes sliding by `discard` in a window
@@ -57,14 +62,15 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from bpcbench.codec import entropy_model
+from bpcbench.codec import entropy_model, mixing
 from bpcbench.codec.session import Prepared
-from bpcbench.errors import BpcError, CorruptInput
+from bpcbench.errors import BpcError, CorruptInput, Mismatch
 from bpcbench.llama.lanes import MAX_LANES, Plan, make_plan
 from bpcbench.models import SHA_PREFIX_DIGITS
 
 MAGIC = b"BPCZ"
 FORMAT_VERSION = 3
+MIX_VERSION = 4  # version 3 plus the mix byte
 METHODS = ("stored", "zstd", "model", "lossy")
 CODED = ("model", "lossy")  # methods whose payload is range-coded under the model (the lossy one: codec/lossy.py)
 REGISTRY = ("smollm2-135m", "gemma3-270m")  # ids 1, 2: part of the format; append only
@@ -102,6 +108,7 @@ class Header:
     codec: str = ""  # hex, CODEC_BYTES bytes
     lane_methods: tuple[int, ...] = ()  # SEGMENTS: LANE_* of each lane of the plan; () = every lane by the model
     segment_bytes: tuple[int, ...] = ()  # SEGMENTS: payload bytes of each lane not coded by the model, in order
+    mix: str = "none"  # "model" only: what is mixed with the model's distribution (mixing.MODES)
 
     def explicit(self) -> bool:
         return any(getattr(self, k) != LANE_DEFAULTS[k] for k in PLAN_FIELDS[self.policy])
@@ -127,7 +134,10 @@ def coded_header(method: str, data: bytes, job: Prepared, shift: bool) -> Header
     fields = {k: given[k] if k in PLAN_FIELDS[s.policy] else v for k, v in LANE_DEFAULTS.items()}
     h = Header(method, len(data), hashlib.sha256(data).hexdigest()[: 2 * HASH_BYTES], n_tokens=plan.n_tokens,
                policy=s.policy, shift=shift, threads=s.threads, n_gpu_layers=s.n_gpu_layers,
-               model_name=job.model.name, model_sha=job.model.sha256[: 2 * HASH_BYTES], codec=job.codec, **fields)
+               model_name=job.model.name, model_sha=job.model.sha256[: 2 * HASH_BYTES], codec=job.codec,
+               mix=s.mix, **fields)
+    if method != "model" and s.mix != "none":
+        raise BpcError(f"--mix {s.mix} is for the lossless codec only")
     short = replace(h, width=LANE_DEFAULTS["width"], min_lane_tokens=LANE_DEFAULTS["min_lane_tokens"])
     return short if short.plan() == plan else h
 
@@ -174,13 +184,14 @@ class Container:
         if blob[4] in (1, 2) and blob[5] == 0:
             raise CorruptInput(f"format version {blob[4]} (bpcbench 0.1, JSON header) is no longer read: "
                                "decompress it with bpcbench 0.1.0 (git 3b4bf35), which reads versions 1 and 2")
-        if blob[4] != FORMAT_VERSION:
-            raise CorruptInput(f"unsupported format version {blob[4]}: this bpcbench reads version {FORMAT_VERSION}")
+        if blob[4] not in (FORMAT_VERSION, MIX_VERSION):
+            raise CorruptInput(f"unsupported format version {blob[4]}: this bpcbench reads versions {FORMAT_VERSION} "
+                               f"and {MIX_VERSION}")
         body = memoryview(blob)[: -_CRC.size]
         if zlib.crc32(body) != _CRC.unpack_from(blob, len(blob) - _CRC.size)[0]:  # before any field is used
             raise CorruptInput("compressed file is corrupt or truncated: CRC-32 mismatch")
         reader = _Reader(body, 5)
-        header = _read_header(reader)
+        header = _read_header(reader, blob[4] == MIX_VERSION)
         payload = bytes(body[reader.pos :])
         _check_payload(header, payload)
         return cls(header, payload)
@@ -199,7 +210,7 @@ def _pack_header(h: Header) -> bytes:
     flags = METHODS.index(h.method) | (_CHUNKS if h.policy == "chunks" else 0)
     flags |= (0 if h.shift else _REEVAL) | (_EXPLICIT if h.explicit() else 0) | (_OFFLOAD if h.n_gpu_layers else 0)
     flags |= _SEGMENTS if h.lane_methods else 0
-    out = bytearray(MAGIC + bytes([FORMAT_VERSION, flags]))
+    out = bytearray(MAGIC + bytes([FORMAT_VERSION if h.mix == "none" else MIX_VERSION, flags]))
     out += _varint(h.original_bytes) + bytes.fromhex(h.original_sha)
     if h.method not in CODED:
         return bytes(out)
@@ -210,6 +221,8 @@ def _pack_header(h: Header) -> bytes:
         name = h.model_name.encode()
         out += bytes([0, len(name)]) + name
     out += bytes.fromhex(h.model_sha) + bytes.fromhex(h.codec)
+    if h.mix != "none":
+        out.append(mixing.MODES.index(h.mix))
     if h.explicit():
         out += _varint(h.context) + _varint(h.width)
         if "discard" in PLAN_FIELDS[h.policy]:
@@ -245,7 +258,7 @@ class _Reader:
         raise CorruptInput(f"compressed file's header field {field!r} is too long")
 
 
-def _read_header(r: _Reader) -> Header:
+def _read_header(r: _Reader, mixed: bool = False) -> Header:
     flags = r.take(1, "flags")[0]
     method = METHODS[flags & 3]
     if method in CODED and flags & _PADDED_CHUNKS:
@@ -254,8 +267,9 @@ def _read_header(r: _Reader) -> Header:
     original = r.varint("original_bytes", 0, MAX_ORIGINAL_BYTES)
     h = Header(method, original, r.take(HASH_BYTES, "original_sha").hex())
     if method not in CODED:
-        if flags & ~3:
-            raise CorruptInput(f"compressed file's header has flags {flags:#04x} without the model method")
+        if flags & ~3 or mixed:
+            raise CorruptInput(f"compressed file's header has flags {flags:#04x} or a mix field without the model "
+                               "method")
         return h
     n_tokens = r.varint("n_tokens", 0, original)  # a token spells at least one byte
     threads = r.varint("threads", 1, 1 << 20)
@@ -264,6 +278,8 @@ def _read_header(r: _Reader) -> Header:
                 policy="chunks" if flags & _CHUNKS else "lanes", shift=not flags & _REEVAL,
                 model_name=_model_name(r), model_sha=r.take(HASH_BYTES, "model_sha").hex(),
                 codec=r.take(CODEC_BYTES, "codec").hex())
+    if mixed:
+        h = replace(h, mix=_mix_mode(r, method))
     if flags & _EXPLICIT:
         h = replace(h, context=r.varint("context", 2, 1 << 24), width=r.varint("width", 1, MAX_LANES))
         if "discard" in PLAN_FIELDS[h.policy]:
@@ -284,6 +300,17 @@ def _read_segments(r: _Reader, h: Header) -> Header:
         raise CorruptInput("compressed file's lane methods are invalid")
     sizes = tuple(r.varint("segment bytes", 1, h.original_bytes) for m in methods if m != LANE_MODEL)
     return replace(h, lane_methods=methods, segment_bytes=sizes)
+
+
+def _mix_mode(r: _Reader, method: str) -> str:
+    """A version 4 file's mix byte: a mode this version knows (another is a newer bpcbench's, exit 4)."""
+    ident = r.take(1, "mix")[0]
+    if method != "model" or ident == 0:  # version 3 says "nothing mixed"; 4 is for something mixed
+        raise CorruptInput(f"compressed file's mix field is invalid ({ident} in a {method} file)")
+    if ident >= len(mixing.MODES):
+        raise Mismatch(f"compressed file was made with mix mode id {ident}, which this bpcbench does not know "
+                       f"(it knows {', '.join(mixing.MODES[1:])}): decode it with the bpcbench that wrote it")
+    return mixing.MODES[ident]
 
 
 def _model_name(r: _Reader) -> str:

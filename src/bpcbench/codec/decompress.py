@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import zstandard
 
-from bpcbench.codec import entropy_model, kernel, lossy, range_coder
+from bpcbench.codec import entropy_model, kernel, lossy, mixing, range_coder
 from bpcbench.codec.compress import Stats
 from bpcbench.codec.container import (
     CODED,
@@ -59,17 +59,18 @@ def decompress(blob: bytes, session: Session | None = None, model_spec: str | No
         raise BpcError(f"the file would decode to {h.original_bytes:,} bytes, more than the limit of "
                        f"{max_output_bytes:,} (--max-output-bytes)")
     if h.method in CODED:
-        data, n_pieces = _decode_model(container, session, model_spec, settings, force, progress,
-                                       threads, n_gpu_layers, model_dirs, max_kv_cells)
+        data, n_pieces, state = _decode_model(container, session, model_spec, settings, force, progress,
+                                              threads, n_gpu_layers, model_dirs, max_kv_cells)
     else:
-        data, n_pieces = _unpack(container), 0
+        data, n_pieces, state = _unpack(container), 0, ""
     if len(data) != h.original_bytes or hashlib.sha256(data).hexdigest()[: 2 * HASH_BYTES] != h.original_sha:
         raise CorruptInput("decoded data fails its checksum: the file is corrupt or was made under a different "
                            "model/build; nothing was written")
     return data, Stats(input_bytes=len(data), container_bytes=len(blob), n_tokens=h.n_tokens, n_pieces=n_pieces,
                        lanes=n_pieces, policy=h.policy if h.method in CODED else "", method=h.method,
                        coded_bytes=len(container.model_payload) if h.method in CODED else 0,
-                       header_bytes=container.header_bytes, seconds=time.perf_counter() - t0)
+                       header_bytes=container.header_bytes, mix=h.mix, mix_state=state,
+                       seconds=time.perf_counter() - t0)
 
 
 def _unpack(container: Container) -> bytes:
@@ -110,12 +111,14 @@ def _decode_model(container, session, model_spec, settings, force, progress, thr
             raise CorruptInput(f"compressed file's window ({h.context:,} tokens) is longer than the model's "
                                f"training context ({session.model.n_ctx_train:,})")
         check_compatible(h, session, settings, force)
-        decode = lossy.decode_tokens if h.method == "lossy" else _decode_tokens
         coded = model_lanes(plan, h.lane_methods)
-        tokens = decode(container, session, coded, settings.threads, progress)
+        if h.method == "lossy":
+            tokens, state = lossy.decode_tokens(container, session, coded, settings.threads, progress), ""
+        else:
+            tokens, state = _decode_tokens(container, session, coded, settings.threads, progress)
         if not h.lane_methods:
-            return session.vocab.detokenize(tokens), plan.n_lanes
-        return _join_lanes(container, coded, tokens, session), plan.n_lanes
+            return session.vocab.detokenize(tokens), plan.n_lanes, state
+        return _join_lanes(container, coded, tokens, session), plan.n_lanes, state
     finally:
         if own:
             session.close()
@@ -142,7 +145,7 @@ def check_compatible(h: Header, session: Session, settings: Settings, force: boo
         raise Mismatch(f"model mismatch: file was compressed with {h.model_name} (sha256 {h.model_sha}…), "
                        f"this model has sha256 {session.info.sha256[: 2 * HASH_BYTES]}…")
     problems = _run_differences(h, settings)
-    here = session.fingerprint(settings.n_gpu_layers)
+    here = session.fingerprint(settings.n_gpu_layers, h.mix)
     if h.codec != here:
         problems.append(f"llama.cpp build, CPU features, numpy, kernel build, coder or vocabulary differ from the "
                         f"encoder's (fingerprint: file {h.codec}, here {here})")
@@ -168,11 +171,14 @@ def _run_differences(h: Header, settings: Settings) -> list[str]:
     return problems
 
 
-def _decode_tokens(container: Container, session: Session, plan: Plan, threads: int, progress) -> np.ndarray:
+def _decode_tokens(container: Container, session: Session, plan: Plan, threads: int,
+                   progress) -> tuple[np.ndarray, str]:
+    """The tokens of the model's lanes, and a hash of the mixer's state after them ("" without mixing)."""
     tokens = np.zeros(plan.n_tokens, dtype=np.int32)
     offs = plan.offsets()
     dec = range_coder.Decoder(unpack_words(container.model_payload))
-    scratch = entropy_model.StepTables(session.vocab.n_symbols, len(session.vocab.escape_bytes))
+    scratch = mixing.step_tables(container.header.mix, session.vocab.n_symbols, len(session.vocab.escape_bytes),
+                                 plan.width, max(plan.lengths, default=1))
     factor = scratch.factor
     budget = 8 * len(container.model_payload) + entropy_model.PAYLOAD_SLACK_BITS
     spent = 0.0
@@ -180,7 +186,7 @@ def _decode_tokens(container: Container, session: Session, plan: Plan, threads: 
 
     def step(piece_ids: np.ndarray, t: int, logits: np.ndarray) -> np.ndarray:
         nonlocal spent
-        outer = scratch.block_table(logits)
+        outer = scratch.block_table(logits, piece_ids)
         blocks = dec.decode(outer)
         within_tables = scratch.entries(blocks)
         within = dec.decode(within_tables)
@@ -192,7 +198,8 @@ def _decode_tokens(container: Container, session: Session, plan: Plan, threads: 
         if symbols.max() >= factor.n_symbols:
             raise CorruptInput("decoded a symbol outside the alphabet: the file does not match this model/build")
         tokens[offs[piece_ids] + t] = symbols
+        scratch.learn(symbols)
         return session.vocab.model_input(symbols)
 
     session.run(plan, step, threads, progress, shift=container.header.shift)
-    return tokens
+    return tokens, scratch.digest()
