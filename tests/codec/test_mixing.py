@@ -17,6 +17,7 @@ from bpcbench.codec.container import FORMAT_VERSION, MIX_VERSION, Container
 from bpcbench.codec.cross_entropy import cross_entropy
 from bpcbench.codec.decompress import decompress
 from bpcbench.codec.session import Settings
+from bpcbench.corpora import resolve
 from bpcbench.errors import BpcError, CorruptInput, Mismatch
 
 # the tiny model's weights are random: what a text repeats, only the match model can see
@@ -137,3 +138,15 @@ def test_the_cli_round_trips_and_refuses_an_unknown_mix_mode_with_exit_4(tmp_pat
     lines = r.stderr.decode().strip().splitlines()
     assert r.returncode == 4 and len(lines) == 1 and "mix mode id 7" in lines[0]
     assert not (tmp_path / "out2").exists()
+
+
+@pytest.mark.real_model
+@pytest.mark.parametrize("lanes", [1, 7])
+def test_smollm2_mixed_round_trip_over_sliding_lanes(smollm2_session, lanes):
+    """SmolLM2 with the match model: a text that repeats itself, in a 48-token window that slides."""
+    text = resolve("iso3166-1").read_bytes()[:900] * 2
+    s = Settings(context=48, discard=12, width=lanes, min_lane_tokens=60, threads=1, mix="match")
+    blob, enc = codec.compress(text, smollm2_session, s, fallback=False)
+    out, dec = decompress(blob, smollm2_session, settings=s)
+    assert out == text and enc.lanes == lanes and enc.n_tokens / lanes > 48 + 12
+    assert enc.mix_state and enc.mix_state == dec.mix_state
