@@ -29,7 +29,7 @@ def measure(session: Session, data: bytes, threads: int) -> dict:
     n_esc = len(session.vocab.escape_bytes)
     mixed = mixing.step_tables("match", session.vocab.n_symbols, n_esc, 1, len(tokens))
     plain_bits, mixed_bits = np.zeros(len(tokens)), np.zeros(len(tokens))
-    seconds = {"llm": 0.0, "plain": 0.0, "mixed": 0.0}
+    seconds = {"llm_s": 0.0, "plain_s": 0.0, "mixed_s": 0.0}
     kernel.set_threads(threads)
     with StreamEvaluator(session.model, context=plan.context, discard=plan.discard, threads=threads) as ev:
         blocks = ev.blocks(session.vocab.model_input(tokens))
@@ -45,7 +45,7 @@ def measure(session: Session, data: bytes, threads: int) -> dict:
             t2 = time.perf_counter()
             mixed_bits[first : first + len(sym)] = mixed.score(logits, sym, 0)
             t3 = time.perf_counter()
-            for k, dt in (("llm", t1 - t0), ("plain", t2 - t1), ("mixed", t3 - t2)):
+            for k, dt in (("llm_s", t1 - t0), ("plain_s", t2 - t1), ("mixed_s", t3 - t2)):
                 seconds[k] += dt
     return {"tokens": len(tokens), "plain": math.fsum(plain_bits), "mixed": math.fsum(mixed_bits), **seconds}
 
@@ -62,7 +62,7 @@ def main() -> None:
             full = resolve(name).read_bytes()
             data = take_prefix(full, int(n)) if n and int(n) else full
             r = measure(session, data, args.threads)
-            per = {k: 1e3 * r[k] / max(1, r["tokens"]) for k in ("llm", "plain", "mixed")}
+            per = {k: 1e3 * r[f"{k}_s"] / max(1, r["tokens"]) for k in ("llm", "plain", "mixed")}
             cost = (per["llm"] + per["mixed"]) / (per["llm"] + per["plain"]) - 1
             print(f"{name} ({len(data):,} bytes, {r['tokens']:,} tokens): llm {r['plain'] / len(data):.5f} bits/byte, "
                   f"llm+match {r['mixed'] / len(data):.5f} ({100 * (r['mixed'] / r['plain'] - 1):+.2f}%); "
