@@ -1,15 +1,17 @@
-"""The .bpcz file (format version 3): a binary header a few dozen bytes long, parsed by a small
-strict reader, so that a truncated, bit-flipped or forged file fails with one line before any
-model is loaded or any buffer is sized from it.
+"""The .bpcz file (format versions 3 and 4): a binary header a few dozen bytes long, parsed by a
+small strict reader, so that a truncated, bit-flipped or forged file fails with one line before
+any model is loaded or any buffer is sized from it.
 
 Layout (varint = unsigned LEB128, minimal, at most 8 bytes; fixed integers little-endian):
 
-    b"BPCZ"  u8 version (3)  u8 flags
+    b"BPCZ"  u8 version (3, or 4 with something mixed)  u8 flags
     varint original_bytes    6 bytes: sha256(original)[:6]
     methods "model" and "lossy" only:
         varint n_tokens  varint threads  [flag OFFLOAD: varint n_gpu_layers]  (the encoder's, for messages)
         u8 model: 0 = named (u8 length, UTF-8 file name; never used as a path), k >= 1 = REGISTRY[k - 1]
         6 bytes: sha256(model)[:6]   4 bytes: codec fingerprint (build, numpy, coder, vocabulary)
+        version 4 (always; "model" only): u8 mix, mixing.MODES[k]: what is mixed with the model's
+                       distribution (0 nothing, 1 the match model); version 3 has no mix byte, mixes nothing
         flag EXPLICIT: varint context, varint width, lanes also varint discard, varint min_lane_tokens
                        (otherwise the defaults of this format, LANE_DEFAULTS)
         flag SEGMENTS ("model" only): one byte per lane of the plan, how it is stored (0 by the
@@ -26,7 +28,15 @@ Layout (varint = unsigned LEB128, minimal, at most 8 bytes; fixed integers littl
 flags: bits 0-1 method (0 stored, 1 zstd, 2 model, 3 lossy); bit 2 the retired padded-chunks
 layout (bpcbench <= 0.3.0), refused; bit 3 the lanes re-evaluate instead of shifting the KV
 cache; bit 4 EXPLICIT; bit 5 OFFLOAD (layers on a GPU); bit 6 SEGMENTS; bit 7 the chunks
-policy (else lanes). All eight bits are taken: another option needs a new format version.
+policy (else lanes). In version 4 bit 2 is reserved for the segment map (refused until this
+bpcbench reads one).
+
+Versions: a file is written in the oldest version that holds it (Header.version): with nothing
+mixed, version 3, byte for byte what bpcbench 0.4.0 wrote and reads; version 4 is version 3 with
+the mix byte after the fingerprint, so a bpcbench that cannot mix refuses a mixed file by its
+version. A version 4 file always has the mix byte, and one with nothing mixed (0) is refused
+unless something else needs version 4. A mix id this bpcbench does not know is refused as a
+mismatch (exit 4): the file may be fine, this bpcbench is too old for it.
 
 The plan (llama/lanes.py make_plan) follows from the policy bit, n_tokens and the EXPLICIT
 fields: lanes, min(width, ⌈n_tokens / min_lane_tokens⌉) lanes sliding by `discard` in a window
@@ -57,14 +67,14 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from bpcbench.codec import entropy_model
+from bpcbench.codec import entropy_model, mixing
 from bpcbench.codec.session import Prepared
-from bpcbench.errors import BpcError, CorruptInput
+from bpcbench.errors import BpcError, CorruptInput, Mismatch
 from bpcbench.llama.lanes import MAX_LANES, Plan, make_plan
 from bpcbench.models import SHA_PREFIX_DIGITS
 
 MAGIC = b"BPCZ"
-FORMAT_VERSION = 3
+FORMAT_VERSION, READS = 4, (3, 4)  # the newest this bpcbench writes; the versions it reads
 METHODS = ("stored", "zstd", "model", "lossy")
 CODED = ("model", "lossy")  # methods whose payload is range-coded under the model (the lossy one: codec/lossy.py)
 REGISTRY = ("smollm2-135m", "gemma3-270m")  # ids 1, 2: part of the format; append only
@@ -75,6 +85,7 @@ HASH_BYTES = SHA_PREFIX_DIGITS // 2
 CODEC_BYTES = 4
 MAX_ORIGINAL_BYTES = 1 << 48  # what any header may claim; decompress applies the user's own, smaller bound
 _PADDED_CHUNKS, _REEVAL, _EXPLICIT, _OFFLOAD, _SEGMENTS, _CHUNKS = 4, 8, 16, 32, 64, 128
+_RANGES = 4  # version 4's meaning of bit 2 (version 3's retired padded chunks): a segment map follows
 LANE_MODEL, LANE_ZSTD, LANE_STORED = 0, 1, 2  # how a lane of a SEGMENTS file is stored
 _VARINT_BYTES = 8
 _CRC = struct.Struct("<I")
@@ -101,6 +112,12 @@ class Header:
     codec: str = ""  # hex, CODEC_BYTES bytes
     lane_methods: tuple[int, ...] = ()  # SEGMENTS: LANE_* of each lane of the plan; () = every lane by the model
     segment_bytes: tuple[int, ...] = ()  # SEGMENTS: payload bytes of each lane not coded by the model, in order
+    mix: str = "none"  # "model" only: what is mixed with the model's distribution (mixing.MODES)
+
+    @property
+    def version(self) -> int:
+        """The oldest format that holds this file (3 is what bpcbench 0.4.0 wrote and reads)."""
+        return 4 if self.mix != "none" else 3
 
     def explicit(self) -> bool:
         return any(getattr(self, k) != LANE_DEFAULTS[k] for k in PLAN_FIELDS[self.policy])
@@ -126,7 +143,10 @@ def coded_header(method: str, data: bytes, job: Prepared, shift: bool) -> Header
     fields = {k: given[k] if k in PLAN_FIELDS[s.policy] else v for k, v in LANE_DEFAULTS.items()}
     h = Header(method, len(data), hashlib.sha256(data).hexdigest()[: 2 * HASH_BYTES], n_tokens=plan.n_tokens,
                policy=s.policy, shift=shift, threads=s.threads, n_gpu_layers=s.n_gpu_layers,
-               model_name=job.model.name, model_sha=job.model.sha256[: 2 * HASH_BYTES], codec=job.codec, **fields)
+               model_name=job.model.name, model_sha=job.model.sha256[: 2 * HASH_BYTES], codec=job.codec,
+               mix=s.mix, **fields)
+    if method != "model" and s.mix != "none":
+        raise BpcError(f"--mix {s.mix} is for the lossless codec only")
     short = replace(h, width=LANE_DEFAULTS["width"], min_lane_tokens=LANE_DEFAULTS["min_lane_tokens"])
     return short if short.plan() == plan else h
 
@@ -173,13 +193,14 @@ class Container:
         if blob[4] in (1, 2) and blob[5] == 0:
             raise CorruptInput(f"format version {blob[4]} (bpcbench 0.1, JSON header) is no longer read: "
                                "decompress it with bpcbench 0.1.0 (git 3b4bf35), which reads versions 1 and 2")
-        if blob[4] != FORMAT_VERSION:
-            raise CorruptInput(f"unsupported format version {blob[4]}: this bpcbench reads version {FORMAT_VERSION}")
+        if blob[4] not in READS:
+            raise CorruptInput(f"unsupported format version {blob[4]}: this bpcbench reads versions "
+                               f"{READS[0]} to {READS[-1]}")
         body = memoryview(blob)[: -_CRC.size]
         if zlib.crc32(body) != _CRC.unpack_from(blob, len(blob) - _CRC.size)[0]:  # before any field is used
             raise CorruptInput("compressed file is corrupt or truncated: CRC-32 mismatch")
         reader = _Reader(body, 5)
-        header = _read_header(reader)
+        header = _read_header(reader, blob[4])
         payload = bytes(body[reader.pos :])
         _check_payload(header, payload)
         return cls(header, payload)
@@ -198,7 +219,7 @@ def _pack_header(h: Header) -> bytes:
     flags = METHODS.index(h.method) | (_CHUNKS if h.policy == "chunks" else 0)
     flags |= (0 if h.shift else _REEVAL) | (_EXPLICIT if h.explicit() else 0) | (_OFFLOAD if h.n_gpu_layers else 0)
     flags |= _SEGMENTS if h.lane_methods else 0
-    out = bytearray(MAGIC + bytes([FORMAT_VERSION, flags]))
+    out = bytearray(MAGIC + bytes([h.version, flags]))
     out += _varint(h.original_bytes) + bytes.fromhex(h.original_sha)
     if h.method not in CODED:
         return bytes(out)
@@ -209,6 +230,8 @@ def _pack_header(h: Header) -> bytes:
         name = h.model_name.encode()
         out += bytes([0, len(name)]) + name
     out += bytes.fromhex(h.model_sha) + bytes.fromhex(h.codec)
+    if h.version == 4:
+        out.append(mixing.MODES.index(h.mix))
     if h.explicit():
         out += _varint(h.context) + _varint(h.width)
         if "discard" in PLAN_FIELDS[h.policy]:
@@ -244,10 +267,17 @@ class _Reader:
         raise CorruptInput(f"compressed file's header field {field!r} is too long")
 
 
-def _read_header(r: _Reader) -> Header:
+def _read_header(r: _Reader, version: int) -> Header:
     flags = r.take(1, "flags")[0]
     method = METHODS[flags & 3]
-    if method in CODED and flags & _PADDED_CHUNKS:
+    if version == 4:
+        if method != "model":
+            raise CorruptInput(f"compressed file of format version 4 has the {method} method (version 4 is for "
+                               "the model method only)")
+        if flags & _RANGES:
+            raise CorruptInput("compressed file has a segment map (format version 4, flag bit 2), which this "
+                               "bpcbench does not read")
+    elif method in CODED and flags & _PADDED_CHUNKS:
         raise CorruptInput("compressed file was made by the retired padded-chunks layout of bpcbench <= 0.3.0, "
                            "which this version cannot reproduce: decompress it with bpcbench 0.3.0 (git 594b614)")
     original = r.varint("original_bytes", 0, MAX_ORIGINAL_BYTES)
@@ -263,6 +293,10 @@ def _read_header(r: _Reader) -> Header:
                 policy="chunks" if flags & _CHUNKS else "lanes", shift=not flags & _REEVAL,
                 model_name=_model_name(r), model_sha=r.take(HASH_BYTES, "model_sha").hex(),
                 codec=r.take(CODEC_BYTES, "codec").hex())
+    if version == 4:
+        h = replace(h, mix=_mix_mode(r))
+        if h.version != 4:  # the writer makes version 3 of a file that needs nothing of 4
+            raise CorruptInput("compressed file of format version 4 has nothing mixed and no segment map")
     if flags & _EXPLICIT:
         h = replace(h, context=r.varint("context", 2, 1 << 24), width=r.varint("width", 1, MAX_LANES))
         if "discard" in PLAN_FIELDS[h.policy]:
@@ -283,6 +317,15 @@ def _read_segments(r: _Reader, h: Header) -> Header:
         raise CorruptInput("compressed file's lane methods are invalid")
     sizes = tuple(r.varint("segment bytes", 1, h.original_bytes) for m in methods if m != LANE_MODEL)
     return replace(h, lane_methods=methods, segment_bytes=sizes)
+
+
+def _mix_mode(r: _Reader) -> str:
+    """A version 4 file's mix byte: a mode this version knows (another is a newer bpcbench's, exit 4)."""
+    ident = r.take(1, "mix")[0]
+    if ident >= len(mixing.MODES):
+        raise Mismatch(f"compressed file was made with mix mode id {ident}, which this bpcbench does not know "
+                       f"(it knows {', '.join(mixing.MODES[1:])}): decode it with the bpcbench that wrote it")
+    return mixing.MODES[ident]
 
 
 def _model_name(r: _Reader) -> str:

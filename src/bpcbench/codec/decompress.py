@@ -58,17 +58,18 @@ def decompress(blob: bytes, session: Session | None = None, model_spec: str | No
         raise BpcError(f"the file would decode to {h.original_bytes:,} bytes, more than the limit of "
                        f"{max_output_bytes:,} (--max-output-bytes)")
     if h.method in CODED:
-        data, n_pieces = _decode_model(container, session, model_spec, settings, force, progress,
-                                       threads, n_gpu_layers, model_dirs, max_kv_cells)
+        data, n_pieces, state = _decode_model(container, session, model_spec, settings, force, progress,
+                                              threads, n_gpu_layers, model_dirs, max_kv_cells)
     else:
-        data, n_pieces = _unpack(container), 0
+        data, n_pieces, state = _unpack(container), 0, ""
     if len(data) != h.original_bytes or hashlib.sha256(data).hexdigest()[: 2 * HASH_BYTES] != h.original_sha:
         raise CorruptInput("decoded data fails its checksum: the file is corrupt or was made under a different "
                            "model/build; nothing was written")
     return data, Stats(input_bytes=len(data), container_bytes=len(blob), n_tokens=h.n_tokens, n_pieces=n_pieces,
                        lanes=n_pieces, policy=h.policy if h.method in CODED else "", method=h.method,
                        coded_bytes=len(container.model_payload) if h.method in CODED else 0,
-                       header_bytes=container.header_bytes, seconds=time.perf_counter() - t0)
+                       header_bytes=container.header_bytes, mix=h.mix, mix_state=state,
+                       seconds=time.perf_counter() - t0)
 
 
 def _unpack(container: Container) -> bytes:
@@ -111,12 +112,13 @@ def _decode_model(container, session, model_spec, settings, force, progress, thr
         check_compatible(h, session, settings, force)
         coded = model_lanes(plan, h.lane_methods)
         if h.method == "lossy":
-            tokens = lossy.decode_tokens(container, session, coded, settings.threads, progress)
+            tokens, state = lossy.decode_tokens(container, session, coded, settings.threads, progress), ""
         else:
-            tokens = session.decode(coded, container.model_payload, settings.threads, h.shift, progress)
+            decoded = session.decode(coded, container.model_payload, settings.threads, h.shift, progress, h.mix)
+            tokens, state = decoded.tokens, decoded.mix_state
         if not h.lane_methods:
-            return session.vocab.detokenize(tokens), plan.n_lanes
-        return _join_lanes(container, coded, tokens, session), plan.n_lanes
+            return session.vocab.detokenize(tokens), plan.n_lanes, state
+        return _join_lanes(container, coded, tokens, session), plan.n_lanes, state
     finally:
         if own:
             session.close()
@@ -143,7 +145,7 @@ def check_compatible(h: Header, session: Session, settings: Settings, force: boo
         raise Mismatch(f"model mismatch: file was compressed with {h.model_name} (sha256 {h.model_sha}…), "
                        f"this model has sha256 {session.info.sha256[: 2 * HASH_BYTES]}…")
     problems = _run_differences(h, settings)
-    here = session.fingerprint(settings.n_gpu_layers)
+    here = session.fingerprint(settings.n_gpu_layers, h.mix)
     if h.codec != here:
         problems.append(f"llama.cpp build, CPU features, numpy, kernel build, coder or vocabulary differ from the "
                         f"encoder's (fingerprint: file {h.codec}, here {here})")
