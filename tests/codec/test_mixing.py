@@ -4,6 +4,7 @@ chunks, both ends' mixer states equal after a file, the container's mix byte, re
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import subprocess
 import sys
 
@@ -12,13 +13,15 @@ import pytest
 from forged import patched
 
 from bpcbench.codec import compress as codec
-from bpcbench.codec import mixing
-from bpcbench.codec.container import Container
+from bpcbench.codec import kernel, mixing
+from bpcbench.codec.container import Container, Header
 from bpcbench.codec.cross_entropy import cross_entropy
 from bpcbench.codec.decompress import decompress
 from bpcbench.codec.session import Settings
+from bpcbench.codec.steps import DecoderStep, EncoderStep
 from bpcbench.corpora import resolve
 from bpcbench.errors import BpcError, CorruptInput, Mismatch
+from bpcbench.llama.lanes import make_plan
 
 # the tiny model's weights are random: what a text repeats, only the match model can see
 REPEATS = b"abcabcabc" * 60 + b"The quick brown fox jumps over the lazy dog. " * 12 + bytes(range(40, 90)) * 3
@@ -111,6 +114,18 @@ def test_a_version_4_file_that_mixes_nothing_is_refused(tiny_session, mixed_blob
         decompress(forged, tiny_session, settings=LANES[1])
 
 
+def test_version_4_is_for_the_model_method_only():
+    stored = Container(Header("stored", 3, hashlib.sha256(b"abc").hexdigest()[:12]), b"abc").to_bytes()
+    assert stored[4] == 3
+    with pytest.raises(CorruptInput, match="version 4 has the stored method"):
+        Container.from_bytes(patched(stored, 4, b"\x04"))
+
+
+def test_a_version_4_flag_bit_2_is_refused_until_segment_maps_are_read(mixed_blob):
+    with pytest.raises(CorruptInput, match="segment map"):
+        Container.from_bytes(patched(mixed_blob, 5, bytes([mixed_blob[5] | 4])))
+
+
 def test_unknown_modes_and_window_policies_are_refused(tiny_session):
     with pytest.raises(BpcError, match="unknown mix mode 'ppm'"):
         codec.compress(b"text", tiny_session, Settings(mix="ppm", threads=2))
@@ -150,3 +165,38 @@ def test_smollm2_mixed_round_trip_over_sliding_lanes(smollm2_session, lanes):
     out, dec = decompress(blob, smollm2_session, settings=s)
     assert out == text and enc.lanes == lanes and enc.n_tokens / lanes > 48 + 12
     assert enc.mix_state and enc.mix_state == dec.mix_state
+
+
+def _drive(step, plan, logits_of):
+    """The evaluator's loop over a one-wave plan, on made-up logits: each lane still running gets a row."""
+    lengths = np.array(plan.lengths)
+    for t in range(int(lengths.max())):
+        ids = np.nonzero(lengths > t)[0]
+        step(ids, t, logits_of(ids, t))
+
+
+@pytest.mark.parametrize("threads", [(1, 2), (2, 1)])
+def test_both_ends_mix_the_same_on_different_kernel_threads(tiny_session, threads):
+    """The steps of codec/steps.py with the match model, encoder and decoder on different kernel
+    thread counts: the same payload decodes to the same tokens and both mixers end in one state."""
+    vocab = tiny_session.vocab
+    plan = make_plan("lanes", 3 * 400, width=3, min_lane_tokens=400, context=64, discard=16)
+    rng = np.random.default_rng(7)
+    tokens = np.tile(rng.integers(0, vocab.n_vocab, 37), 40)[: plan.n_tokens].astype(np.int32)
+    table = rng.normal(0, 2, (plan.n_tokens, vocab.n_vocab)).astype(np.float32)
+    offs = plan.offsets()
+
+    def logits_of(ids, t):
+        return table[offs[ids] + t]
+
+    kernel.set_threads(threads[0])
+    enc = EncoderStep(vocab, plan, tokens, "match")
+    _drive(enc, plan, logits_of)
+    plain = EncoderStep(vocab, plan, tokens)
+    _drive(plain, plan, logits_of)
+    kernel.set_threads(threads[1])
+    dec = DecoderStep(vocab, plan, enc.payload(), "match")
+    _drive(dec, plan, logits_of)
+    assert np.array_equal(dec.tokens, tokens)
+    assert enc.mix_state() == dec.mix_state() != ""
+    assert enc.piece_bits.sum() < 0.5 * plain.piece_bits.sum()  # the repeats were mixed in, not ignored
