@@ -12,6 +12,7 @@ that random bytes cost no more than their size plus the header. `make fuzz` runs
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
 import subprocess
@@ -19,13 +20,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+import zstandard
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from forged import field_cases, raw_cases
+from forged import field_cases, range_cases, ranged, raw_cases
 from tiny_gguf import write_tiny_gguf
 
 from bpcbench.codec.compress import compress
-from bpcbench.codec.container import Container
+from bpcbench.codec.container import HASH_BYTES, Container, Header
 from bpcbench.codec.session import Session, Settings
 
 TEXT = b"Alice was beginning to get very tired of sitting by her sister on the bank.\n"
@@ -55,7 +58,7 @@ def main() -> int:
     with Session(args.model) as session:
         blob, _ = compress(TEXT, session, Settings(threads=1), fallback=False)
         model_path = session.info.path
-    cases = {**field_cases(blob), **raw_cases(blob)}
+    cases = {**field_cases(blob), **raw_cases(blob), **range_cases(ranged(blob, TEXT, bytes(range(256))))}
     bad = 0
     print("| case | exit | seconds | peak RSS MiB | message |\n|---|--:|--:|--:|---|")
     with tempfile.TemporaryDirectory() as tmp:
@@ -72,7 +75,28 @@ def main() -> int:
             print(f"| {name} | {code} | {seconds:.2f} | {rss:.0f} | {'ok' if ok else 'FAIL'}: "
                   f"{lines[0][:90] if lines else '(nothing)'} |")
     bad += random_bytes_check()
+    bad += streaming_check(args.rss_mb)
     return 1 if bad else 0
+
+
+def streaming_check(rss_mb: float) -> int:
+    """A zstd container of 1 GiB of zeros (a few dozen KiB) decodes in bounded memory: the output
+    is written in pieces as it decodes (bpcbench 0.4.0 held it whole: 2.1 GB RSS)."""
+    size, piece = 1 << 30, bytes(1 << 24)
+    sha, z = hashlib.sha256(), zstandard.ZstdCompressor(level=3).compressobj()
+    frame = bytearray()
+    for _ in range(size // len(piece)):
+        sha.update(piece)
+        frame += z.compress(piece)
+    frame += z.flush()
+    blob = Container(Header("zstd", size, sha.hexdigest()[: 2 * HASH_BYTES]), bytes(frame)).to_bytes()
+    with tempfile.TemporaryDirectory() as tmp:
+        code, err, seconds, rss = run_case(blob, Path(tmp), [])
+        out = Path(tmp) / "out"
+        ok = code == 0 and out.exists() and out.stat().st_size == size and rss <= rss_mb
+    print(f"zstd container of {len(blob):,} bytes holding 1 GiB of zeros: exit {code}, {seconds:.2f} s, "
+          f"peak RSS {rss:.0f} MiB: {'ok' if ok else 'FAIL ' + err.strip()[:200]}")
+    return not ok
 
 
 def random_bytes_check() -> int:

@@ -19,7 +19,7 @@ ARGS = ["--context", "16", "--width", "8", "--threads", "1", "-q"]  # 1: CI may 
 
 def test_compress_decompress_files(tmp_path, tiny_model_path, capsys):
     src = tmp_path / "in.txt"
-    src.write_bytes(b"hello \xff world\r\n" * 20)
+    src.write_bytes(b"hello \xff world, and a line of text long enough to stay text\r\n" * 20)
     assert run("compress", src, "-m", tiny_model_path, "--stats", *ARGS) == 0
     err = capsys.readouterr().err
     assert "bits/byte: ideal" in err and "tokens/s" in err

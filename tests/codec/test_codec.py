@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from bpcbench.codec import compress as codec
 from bpcbench.codec import range_coder
 from bpcbench.codec.container import Container, Header
-from bpcbench.codec.range_coder import pack_words, unpack_words
+from bpcbench.codec.payload import pack_words, unpack_words
 from bpcbench.codec.decompress import decompress
 from bpcbench.codec.session import Session, Settings
 from bpcbench.errors import BpcError, CorruptInput, Mismatch
@@ -242,7 +242,7 @@ def test_the_default_models_header_is_at_most_40_bytes():
     """alice29.txt at the defaults: 152,089 bytes, ~40k tokens, SmolLM2 (a registry model), 8 threads."""
     h = Header("model", 152_089, "ab" * 6, n_tokens=40_000, threads=8, model_name="smollm2-135m",
                model_sha="cd" * 6, codec="ef" * 4)
-    c = Container(h, b"\x5a" * 100)  # 40k tokens need a payload of at least (40,000 - 4,096) / 512 bytes
+    c = Container(h, b"\x5a" * 5000)  # 40k tokens need a payload of at least (40,000 - 1,024) / 8 bytes
     # 4 magic, 1 version, 1 flags, varints 3 (bytes) + 3 (tokens) + 1 (threads), 1 model id, 6+6+4 hashes, 4 CRC
     assert c.header_bytes == 34 <= 40
     assert Container.from_bytes(c.to_bytes()) == c
@@ -271,8 +271,19 @@ def test_random_bytes_cost_their_size_plus_the_header(tiny_session, size):
     blob, stats = codec.compress(data, tiny_session, SMALL)
     c = Container.from_bytes(blob)
     assert len(blob) <= size + c.header_bytes + 1
-    assert stats.coded_bytes >= size  # the model's own coding is kept in the statistics, not hidden
+    if size:  # bytes that are not text never reach the model (split.py): no tokens, no model payload
+        assert (stats.n_tokens, stats.coded_bytes) == (0, 0)
+        assert stats.segments == [(c.header.method, size, len(c.payload))]
     assert decompress(blob)[0] == data  # stored or zstd: no model needed
+
+
+def test_bytes_that_are_not_text_never_reach_the_model():
+    """No session at all: random bytes are stored without a token evaluated (4 KiB took the model
+    135 s on two threads before the input was cut into ranges)."""
+    data = np.random.default_rng(4).integers(0, 256, 64 << 10, dtype=np.uint8).tobytes()
+    blob, stats = codec.compress(data, None, SMALL)
+    assert Container.from_bytes(blob).header.method == "stored" and len(blob) <= len(data) + 64
+    assert decompress(blob)[0] == data
 
 
 def test_without_fallback_the_model_codes_even_random_bytes(tiny_session):

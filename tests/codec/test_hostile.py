@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from forged import field_cases, forged, raw_cases, reseal
+import zstandard
+from forged import field_cases, forged, range_cases, ranged, raw_cases, reseal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_segments import compress_mixed
@@ -25,7 +26,7 @@ from bpcbench import corpora
 from bpcbench.cli import main
 from bpcbench.codec import compress as codec
 from bpcbench.codec import lossy
-from bpcbench.codec.container import Container
+from bpcbench.codec.container import LANE_MODEL, LANE_ZSTD, Container
 from bpcbench.codec.decompress import decompress
 from bpcbench.codec.session import Settings
 from bpcbench.errors import BpcError
@@ -93,6 +94,39 @@ def test_raw_damage(tmp_path, capsys, model_blob):
         assert code in (2, 3, 4), name
         assert re.search(message, line), (name, line)
         assert foreign == [], (name, foreign)
+
+
+@pytest.fixture(scope="module")
+def ranged_blob(model_blob):
+    """A version-4 file: TEXT by the model, then 256 bytes stored."""
+    return ranged(model_blob, TEXT, bytes(range(256)))
+
+
+def test_a_segment_map_decodes(tiny_session, ranged_blob):
+    assert Container.from_bytes(ranged_blob).header.ranges and ranged_blob[4] == 4
+    assert decompress(ranged_blob, tiny_session, settings=SMALL)[0] == TEXT + bytes(range(256))
+
+
+def test_forged_segment_maps(tmp_path, capsys, ranged_blob):
+    """Counts, method bytes, lengths: every one refused from the header, no model opened."""
+    for name, (blob, message) in range_cases(ranged_blob).items():
+        code, line, foreign = decode_cli(tmp_path, blob, capsys)
+        assert code == 3, (name, line)
+        assert re.search(message, line), (name, line)
+        assert foreign == [], (name, foreign)
+
+
+@pytest.mark.parametrize("size, message", [(1000, "more bytes than"), (100, "fewer bytes")])
+def test_a_zstd_range_of_the_wrong_length_is_refused(tmp_path, capsys, tiny_session, tiny_model_path, model_blob,
+                                                     size, message):
+    """A zstd range whose frame holds more (a bomb) or fewer bytes than its map entry says."""
+    c = Container.from_bytes(model_blob)
+    frame = zstandard.ZstdCompressor().compress(b"\0" * size)
+    h = dataclasses.replace(c.header, original_bytes=len(TEXT) + 256,
+                            ranges=((LANE_MODEL, len(TEXT), 0), (LANE_ZSTD, 256, len(frame))))
+    code, line, _ = decode_cli(tmp_path, Container(h, frame + c.payload).to_bytes(), capsys,
+                               "-m", str(tiny_model_path))
+    assert code == 3 and message in line, line
 
 
 def test_a_model_name_that_is_a_fifo_or_a_secret_is_never_opened(tmp_path, capsys, model_blob, monkeypatch):

@@ -14,7 +14,7 @@ from forged import patched
 
 from bpcbench.codec import compress as codec
 from bpcbench.codec import kernel, mixing
-from bpcbench.codec.container import Container, Header
+from bpcbench.codec.container import LANE_MODEL, LANE_ZSTD, Container, Header
 from bpcbench.codec.cross_entropy import cross_entropy
 from bpcbench.codec.decompress import decompress
 from bpcbench.codec.session import Settings
@@ -23,6 +23,7 @@ from bpcbench.corpora import resolve
 from bpcbench.errors import BpcError, CorruptInput, Mismatch
 from bpcbench.llama.lanes import make_plan
 
+ALICE = resolve("alice29").read_bytes()
 # the tiny model's weights are random: what a text repeats, only the match model can see
 REPEATS = b"abcabcabc" * 60 + b"The quick brown fox jumps over the lazy dog. " * 12 + bytes(range(40, 90)) * 3
 # context 16: every lane slides many times
@@ -121,9 +122,38 @@ def test_version_4_is_for_the_model_method_only():
         Container.from_bytes(patched(stored, 4, b"\x04"))
 
 
-def test_a_version_4_flag_bit_2_is_refused_until_segment_maps_are_read(mixed_blob):
-    with pytest.raises(CorruptInput, match="segment map"):
-        Container.from_bytes(patched(mixed_blob, 5, bytes([mixed_blob[5] | 4])))
+# text, 30,000 zero bytes (a zstd range), text: a file with a segment map (codec/split.py)
+SPLICED = ALICE[:9000] + bytes(30000) + ALICE[9000:18000]
+MAPPED = Settings(context=16, width=8, min_lane_tokens=40, threads=1)
+
+
+def _after_fingerprint(blob: bytes) -> int:
+    """Where version 4's mix byte is: right after the 4-byte codec fingerprint."""
+    return blob.index(bytes.fromhex(Container.from_bytes(blob).header.codec)) + 4
+
+
+@pytest.mark.parametrize("mix", ["none", "match"])
+def test_a_segment_map_with_and_without_mixing_is_one_version_4(tiny_session, monkeypatch, mix):
+    """Map without mix: version 4 with mix byte 0; map and mix: mix byte 1, both decode byte for byte."""
+    monkeypatch.setattr(codec, "_fallbacks", lambda data, header: [])  # the tiny model loses to zstd
+    s = dataclasses.replace(MAPPED, mix=mix)
+    blob, enc = codec.compress(SPLICED, tiny_session, s)
+    h = Container.from_bytes(blob).header
+    assert blob[4] == 4 and [m for m, _, _ in h.ranges] == [LANE_MODEL, LANE_ZSTD, LANE_MODEL] and h.mix == mix
+    assert blob[_after_fingerprint(blob)] == mixing.MODES.index(mix)
+    out, dec = decompress(blob, tiny_session, settings=s)
+    assert out == SPLICED and enc.mix_state == dec.mix_state and bool(dec.mix_state) == (mix == "match")
+    other = patched(blob, _after_fingerprint(blob), bytes([1 - mixing.MODES.index(mix)]))
+    assert Container.from_bytes(other).header == dataclasses.replace(h, mix=mixing.MODES[1 - mixing.MODES.index(mix)])
+    with pytest.raises(Mismatch, match="fingerprint"):  # the mixer's build is in it: a flipped byte is refused
+        decompress(other, tiny_session, settings=s)
+
+
+def test_a_mix_without_a_segment_map_has_the_byte_after_the_fingerprint(mixed_blob):
+    h = Container.from_bytes(mixed_blob).header
+    assert mixed_blob[4] == 4 and not h.ranges and not mixed_blob[5] & 4  # flag bit 2: no segment map
+    at = _after_fingerprint(mixed_blob)
+    assert _mix_byte_at(mixed_blob) == at and mixed_blob[at] == 1
 
 
 def test_unknown_modes_and_window_policies_are_refused(tiny_session):

@@ -162,6 +162,12 @@ def _print_stats(direction: str, stats, args) -> None:
         print(json.dumps(stats_json(direction, stats), indent=1, allow_nan=False))
         return
     d = stats.as_dict()
+    if not d["n_tokens"] and d["method"] in ("stored", "zstd"):  # the model never ran (split.py)
+        print(f"{direction}: {d['input_bytes']:,} bytes <-> {d['container_bytes']:,} bytes, no text for the model; "
+              f"stored as {d['method']}, header {d['header_bytes']} bytes\n"
+              f"  {d['seconds']:.2f} s, {d['kb_per_second']:.2f} kB/s, peak RSS {d['peak_rss_mb']:.0f} MiB",
+              file=sys.stderr)
+        return
     lines = [
         f"{direction}: {d['input_bytes']:,} bytes <-> {d['container_bytes']:,} bytes "
         f"(coded payload {d['coded_bytes']:,} bytes), {d['n_tokens']:,} tokens in {d['n_pieces']} "
@@ -169,6 +175,8 @@ def _print_stats(direction: str, stats, args) -> None:
         + (f" ({d['segment_lanes']} lanes by zstd or as they are)" if d.get("segment_lanes") else "")
         + f", header {d['header_bytes']} bytes",
     ]
+    if len(stats.segments) > 1 or direction == "compress":
+        lines.append(_segment_lines(stats.segments))
     if direction == "compress":
         lines.append(
             f"  bits/byte: ideal {d['ideal_bits_per_byte']:.4f}  coded {d['coded_bits_per_byte']:.4f}  "
@@ -183,9 +191,21 @@ def _print_stats(direction: str, stats, args) -> None:
     print("\n".join(lines), file=sys.stderr)
 
 
-def _code(direction: str, out: str, args, work, out_bytes: int) -> int:
-    """Run `work(progress bar)` -> (bytes, stats) measuring peak memory; write `out`; report.
-    `out_bytes` bounds the output's size, checked against the free space before the work."""
+def _segment_lines(segments) -> str:
+    """--stats: each byte range of the input (split.py) with its method and sizes."""
+    at, parts = 0, []
+    for method, n, stored in segments:
+        size = f"{n:,} B" + ("" if method == "model" else f" -> {stored:,} B")
+        parts.append(f"    [{at:,}, {at + n:,}) {method}: {size}")
+        at += n
+    return f"  segments: {len(segments)}\n" + "\n".join(parts)
+
+
+def _code(direction: str, out: str, args, work, out_bytes: int, streams: bool = False) -> int:
+    """Run `work(progress bar, file or None)` -> (bytes, stats) measuring peak memory; write `out`;
+    report. `out_bytes` bounds the output's size, checked against the free space before the work.
+    With `streams` and a file output, `work` writes the file itself (through atomic_open, so an
+    error leaves no file) and returns b"" for the bytes."""
     if args.json and out == "-":
         raise BpcError(f"--json prints to stdout, which holds the {direction}ed data here: "
                        "use -o FILE, or --stats for the same figures as text on stderr")
@@ -194,9 +214,17 @@ def _code(direction: str, out: str, args, work, out_bytes: int) -> int:
     _refuse_existing(out, args.force, args.input)
     check_free_space(out, out_bytes)
     with PeakMemory() as mem, _progress(direction, not args.quiet) as bar:
-        data, stats = work(bar)
+        if streams and out != "-":
+            try:
+                with atomic_open(out, "wb") as fh:
+                    data, stats = work(bar, fh)
+            except OSError as e:
+                raise BpcError(f"cannot write {out}: {e.strerror}") from None
+        else:
+            data, stats = work(bar, None)
     stats.peak_rss_mb = mem.mb
-    write_output(out, data, args.force)
+    if not (streams and out != "-"):
+        write_output(out, data, args.force)
     if args.stats or args.json:
         _print_stats(direction, stats, args)
     return 0
@@ -207,7 +235,7 @@ def cmd_compress(args) -> int:
     out = args.output or ("-" if args.input == "-" else args.input + ".bpcz")
     settings = _settings(args)
 
-    def work(bar):
+    def work(bar, _):
         with Session(args.model, n_gpu_layers=settings.n_gpu_layers) as session:
             return compress(data, session, settings, progress=bar, fallback=not args.no_fallback)
 
@@ -229,11 +257,11 @@ def cmd_decompress(args) -> int:
     out = _decompressed_name(args)
     size = Container.from_bytes(blob).header.original_bytes  # a bad file fails here, before any model loads
     return _code("decompress", out, args,
-                 lambda bar: decompress(blob, model_spec=args.model, force=args.allow_mismatch, progress=bar,
-                                        threads=args.threads, n_gpu_layers=args.n_gpu_layers,
-                                        model_dirs=args.model_dir, max_output_bytes=args.max_output_bytes,
-                                        max_kv_cells=args.max_kv_cells),
-                 min(size, args.max_output_bytes))
+                 lambda bar, fh: decompress(blob, model_spec=args.model, force=args.allow_mismatch, progress=bar,
+                                            threads=args.threads, n_gpu_layers=args.n_gpu_layers,
+                                            model_dirs=args.model_dir, max_output_bytes=args.max_output_bytes,
+                                            max_kv_cells=args.max_kv_cells, out=fh),
+                 min(size, args.max_output_bytes), streams=True)
 
 
 def cmd_models(args) -> int:

@@ -7,6 +7,11 @@ header from what `prepare` returned. The decoder (codec/decompress.py) goes down
 through `Session.decode`, the same evaluator loop over the same plan with the decoder's step
 beside the encoder's; that shared loop is what makes decoding bit-exact.
 
+Bytes that are not text never reach the model: `split.text_ranges` cuts the input first, at
+memory speed, and only the text ranges are tokenized and coded (joined, in one pass); the others
+are zstd frames or stored, each a range of the container's segment map (format version 4). So
+random or binary input is stored in well under a second instead of after the model ran over it.
+
 A file is never much larger than its input: when the model's coding is not the smallest, the
 container holds a zstd frame or the bytes themselves (one flag says which), so random data
 costs its size plus a header of a few bytes, not the many bits per byte the model would spend
@@ -19,6 +24,7 @@ is what they measure.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import asdict, dataclass, field, replace
 
@@ -26,15 +32,19 @@ import numpy as np
 import zstandard
 
 from bpcbench import stats
+from bpcbench.codec import split
 from bpcbench.codec.container import (
+    HASH_BYTES,
     LANE_MODEL,
     LANE_STORED,
     LANE_ZSTD,
+    RANGE_METHODS,
     Container,
     Header,
     coded_header,
     model_lanes,
 )
+from bpcbench.codec.payload import pay_for_cells
 from bpcbench.codec.session import Prepared, Session, Settings
 from bpcbench.codec.tokenization import Tokenized, Vocabulary
 
@@ -65,6 +75,9 @@ class Stats:
     segment_lanes: int = 0  # lanes of a "model" file stored by zstd or as they are (compress fallback);
     # coded_bytes stays the model's coding of the whole input, whichever way the file stores it
     header_bytes: int = 0  # container bytes that are not payload (magic, header, CRC)
+    # (method, bytes of the input, bytes in the file) of each byte range (split.py), in order; a
+    # model range's file bytes are 0: the model's payload codes all of them together
+    segments: list = field(default_factory=list)
     peak_rss_mb: float | None = None  # filled in by the caller, which measures with environment.PeakMemory
     mix: str = "none"  # what was mixed with the model's distribution (codec/mixing.py)
     mix_state: str = ""  # a hash of the mixer's state after the file (both ends must end equal)
@@ -114,6 +127,7 @@ class Stats:
         d = asdict(self)
         d.pop("piece_bits")
         d.pop("piece_bytes")
+        d.pop("segments")
         for k in ("ideal_bits_per_byte", "coded_bits_per_byte", "container_bits_per_byte",
                   "overhead_percent", "tokens_per_second", "kb_per_second"):
             d[k] = getattr(self, k)
@@ -122,26 +136,77 @@ class Stats:
 
 def compress(data: bytes, session: Session, settings: Settings | None = None, progress=None, *,
              fallback: bool = True) -> tuple[bytes, Stats]:
-    """The .bpcz container of `data`, and what it cost. With `fallback`, the smallest of the
-    model's coding, zstd and the bytes stored as they are; without, always the model's."""
+    """The .bpcz container of `data`, and what it cost. With `fallback`, the input is first cut
+    into text and non-text ranges (split.py); only the text reaches the model, and the file is the
+    smallest of the model's coding, zstd and the bytes stored as they are. Without, always the
+    model's coding of every byte."""
     t0 = time.perf_counter()
-    job = session.prepare(data, settings)
+    ranges = split.text_ranges(data) if fallback else []
+    plain = Header("stored", len(data), hashlib.sha256(data).hexdigest()[: 2 * HASH_BYTES])
+    if ranges and not any(is_text for is_text, _ in ranges):  # nothing for the model: it never runs
+        container = min(_fallbacks(data, plain), key=lambda c: len(c.to_bytes()))
+        blob = container.to_bytes()
+        return blob, Stats(input_bytes=len(data), container_bytes=len(blob), method=container.header.method,
+                           header_bytes=container.header_bytes, seconds=time.perf_counter() - t0,
+                           segments=segment_stats(container))
+    pieces = _pieces(data, ranges)
+    text = b"".join(p for p, (is_text, _) in zip(pieces, ranges) if is_text) if len(ranges) > 1 else data
+    job = session.prepare(text, settings)
     s, plan = job.settings, job.plan
     coded = session.encode(plan, job.tokens, s.threads, progress, s.mix)
-    container = Container(coded_header("model", data, job, coded.shift), coded.payload)
+    container = Container(coded_header("model", text, job, coded.shift), pay_for_cells(coded.payload, plan.kv_cells))
     piece_bits = coded.piece_bits
     candidates = [(container, coded.mix_state)]  # with the mixer's state after coding it ("" if none)
     if fallback:
         candidates += _segmented(container, job, piece_bits, session, progress)
-        candidates += [(c, "") for c in _fallbacks(data, container.header)]
+        if len(ranges) > 1:
+            apart = [_range_payload(p) for p, (is_text, _) in zip(pieces, ranges)]
+            candidates = [(_with_ranges(c, plain, ranges, apart), state) for c, state in candidates]
+        candidates += [(c, "") for c in _fallbacks(data, plain)]
     container, mix_state = min(candidates, key=lambda c: len(c[0].to_bytes()))
     blob = container.to_bytes()
-    st = Stats.measured(data, job.tokenized, plan.lengths, piece_bits, plan.context_lengths(), session.vocab, t0,
+    st = Stats.measured(text, job.tokenized, plan.lengths, piece_bits, plan.context_lengths(), session.vocab, t0,
                         container_bytes=len(blob), coded_bytes=len(coded.payload), policy=s.policy, context=s.context,
                         lanes=plan.n_lanes, method=container.header.method, header_bytes=container.header_bytes,
                         segment_lanes=sum(m != LANE_MODEL for m in container.header.lane_methods),
-                        mix=container.header.mix, mix_state=mix_state)
+                        segments=segment_stats(container), mix=container.header.mix, mix_state=mix_state)
+    st.input_bytes = len(data)
+    st.scored_bytes = len(text) if text is not data else None  # the ideal bits are the text's
     return blob, st
+
+
+def _pieces(data: bytes, ranges: list[tuple[bool, int]]) -> list[bytes]:
+    ends = np.cumsum([0, *(n for _, n in ranges)]).tolist()
+    return [data[a:b] for a, b in zip(ends[:-1], ends[1:])]
+
+
+def _range_payload(piece: bytes) -> tuple[int, bytes]:
+    """How a non-text range is stored: (LANE_ZSTD, its frame) or (LANE_STORED, its bytes)."""
+    z = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(piece)
+    return (LANE_ZSTD, z) if len(z) + 3 < len(piece) else (LANE_STORED, piece)  # + its length varint
+
+
+def _with_ranges(model: Container, plain: Header, ranges, apart) -> Container:
+    """A model container of the text ranges joined, made the container of the whole input: the
+    segment map, the other ranges' payloads, then the model's."""
+    entries, payloads = [], []
+    for (is_text, n), stored in zip(ranges, apart):
+        if is_text:
+            entries.append((LANE_MODEL, n, 0))
+        else:
+            entries.append((stored[0], n, len(stored[1])))
+            payloads.append(stored[1])
+    header = replace(model.header, original_bytes=plain.original_bytes, original_sha=plain.original_sha,
+                     ranges=tuple(entries))
+    return Container(header, b"".join(payloads) + model.payload)
+
+
+def segment_stats(c: Container) -> list[tuple[str, int, int]]:
+    """Stats.segments of a container: one entry per range of its segment map, or one for all of it."""
+    h = c.header
+    if not h.ranges:
+        return [(h.method, h.original_bytes, len(c.payload))]
+    return [(RANGE_METHODS[m], n, stored) for m, n, stored in h.ranges]
 
 
 def _fallbacks(data: bytes, model: Header) -> list[Container]:
@@ -181,4 +246,6 @@ def _segmented(whole: Container, job: Prepared, piece_bits: np.ndarray, session:
     model = session.encode(coded, keep, job.settings.threads, progress, job.settings.mix)
     header = replace(whole.header, shift=model.shift, lane_methods=tuple(methods),
                      segment_bytes=tuple(len(s) for s in segments))
-    return [(Container(header, b"".join(segments) + model.payload), model.mix_state)]
+    beside = sum(len(s) for s in segments)
+    return [(Container(header, b"".join(segments) + pay_for_cells(model.payload, coded.kv_cells, beside)),
+             model.mix_state)]

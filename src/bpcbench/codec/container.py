@@ -4,7 +4,7 @@ any model is loaded or any buffer is sized from it.
 
 Layout (varint = unsigned LEB128, minimal, at most 8 bytes; fixed integers little-endian):
 
-    b"BPCZ"  u8 version (3, or 4 with something mixed)  u8 flags
+    b"BPCZ"  u8 version (3, or 4 with something mixed or a segment map)  u8 flags
     varint original_bytes    6 bytes: sha256(original)[:6]
     methods "model" and "lossy" only:
         varint n_tokens  varint threads  [flag OFFLOAD: varint n_gpu_layers]  (the encoder's, for messages)
@@ -16,8 +16,13 @@ Layout (varint = unsigned LEB128, minimal, at most 8 bytes; fixed integers littl
                        (otherwise the defaults of this format, LANE_DEFAULTS)
         flag SEGMENTS ("model" only): one byte per lane of the plan, how it is stored (0 by the
                        model, 1 zstd, 2 stored), then a varint payload length per lane not by the model
-    payload: with SEGMENTS, first the segments of the lanes not coded by the model, in lane order
-             (a zstd frame or the lane's bytes), then the model's payload for the other lanes;
+        flag RANGES (version 4, "model" only): the segment map, byte ranges of the original in
+                       order: varint count (2 to MAX_RANGES), then per range u8 method (0 by the
+                       model, 1 zstd, 2 stored), varint length (>= 1), and for zstd a varint frame length;
+                       n_tokens, the plan and SEGMENTS then describe the model ranges joined (text_bytes)
+    payload: with RANGES, first the payload of each range not by the model, in order (a zstd
+             frame or the range's bytes); with SEGMENTS, then the segments of the lanes not coded by
+             the model, in lane order (a zstd frame or the lane's bytes); then the model's payload:
              "model": the range coder's 32-bit words, big-endian, trailing zero bytes trimmed
              (constriction reads missing words as zeros) as far as the decoder's payload check
              allows (entropy_model.min_code_bits);
@@ -25,36 +30,31 @@ Layout (varint = unsigned LEB128, minimal, at most 8 bytes; fixed integers littl
              "zstd": one zstd frame; "stored": the original bytes
     u32 CRC-32 of everything before it
 
-flags: bits 0-1 method (0 stored, 1 zstd, 2 model, 3 lossy); bit 2 the retired padded-chunks
-layout (bpcbench <= 0.3.0), refused; bit 3 the lanes re-evaluate instead of shifting the KV
-cache; bit 4 EXPLICIT; bit 5 OFFLOAD (layers on a GPU); bit 6 SEGMENTS; bit 7 the chunks
-policy (else lanes). In version 4 bit 2 is reserved for the segment map (refused until this
-bpcbench reads one).
-
-Versions: a file is written in the oldest version that holds it (Header.version): with nothing
-mixed, version 3, byte for byte what bpcbench 0.4.0 wrote and reads; version 4 is version 3 with
-the mix byte after the fingerprint, so a bpcbench that cannot mix refuses a mixed file by its
-version. A version 4 file always has the mix byte, and one with nothing mixed (0) is refused
-unless something else needs version 4. A mix id this bpcbench does not know is refused as a
-mismatch (exit 4): the file may be fine, this bpcbench is too old for it.
+flags: bits 0-1 method (0 stored, 1 zstd, 2 model, 3 lossy); bit 2: version 3, the retired
+padded-chunks layout of bpcbench <= 0.3.0 (refused, naming the release that reads it), version 4,
+RANGES (a segment map follows); bit 3 lanes re-evaluate instead of shifting the KV cache; bit 4
+EXPLICIT; bit 5 OFFLOAD (layers on a GPU); bit 6 SEGMENTS; bit 7 the chunks policy (else lanes).
 
 The plan (llama/lanes.py make_plan) follows from the policy bit, n_tokens and the EXPLICIT
 fields: lanes, min(width, ⌈n_tokens / min_lane_tokens⌉) lanes sliding by `discard` in a window
-of `context`; chunks, ⌈n_tokens / context⌉ lanes that never slide (so no discard field), run
-`width` at a time. The writer puts the format's defaults wherever they give the same plan.
+of `context`; chunks, ⌈n_tokens / context⌉ lanes that never slide, run `width` at a time. The
+writer puts the format's defaults wherever they give the same plan.
 
-Files with bit 2 were coded by bpcbench <= 0.3.0's padded lockstep evaluator for chunks (every
-call padded to `width` rows), which no longer exists, so their distributions cannot be
-reproduced: they are refused with a message naming the release that reads them. Their chunks
-successors set bit 7 instead, which those releases refuse as an unknown flag: neither is ever
-decoded under the other's layout.
+Versions (docs/format.md says why): 4 is 3 plus the mix byte (always) and bit 2's segment map. A
+file is written in the oldest version that holds it (Header.version): with nothing mixed and no
+map, version 3, byte for byte what bpcbench 0.4.0 wrote and reads. A version 4 file needing
+neither is refused; an unknown mix id is a mismatch (exit 4: this bpcbench is too old for it).
+Both are read under the rules below (stricter than 0.4.0's 512 tokens a byte); versions 1 and 2
+(JSON, bpcbench 0.1) are refused naming the release that reads them.
 
-Guarantees: the CRC is checked before any field is read; every field is typed and range-checked,
-with n_tokens <= original_bytes (a token spells at least one byte), at most MAX_PLAN_LANES lanes,
-and the payload length checked against the method (a payload byte may stand for at most 512
-tokens); nothing read here chooses threads, paths or allocation sizes beyond original_bytes,
-which the caller bounds (--max-output-bytes) before decoding. Versions 1 and 2 (JSON headers,
-bpcbench 0.1) are refused with a message naming the release that reads them.
+Guarantees: the CRC is checked before any field is read; every field is typed and range-checked
+(n_tokens <= the model's stream, at most MAX_PLAN_LANES lanes); the segment map whole before
+anything is sized from it (count <= MAX_RANGES and within the bytes left, method bytes in range,
+lengths >= 1 and within what is left of the original, summing to it, so ranges can neither
+overlap nor leave gaps; neighbours of different methods; a model range); the payload against the
+method: at most TOKENS_PER_PAYLOAD_BYTE tokens a byte beyond SLACK_TOKENS (entropy_model), a plan
+of at most payload.kv_cells_paid KV cells: time and memory follow from the file's size, not its
+claims. Nothing read here chooses threads, paths or allocation sizes beyond original_bytes.
 """
 
 from __future__ import annotations
@@ -68,6 +68,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from bpcbench.codec import entropy_model, mixing
+from bpcbench.codec.header_fields import Reader, varint
+from bpcbench.codec.payload import kv_cells_paid
 from bpcbench.codec.session import Prepared
 from bpcbench.errors import BpcError, CorruptInput, Mismatch
 from bpcbench.llama.lanes import MAX_LANES, Plan, make_plan
@@ -80,14 +82,14 @@ CODED = ("model", "lossy")  # methods whose payload is range-coded under the mod
 REGISTRY = ("smollm2-135m", "gemma3-270m")  # ids 1, 2: part of the format; append only
 LANE_DEFAULTS = {"context": 2048, "width": 32, "discard": 512, "min_lane_tokens": 8192}
 PLAN_FIELDS = {"lanes": ("context", "width", "discard", "min_lane_tokens"), "chunks": ("context", "width")}
-# original and model sha256 prefixes (48 bits): plenty to catch a wrong model or decode
-HASH_BYTES = SHA_PREFIX_DIGITS // 2
+HASH_BYTES = SHA_PREFIX_DIGITS // 2  # original and model sha256 prefixes (48 bits): plenty to catch a wrong one
 CODEC_BYTES = 4
 MAX_ORIGINAL_BYTES = 1 << 48  # what any header may claim; decompress applies the user's own, smaller bound
 _PADDED_CHUNKS, _REEVAL, _EXPLICIT, _OFFLOAD, _SEGMENTS, _CHUNKS = 4, 8, 16, 32, 64, 128
 _RANGES = 4  # version 4's meaning of bit 2 (version 3's retired padded chunks): a segment map follows
-LANE_MODEL, LANE_ZSTD, LANE_STORED = 0, 1, 2  # how a lane of a SEGMENTS file is stored
-_VARINT_BYTES = 8
+LANE_MODEL, LANE_ZSTD, LANE_STORED = 0, 1, 2  # how a lane of a SEGMENTS file, or a byte range, is stored
+RANGE_METHODS = ("model", "zstd", "stored")  # names of LANE_MODEL, LANE_ZSTD, LANE_STORED
+MAX_RANGES = 1024  # byte ranges of one segment map (split.py never makes more)
 _CRC = struct.Struct("<I")
 
 
@@ -113,11 +115,25 @@ class Header:
     lane_methods: tuple[int, ...] = ()  # SEGMENTS: LANE_* of each lane of the plan; () = every lane by the model
     segment_bytes: tuple[int, ...] = ()  # SEGMENTS: payload bytes of each lane not coded by the model, in order
     mix: str = "none"  # "model" only: what is mixed with the model's distribution (mixing.MODES)
+    # version 4's segment map: (LANE_* method, bytes of the original, bytes in the payload) of each
+    # byte range in order; () = the whole original is the model's (or the method's) stream
+    ranges: tuple[tuple[int, int, int], ...] = ()
+
+    @property
+    def text_bytes(self) -> int:
+        """Bytes of the model's stream: the model ranges joined, or the whole original."""
+        if not self.ranges:
+            return self.original_bytes
+        return sum(n for m, n, _ in self.ranges if m == LANE_MODEL)
+
+    @property
+    def range_payload_bytes(self) -> int:
+        return sum(p for _, _, p in self.ranges)
 
     @property
     def version(self) -> int:
         """The oldest format that holds this file (3 is what bpcbench 0.4.0 wrote and reads)."""
-        return 4 if self.mix != "none" else 3
+        return 4 if self.mix != "none" or self.ranges else 3
 
     def explicit(self) -> bool:
         return any(getattr(self, k) != LANE_DEFAULTS[k] for k in PLAN_FIELDS[self.policy])
@@ -170,15 +186,21 @@ class Container:
         return len(_pack_header(self.header)) + _CRC.size
 
     @property
+    def range_payloads(self) -> list[bytes]:
+        """The payloads of the byte ranges (version 4's segment map), in order; b"" for a model range."""
+        ends = np.cumsum([0, *(p for _, _, p in self.header.ranges)])
+        return [self.payload[a:b] for a, b in zip(ends[:-1], ends[1:])]
+
+    @property
     def segments(self) -> list[bytes]:
         """The payloads of the lanes not coded by the model (SEGMENTS), in lane order."""
-        ends = np.cumsum([0, *self.header.segment_bytes])
+        ends = self.header.range_payload_bytes + np.cumsum([0, *self.header.segment_bytes])
         return [self.payload[a:b] for a, b in zip(ends[:-1], ends[1:])]
 
     @property
     def model_payload(self) -> bytes:
-        """The range coder's part of the payload (all of it without SEGMENTS)."""
-        return self.payload[sum(self.header.segment_bytes):]
+        """The range coder's part of the payload (all of it without SEGMENTS and ranges)."""
+        return self.payload[self.header.range_payload_bytes + sum(self.header.segment_bytes):]
 
     def to_bytes(self) -> bytes:
         body = _pack_header(self.header) + self.payload
@@ -199,31 +221,22 @@ class Container:
         body = memoryview(blob)[: -_CRC.size]
         if zlib.crc32(body) != _CRC.unpack_from(blob, len(blob) - _CRC.size)[0]:  # before any field is used
             raise CorruptInput("compressed file is corrupt or truncated: CRC-32 mismatch")
-        reader = _Reader(body, 5)
+        reader = Reader(body, 5)
         header = _read_header(reader, blob[4])
         payload = bytes(body[reader.pos :])
         _check_payload(header, payload)
         return cls(header, payload)
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        out.append((value & 0x7F) | (0x80 if value > 0x7F else 0))
-        value >>= 7
-        if not value:
-            return bytes(out)
-
-
 def _pack_header(h: Header) -> bytes:
     flags = METHODS.index(h.method) | (_CHUNKS if h.policy == "chunks" else 0)
     flags |= (0 if h.shift else _REEVAL) | (_EXPLICIT if h.explicit() else 0) | (_OFFLOAD if h.n_gpu_layers else 0)
-    flags |= _SEGMENTS if h.lane_methods else 0
+    flags |= (_SEGMENTS if h.lane_methods else 0) | (_RANGES if h.ranges else 0)
     out = bytearray(MAGIC + bytes([h.version, flags]))
-    out += _varint(h.original_bytes) + bytes.fromhex(h.original_sha)
+    out += varint(h.original_bytes) + bytes.fromhex(h.original_sha)
     if h.method not in CODED:
         return bytes(out)
-    out += _varint(h.n_tokens) + _varint(h.threads) + (_varint(h.n_gpu_layers) if h.n_gpu_layers else b"")
+    out += varint(h.n_tokens) + varint(h.threads) + (varint(h.n_gpu_layers) if h.n_gpu_layers else b"")
     if h.model_name in REGISTRY:
         out.append(REGISTRY.index(h.model_name) + 1)
     else:
@@ -233,50 +246,25 @@ def _pack_header(h: Header) -> bytes:
     if h.version == 4:
         out.append(mixing.MODES.index(h.mix))
     if h.explicit():
-        out += _varint(h.context) + _varint(h.width)
+        out += varint(h.context) + varint(h.width)
         if "discard" in PLAN_FIELDS[h.policy]:
-            out += _varint(h.discard) + _varint(h.min_lane_tokens)
+            out += varint(h.discard) + varint(h.min_lane_tokens)
     if h.lane_methods:
-        out += bytes(h.lane_methods) + b"".join(map(_varint, h.segment_bytes))
+        out += bytes(h.lane_methods) + b"".join(map(varint, h.segment_bytes))
+    if h.ranges:
+        out += varint(len(h.ranges))
+        for method, n, stored in h.ranges:
+            out += bytes([method]) + varint(n) + (varint(stored) if method == LANE_ZSTD else b"")
     return bytes(out)
 
 
-class _Reader:
-    """Bounded reads from the header: every read names its field, every failure is one line."""
-
-    def __init__(self, data: memoryview, pos: int):
-        self.data, self.pos = data, pos
-
-    def take(self, n: int, field: str) -> bytes:
-        if self.pos + n > len(self.data):
-            raise CorruptInput(f"compressed file is truncated (inside its header, at {field})")
-        self.pos += n
-        return bytes(self.data[self.pos - n : self.pos])
-
-    def varint(self, field: str, low: int, high: int) -> int:
-        value = 0
-        for i in range(_VARINT_BYTES):
-            byte = self.take(1, field)[0]
-            value |= (byte & 0x7F) << (7 * i)
-            if not byte & 0x80:
-                if byte == 0 and i:
-                    raise CorruptInput(f"compressed file's header field {field!r} is not minimally encoded")
-                if not low <= value <= high:
-                    raise CorruptInput(f"compressed file's header field {field!r} is out of range: {value}")
-                return value
-        raise CorruptInput(f"compressed file's header field {field!r} is too long")
-
-
-def _read_header(r: _Reader, version: int) -> Header:
+def _read_header(r: Reader, version: int) -> Header:
     flags = r.take(1, "flags")[0]
     method = METHODS[flags & 3]
     if version == 4:
         if method != "model":
             raise CorruptInput(f"compressed file of format version 4 has the {method} method (version 4 is for "
                                "the model method only)")
-        if flags & _RANGES:
-            raise CorruptInput("compressed file has a segment map (format version 4, flag bit 2), which this "
-                               "bpcbench does not read")
     elif method in CODED and flags & _PADDED_CHUNKS:
         raise CorruptInput("compressed file was made by the retired padded-chunks layout of bpcbench <= 0.3.0, "
                            "which this version cannot reproduce: decompress it with bpcbench 0.3.0 (git 594b614)")
@@ -295,17 +283,50 @@ def _read_header(r: _Reader, version: int) -> Header:
                 codec=r.take(CODEC_BYTES, "codec").hex())
     if version == 4:
         h = replace(h, mix=_mix_mode(r))
-        if h.version != 4:  # the writer makes version 3 of a file that needs nothing of 4
-            raise CorruptInput("compressed file of format version 4 has nothing mixed and no segment map")
     if flags & _EXPLICIT:
         h = replace(h, context=r.varint("context", 2, 1 << 24), width=r.varint("width", 1, MAX_LANES))
         if "discard" in PLAN_FIELDS[h.policy]:
             h = replace(h, discard=r.varint("discard", 1, h.context - 1),
                         min_lane_tokens=r.varint("min_lane_tokens", 1, MAX_ORIGINAL_BYTES))
-    return _read_segments(r, h) if flags & _SEGMENTS else h
+    h = _read_segments(r, h) if flags & _SEGMENTS else h
+    if version == 4 and flags & _RANGES:
+        h = _read_ranges(r, h)
+        if h.n_tokens > h.text_bytes:
+            raise CorruptInput(f"compressed file's header field 'n_tokens' is out of range: {h.n_tokens}")
+    if version == 4 and h.version != 4:  # the writer makes version 3 of a file that needs nothing of 4
+        raise CorruptInput("compressed file of format version 4 has nothing mixed and no segment map")
+    return h
 
 
-def _read_segments(r: _Reader, h: Header) -> Header:
+def _read_ranges(r: Reader, h: Header) -> Header:
+    """Version 4's segment map, checked whole as the module docstring says (a range takes at
+    least two bytes, so a count beyond half the bytes left is forged)."""
+    count = r.varint("segment count", 2, MAX_RANGES)
+    if 2 * count > len(r.data) - r.pos:
+        raise CorruptInput(f"compressed file's segment count ({count}) is more than its header holds")
+    ranges, covered = [], 0
+    for i in range(count):
+        method = r.take(1, "segment method")[0]
+        if method > LANE_STORED:
+            raise CorruptInput(f"compressed file's segment {i} has method byte {method}, out of range")
+        if ranges and ranges[-1][0] == method:
+            raise CorruptInput(f"compressed file's segments {i - 1} and {i} have the same method")
+        n = r.varint("segment length", 1, MAX_ORIGINAL_BYTES)
+        if covered + n > h.original_bytes:
+            raise CorruptInput(f"compressed file's segment {i} runs past the end of the original "
+                               f"({covered + n:,} > {h.original_bytes:,} bytes)")
+        covered += n
+        stored = r.varint("segment frame bytes", 1, MAX_ORIGINAL_BYTES) if method == LANE_ZSTD else (
+            n if method == LANE_STORED else 0)
+        ranges.append((method, n, stored))
+    if covered != h.original_bytes:
+        raise CorruptInput(f"compressed file's segments cover {covered:,} of its {h.original_bytes:,} bytes")
+    if all(m != LANE_MODEL for m, _, _ in ranges):
+        raise CorruptInput("compressed file's segment map has no range for the model")
+    return replace(h, ranges=tuple(ranges))
+
+
+def _read_segments(r: Reader, h: Header) -> Header:
     """The lane map of a SEGMENTS file: one method byte per lane of the plan the header implies
     (at most MAX_PLAN_LANES, and no more than the file holds), some not by the model; a payload
     length for each of those."""
@@ -319,7 +340,7 @@ def _read_segments(r: _Reader, h: Header) -> Header:
     return replace(h, lane_methods=methods, segment_bytes=sizes)
 
 
-def _mix_mode(r: _Reader) -> str:
+def _mix_mode(r: Reader) -> str:
     """A version 4 file's mix byte: a mode this version knows (another is a newer bpcbench's, exit 4)."""
     ident = r.take(1, "mix")[0]
     if ident >= len(mixing.MODES):
@@ -328,7 +349,7 @@ def _mix_mode(r: _Reader) -> str:
     return mixing.MODES[ident]
 
 
-def _model_name(r: _Reader) -> str:
+def _model_name(r: Reader) -> str:
     """A registry name, or a file name kept for messages only: printable, no path separators."""
     ident = r.take(1, "model")[0]
     if ident:
@@ -346,15 +367,21 @@ def _model_name(r: _Reader) -> str:
 
 
 def _check_payload(h: Header, payload: bytes) -> None:
-    n_tokens, coded = h.n_tokens, len(payload) - sum(h.segment_bytes)
-    if coded < 0 or sum(h.segment_bytes) > h.original_bytes:
-        raise CorruptInput("compressed file's lane segments are longer than its payload or its original")
+    lane_bytes, range_bytes = sum(h.segment_bytes), h.range_payload_bytes
+    n_tokens, coded = h.n_tokens, len(payload) - lane_bytes - range_bytes
+    if coded < 0 or lane_bytes > h.text_bytes:
+        raise CorruptInput("compressed file's lane segments or byte ranges are longer than its payload or its original")
     if h.lane_methods:
         lengths = h.plan().lengths
         n_tokens = sum(n for n, m in zip(lengths, h.lane_methods) if m == LANE_MODEL)
     if h.method in CODED and n_tokens > entropy_model.max_tokens(coded):
         raise CorruptInput(f"compressed file claims {n_tokens:,} tokens, more than its {coded:,}-byte "
-                           "payload can hold")
+                           f"payload can hold (at most {entropy_model.TOKENS_PER_PAYLOAD_BYTE} a byte; bpcbench "
+                           "<= 0.4.0 allowed 512: a real file of that kind decodes with 0.4.0)")
+    if h.method in CODED and (cells := h.plan().kv_cells) > kv_cells_paid(coded + lane_bytes):
+        raise CorruptInput(f"compressed file's plan needs {cells:,} KV cells, more than the limit of "
+                           f"{kv_cells_paid(coded + lane_bytes):,} that its {coded + lane_bytes:,}-byte payload pays "
+                           "for (a forged plan)")
     if h.method == "stored" and len(payload) != h.original_bytes:
         raise CorruptInput("compressed file's stored data does not match its length")
     if h.method == "zstd" and not payload:

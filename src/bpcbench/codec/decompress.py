@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import io
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import BinaryIO
 
 import numpy as np
 import zstandard
 
 from bpcbench.codec import lossy
-from bpcbench.codec.compress import Stats
+from bpcbench.codec.compress import Stats, segment_stats
 from bpcbench.codec.container import (
     CODED,
     HASH_BYTES,
@@ -43,13 +44,16 @@ def decompress(blob: bytes, session: Session | None = None, model_spec: str | No
                settings: Settings | None = None, force: bool = False, progress=None, *,
                threads: int | None = None, n_gpu_layers: int | None = None, model_dirs: Sequence[str] = (),
                max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
-               max_kv_cells: int = DEFAULT_MAX_KV_CELLS) -> tuple[bytes, Stats]:
+               max_kv_cells: int = DEFAULT_MAX_KV_CELLS, out: BinaryIO | None = None) -> tuple[bytes, Stats]:
     """Restore the bytes of a .bpcz file.
 
     Threads and offload are `settings`', or `threads` / `n_gpu_layers`, or the defaults; never
     the file's, which only says what the encoder used (a difference is refused unless `force`).
     Without `session`, the model is `model_spec`, or the one whose sha256 the file records, looked
     up in the registry, `model_dirs`, $BPCBENCH_MODEL_PATH and the cache.
+    With `out`, the bytes are written to it as they come (zstd and stored ranges in pieces of at
+    most a MiB, so memory stays bounded whatever the file claims) and b"" is returned; the caller
+    must discard `out` on an error, since the checksum is known only at the end.
     """
     t0 = time.perf_counter()
     container = Container.from_bytes(blob)
@@ -57,38 +61,90 @@ def decompress(blob: bytes, session: Session | None = None, model_spec: str | No
     if h.original_bytes > max_output_bytes:
         raise BpcError(f"the file would decode to {h.original_bytes:,} bytes, more than the limit of "
                        f"{max_output_bytes:,} (--max-output-bytes)")
+    sink = _Sink(out, h.original_bytes)
     if h.method in CODED:
-        data, n_pieces, state = _decode_model(container, session, model_spec, settings, force, progress,
+        text, n_pieces, state = _decode_model(container, session, model_spec, settings, force, progress,
                                               threads, n_gpu_layers, model_dirs, max_kv_cells)
+        if h.ranges:
+            _write_ranges(container, text, sink)
+        else:
+            sink.write(text)
     else:
-        data, n_pieces, state = _unpack(container), 0, ""
-    if len(data) != h.original_bytes or hashlib.sha256(data).hexdigest()[: 2 * HASH_BYTES] != h.original_sha:
+        n_pieces, state = 0, ""
+        if h.method == "stored":
+            sink.write(container.payload)
+        else:
+            for piece in _zstd_pieces(container.payload, h.original_bytes):
+                sink.write(piece)
+    if sink.n != h.original_bytes or sink.sha.hexdigest()[: 2 * HASH_BYTES] != h.original_sha:
         raise CorruptInput("decoded data fails its checksum: the file is corrupt or was made under a different "
                            "model/build; nothing was written")
-    return data, Stats(input_bytes=len(data), container_bytes=len(blob), n_tokens=h.n_tokens, n_pieces=n_pieces,
-                       lanes=n_pieces, policy=h.policy if h.method in CODED else "", method=h.method,
-                       coded_bytes=len(container.model_payload) if h.method in CODED else 0,
-                       header_bytes=container.header_bytes, mix=h.mix, mix_state=state,
-                       seconds=time.perf_counter() - t0)
+    return sink.data(), Stats(input_bytes=h.original_bytes, container_bytes=len(blob), n_tokens=h.n_tokens,
+                              n_pieces=n_pieces, lanes=n_pieces, policy=h.policy if h.method in CODED else "",
+                              method=h.method,
+                              coded_bytes=len(container.model_payload) if h.method in CODED else 0,
+                              header_bytes=container.header_bytes, seconds=time.perf_counter() - t0,
+                              segments=segment_stats(container), mix=h.mix, mix_state=state)
 
 
-def _unpack(container: Container) -> bytes:
-    """A stored or zstd container's bytes."""
-    if container.header.method == "stored":
-        return container.payload
-    return _unzstd(container.payload, container.header.original_bytes)
+class _Sink:
+    """Where decoded bytes go: a buffer, or `out` written as they come; hashed and counted either
+    way, and refused as soon as they pass `limit` (the header's length)."""
+
+    def __init__(self, out: BinaryIO | None, limit: int):
+        self.out, self.limit, self.n, self.sha = out, limit, 0, hashlib.sha256()
+        self._buf = io.BytesIO() if out is None else None
+
+    def write(self, piece: bytes) -> None:
+        self.n += len(piece)
+        if self.n > self.limit:
+            raise CorruptInput("decoded data fails its checksum: more bytes than the header says; nothing was written")
+        self.sha.update(piece)
+        (self.out if self._buf is None else self._buf).write(piece)
+
+    def data(self) -> bytes:
+        return b"" if self._buf is None else self._buf.getvalue()
+
+
+def _write_ranges(container: Container, text: bytes, sink: _Sink) -> None:
+    """A version-4 file's original: its ranges in order, the model's ones cut from `text` (the
+    model ranges joined), the others from their zstd frames or stored bytes."""
+    if len(text) != container.header.text_bytes:
+        raise CorruptInput("decoded data fails its checksum: the model's ranges decode to the wrong length")
+    at = 0
+    for (method, n, _), payload in zip(container.header.ranges, container.range_payloads):
+        if method == LANE_MODEL:
+            sink.write(text[at : at + n])
+            at += n
+        elif method == LANE_STORED:
+            sink.write(payload)
+        else:
+            got = 0
+            for piece in _zstd_pieces(payload, n):
+                got += len(piece)
+                sink.write(piece)
+            if got != n:
+                raise CorruptInput("compressed file's zstd range decodes to fewer bytes than its segment map says")
+
+
+def _zstd_pieces(frame: bytes, limit: int) -> Iterator[bytes]:
+    """A zstd frame's bytes in pieces of at most a MiB, read no further than `limit` + 1 (so too
+    long shows, without a bomb)."""
+    got = 0
+    try:
+        with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(frame)) as reader:
+            while got <= limit and (piece := reader.read(min(1 << 20, limit + 1 - got))):
+                got += len(piece)
+                if got > limit:
+                    raise CorruptInput("compressed file's zstd data decodes to more bytes than its header says")
+                yield piece
+    except zstandard.ZstdError:
+        raise CorruptInput("compressed file's zstd frame is corrupt") from None
 
 
 def _unzstd(frame: bytes, limit: int) -> bytes:
-    """A zstd frame's bytes, read no further than `limit` + 1 (so too long shows, without a bomb)."""
-    try:
-        with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(frame)) as reader:
-            out = bytearray()
-            while len(out) <= limit and (piece := reader.read(min(1 << 20, limit + 1 - len(out)))):
-                out += piece
-    except zstandard.ZstdError:
-        raise CorruptInput("compressed file's zstd frame is corrupt") from None
-    return bytes(out)
+    """A zstd frame's bytes, at most `limit` of them."""
+    return b"".join(_zstd_pieces(frame, limit))
 
 
 def _decode_model(container, session, model_spec, settings, force, progress, threads, n_gpu_layers, model_dirs,
@@ -127,7 +183,7 @@ def _decode_model(container, session, model_spec, settings, force, progress, thr
 def _join_lanes(container: Container, coded: Plan, tokens: np.ndarray, session: Session) -> bytes:
     """The original of a SEGMENTS file: each lane's bytes in order, from the model's tokens or its segment."""
     offs, segments = coded.offsets(), iter(container.segments)
-    out, limit = bytearray(), container.header.original_bytes
+    out, limit = bytearray(), container.header.text_bytes
     for i, method in enumerate(container.header.lane_methods):
         if method == LANE_MODEL:
             out += session.vocab.detokenize(tokens[offs[i] : offs[i + 1]])

@@ -187,11 +187,20 @@ def min_code_bits(table: np.ndarray, chosen: np.ndarray) -> float:
     return float(-np.log2(q).sum())
 
 
-# A payload byte may stand for at most this many tokens (beyond the first SLACK_TOKENS): a header
-# claiming more is refused before any model or KV cache is allocated. Real text costs ~1 bit per
-# token, so only a freak file (a megabyte of one repeated token) needs the encoder's zero padding.
-TOKENS_PER_PAYLOAD_BYTE = 512
-SLACK_TOKENS = 4096
+# The decoder's work is its tokens, so a file may claim only as many as its payload pays for: at
+# most TOKENS_PER_PAYLOAD_BYTE a byte beyond the first SLACK_TOKENS, i.e. one bit a token on
+# average, checked before any model or KV cache is allocated; the encoder always pays it (zero
+# padding, payload_bytes_needed). A floor per token would not do: constriction's leaky
+# Categorical keeps every entry of an n-entry table at >= 2**-24, so a token of the two-level
+# tables (two tables of ~256 entries) costs at least ~4e-5 bits, which lets a 4 KiB payload claim
+# ~800 M tokens; and a floor the encoder paid on every token would cost every text, since a
+# well-predicted token costs far less than a bit. On average the rule costs real text nothing
+# (docs/measurements.md: several bits a token); only freak inputs (a megabyte of one repeated
+# token), which zstd wins anyway, pay padding. bpcbench <= 0.4.0 allowed 512 a byte and 4,096
+# free, so a forged 4 KiB file could claim 2.1 M tokens (hours); now 33.8 k, the order of what a
+# real 4 KiB payload holds.
+TOKENS_PER_PAYLOAD_BYTE = 8
+SLACK_TOKENS = 1024
 
 
 def max_tokens(payload_bytes: int) -> int:

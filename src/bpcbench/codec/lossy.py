@@ -23,7 +23,7 @@ import numpy as np
 
 from bpcbench.codec import entropy_model, range_coder
 from bpcbench.codec.container import Container, coded_header
-from bpcbench.codec.range_coder import payload_bytes, unpack_words
+from bpcbench.codec.payload import payload_bytes, unpack_words
 from bpcbench.codec.session import Session, Settings
 from bpcbench.errors import BpcError, CorruptInput
 from bpcbench.llama.lanes import Plan

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from bpcbench.codec import entropy_model, mixing, range_coder
+from bpcbench.codec.payload import payload_bytes, unpack_words
 from bpcbench.codec.tokenization import Vocabulary
 from bpcbench.errors import CorruptInput
 from bpcbench.llama.lanes import Plan
@@ -48,7 +49,7 @@ class EncoderStep:
 
     def payload(self) -> bytes:
         """The container's payload for what was coded (call once, after the last step)."""
-        return range_coder.payload_bytes(self.coder.finish(), self.spent, self.n_tokens)
+        return payload_bytes(self.coder.finish(), self.spent, self.n_tokens)
 
     def mix_state(self) -> str:
         return self.tables.digest()
@@ -57,12 +58,12 @@ class EncoderStep:
 class DecoderStep:
     """Decodes `plan`'s tokens from a model payload, refusing one that is spent before its tokens are."""
 
-    def __init__(self, vocab: Vocabulary, plan: Plan, payload: bytes, mix: str = "none"):
+    def __init__(self, vocab: Vocabulary, plan: Plan, model_payload: bytes, mix: str = "none"):
         self.vocab, self.offs = vocab, plan.offsets()
         self.tokens = np.zeros(plan.n_tokens, dtype=np.int32)
-        self.coder = range_coder.Decoder(range_coder.unpack_words(payload))
+        self.coder = range_coder.Decoder(unpack_words(model_payload))
         self.tables = _tables(vocab, plan, mix)
-        self.budget = 8 * len(payload) + entropy_model.PAYLOAD_SLACK_BITS
+        self.budget = 8 * len(model_payload) + entropy_model.PAYLOAD_SLACK_BITS
         self.spent = 0.0  # summed exactly as EncoderStep sums it
 
     def __call__(self, piece_ids: np.ndarray, t: int, logits: np.ndarray) -> np.ndarray:
