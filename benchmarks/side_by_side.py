@@ -6,7 +6,12 @@ warm-up of our kernels (llama-bench warms up too):
 
 1. `llama-bench -p 256 -n 0 -d 1536 -t T -fa 0`: prefill of 256 tokens at depth 1536;
    beside it our ideal row, policy lanes, context 2048 (StreamEvaluator: one lane prefilled in
-   blocks of 256, slid at 2048, every token scored by the kernel), tokens/s.
+   blocks of 256, slid at 2048, every token scored by the kernel), tokens/s. llama-bench asks
+   for the logits of a batch's last token only; a compressor needs every token's, which costs
+   the output layer (vocabulary × embedding) per token: Gemma 3's 262,144 × 640 is more than
+   the rest of the model. So a bare loop of the same prefill in-process (the same 256 tokens at
+   depth 1536, one `llama_decode`, through bpcbench.llama.binding) is timed both ways, last
+   logits only and all of them; the second is the ceiling of any row that scores every token.
 2. Our coded row, one lane, context 2048 (compress, then decompress, compared byte for byte),
    tokens/s each way; beside it `llama-bench -p 0 -n 128 -d D`, a bare one-row llama_decode loop
    at D = the lane's mean depth.
@@ -40,9 +45,13 @@ from bpcbench.codec import cross_entropy
 from bpcbench.codec import decompress as decoding
 from bpcbench.codec.session import Session, Settings
 from bpcbench.corpora import load_manifest, take_prefix
-from bpcbench.llama.binding import OMP_WAIT_POLICY, usable_cores
+from bpcbench.llama.binding import OMP_WAIT_POLICY, Batch, Context, Model, usable_cores
 
-LLAMA_CPP_PYTHON = "0.3.36"  # the Makefile's pin; the tools are built from its sources
+# scripts/ is not a package; the pin is defined once there (pyproject.toml, read by scripts/pins.py)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from pins import exact_pin
+
+LLAMA_CPP_PYTHON = exact_pin("llama-cpp-python")  # the tools are built from its sources
 MODELS = {"smollm2-135m": "SmolLM2", "gemma3-270m": "Gemma 3"}
 
 
@@ -74,6 +83,29 @@ def llama_perplexity(model: Path, text: Path, threads: int) -> tuple[float, floa
     return seconds, float(ppl.group(1))
 
 
+def bare_prefill(path: Path, tokens, threads: int, all_logits: bool, reps: int,
+                 depth: int = 1536, p: int = 256) -> float:
+    """tokens/s of one `llama_decode` of `p` tokens at `depth` (best of reps, each on a fresh
+    prefill of the depth), asking for the logits of the last token or of every token."""
+    best = 0.0
+    with Model(path) as model, Context(model, n_seq=1, n_ctx_per_seq=depth + p, n_batch=p, threads=threads) as ctx, \
+            Batch(p) as batch:
+        for _ in range(reps):
+            ctx.clear()
+            for at in range(0, depth + p, p):
+                n = min(p, depth + p - at)
+                batch.token[:n] = tokens[at : at + n]
+                batch.pos[:n] = range(at, at + n)
+                batch.set_seq_ids([0] * n)
+                batch.logits[:n] = 1 if all_logits else 0
+                batch.logits[n - 1] = 1
+                t0 = time.perf_counter()
+                batch.decode(ctx, n)
+                seconds = time.perf_counter() - t0
+            best = max(best, p / seconds)  # the last block is the one at `depth`
+    return best
+
+
 def rows_of(spec: str, data: dict[str, bytes], threads: int, reps: int, tmp: Path) -> list[tuple]:
     """(what, llama.cpp, ours, speed ratio) rows of one model, each pair measured back to back."""
     name = MODELS.get(spec, spec)
@@ -85,10 +117,19 @@ def rows_of(spec: str, data: dict[str, bytes], threads: int, reps: int, tmp: Pat
         decoding.decompress(coding.compress(warm, session, Settings(context=2048, width=1, threads=threads),
                                             fallback=False)[0], session, threads=threads)
         ref = llama_bench(path, threads, 256, 0, 1536, reps)
+        tokens = session.model.tokenize(data["ideal"])
+        if len(tokens) < 1536 + 256:
+            sys.exit(f"side_by_side: {name}: --ideal-bytes gives {len(tokens)} tokens, fewer than 1,792")
+        last = bare_prefill(path, tokens, threads, False, reps)
+        every = bare_prefill(path, tokens, threads, True, reps)
         st = cross_entropy.cross_entropy(data["ideal"], session, Settings(context=2048, threads=threads))
         ours = st.n_tokens / st.seconds
         rows.append((f"{name} ideal, lanes, ctx 2048, {len(data['ideal']):,} B: tok/s",
                      f"{ref:.1f} (`-p 256 -d 1536`)", f"{ours:.1f}", ours / ref))
+        rows.append((f"{name} bare `llama_decode` of 256 at depth 1536, last token's logits: tok/s",
+                     f"{ref:.1f} (`-p 256 -d 1536`)", f"{last:.1f}", last / ref))
+        rows.append((f"{name} ideal over the bare loop with every token's logits: tok/s",
+                     f"{every:.1f} (bare, all logits)", f"{ours:.1f}", ours / every))
 
         settings = Settings(context=2048, width=1, threads=threads)
         blob, enc = coding.compress(data["coded"], session, settings, fallback=False)

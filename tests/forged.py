@@ -14,6 +14,7 @@ import zlib
 
 from bpcbench.codec.container import LANE_MODEL, LANE_STORED, LANE_ZSTD, Container
 from bpcbench.codec.entropy_model import max_tokens
+from bpcbench.codec.header_fields import varint as _varint  # the writer's own varint
 from bpcbench.codec.mixing import MODES
 
 
@@ -76,16 +77,6 @@ def field_cases(blob: bytes) -> dict[str, tuple[bytes, str]]:
         "payload-spent-mid-decode": ({"n_tokens": most, "original_bytes": most}, "payload is spent"),
     }
     return {name: (forged(blob, **changes), message) for name, (changes, message) in cases.items()}
-
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        out.append((value & 0x7F) | (0x80 if value > 0x7F else 0))
-        value >>= 7
-        if not value:
-            return bytes(out)
 
 
 def ranged(model_blob: bytes, text: bytes, apart: bytes) -> bytes:
