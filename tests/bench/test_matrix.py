@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bpcbench.baselines import BASELINES
-from bpcbench.bench import matrix, matrix_keys
+from bpcbench.bench import matrix, matrix_keys, measure
 from bpcbench.corpora import load_manifest, select
 from bpcbench.errors import BpcError
 
@@ -193,3 +193,16 @@ def test_the_documented_example_and_defaults_are_what_the_validator_does(tmp_pat
     assert (llm[0].measure, [llm[0].policy], llm[0].width, llm[0].min_lane_tokens, llm[0].max_bytes) == (
         keys["measure"].default, [keys["policy"].default], keys["width"].default, keys["min_lane_tokens"].default,
         keys["max_bytes"].default)
+
+
+def test_a_mix_list_makes_llm_and_llm_plus_match_rows_beside_each_other(tmp_path):
+    m = load(BASE.replace('[run]', '[run]\nmix = ["none", "match"]'), tmp_path)
+    llm = [c for c in m.cells if c.is_llm]
+    assert [(c.codec, c.mix) for c in llm] == [("llm:smollm2-135m", "none"), ("llm+match:smollm2-135m", "match")]
+    assert measure.settings(llm[1]).mix == "match"
+
+
+@pytest.mark.parametrize("mix, expected", [('"ppm"', "mix must be one of none, match, got 'ppm'"),
+                                           ('"match"\npolicy = "llama-perplexity"', "mixing needs lanes or chunks")])
+def test_a_bad_mix_is_refused_in_one_line(tmp_path, mix, expected):
+    assert expected in error(BASE.replace("[run]", f"[run]\nmix = {mix}"), tmp_path)

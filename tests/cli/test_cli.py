@@ -241,7 +241,8 @@ def test_json_goes_to_stdout_under_the_results_column_names(tmp_path, tiny_model
     assert enc["container_bytes"] == (tmp_path / "in.txt.bpcz").stat().st_size
     assert enc["bits_per_byte"] == pytest.approx(8 * enc["container_bytes"] / 510)
     assert enc["encode_kB_per_s"] == pytest.approx(510 / 1000 / enc["encode_seconds"])
-    own = {"direction", "method", "header_bytes", "container_bits_per_byte", "segment_lanes"}  # not results.csv columns
+    own = {"direction", "method", "header_bytes", "container_bits_per_byte", "segment_lanes", "mix",
+           "mix_state"}  # not results.csv columns (the codec column names the mix: llm+match:<model>)
     assert set(enc) - own <= set(COLUMN_NAMES), set(enc) - own - set(COLUMN_NAMES)
     for name in ("coded_bytes", "n_tokens", "ideal_bits", "tokens_per_s", "context_tokens", "peak_rss_mb"):
         assert name in enc, name

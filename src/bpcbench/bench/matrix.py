@@ -23,6 +23,7 @@ from bpcbench.bench.matrix_keys import (
     RUN_KEYS,
     TOP_LEVEL,
 )
+from bpcbench.codec import mixing
 from bpcbench.codec.session import POLICIES as CODED_POLICIES
 from bpcbench.errors import BpcError
 from bpcbench.quantize import parse_levels
@@ -56,6 +57,7 @@ class Cell:
     threads: int | None = None
     n_gpu_layers: int | None = None
     repeats: int = 1  # timed values: baseline_repeats or model_repeats
+    mix: str = "none"  # what is mixed with the model (codec/mixing.py); named in the codec: llm+match:<model>
 
     @property
     def is_llm(self) -> bool:
@@ -90,10 +92,15 @@ class Matrix:
     lossy: LossyPlan | None = None
 
 
-def model_codec(model: str) -> str:
-    """`llm:<name>`: the registry name, or a GGUF file's stem (as models.describe names it)."""
+def model_codec(model: str, mix: str = "none") -> str:
+    """`llm:<name>`: the registry name, or a GGUF file's stem (as models.describe names it); `llm+match:<name>`
+    with the match model mixed in.
+
+    >>> model_codec("smollm2-135m", "match")
+    'llm+match:smollm2-135m'
+    """
     name = model if model in KNOWN_MODELS else Path(model).stem
-    return f"llm:{name}"
+    return f"llm{'' if mix == 'none' else '+' + mix}:{name}"
 
 
 def load(path: str | os.PathLike) -> Matrix:
@@ -187,7 +194,7 @@ class _Parser:
         models = [self.model("[run] models", m) for m in self.string_list("[run]", "models", run["models"], True)]
         corpora = self.corpora("[run] corpora", self.string_list("[run]", "corpora", run["corpora"]))
         run = {**{k: key.default for k, key in RUN_KEYS.items() if key.default is not None}, **run}
-        defaults = {"context": [None], **self.settings("[run]", run)}
+        defaults = {"context": [None], "mix": ["none"], **self.settings("[run]", run)}
         plan = self.model_plan(models, corpora, defaults)
         cells, views = self.model_cells(plan)
         for c in corpora:  # a corpus no model measures still gets its baselines
@@ -266,16 +273,19 @@ class _Parser:
                 if s["measure"] == "coded" and policy not in CODED_POLICIES:
                     raise self.fail("policy", f"{policy} scores ideal rows only; coded rows use "
                                               f"{' or '.join(CODED_POLICIES)} ({m} on {c})")
-                cells += [Cell(measure=s["measure"], codec=model_codec(m), corpus=c, max_bytes=s["max_bytes"],
+                if policy not in CODED_POLICIES and s["mix"] != ["none"]:
+                    raise self.fail("mix", f"{policy} scores a tool's windows; mixing needs "
+                                           f"{' or '.join(CODED_POLICIES)} ({m} on {c})")
+                cells += [Cell(measure=s["measure"], codec=model_codec(m, mix), corpus=c, max_bytes=s["max_bytes"],
                                model=m, policy=policy, context=ctx, min_lane_tokens=s["min_lane_tokens"],
                                width=s["width"], threads=s["threads"], n_gpu_layers=s["n_gpu_layers"],
-                               repeats=s["model_repeats"])
-                          for ctx in s["context"]]
+                               repeats=s["model_repeats"], mix=mix)
+                          for ctx in s["context"] for mix in s["mix"]]
         return cells, views
 
     def settings(self, where: str, table: dict) -> dict:
         """The model settings (CELL_SETTINGS) a [run] or [[llm]] table sets, each validated."""
-        check = {"measure": self.measure, "policy": self.policy, "context": self.context_list}
+        check = {"measure": self.measure, "policy": self.policy, "context": self.context_list, "mix": self.mix}
         return {k: check[k](where, v) if k in check else self.int_value(where, k, v)
                 for k, v in table.items() if k in CELL_SETTINGS}
 
@@ -284,6 +294,13 @@ class _Parser:
         for v in values or [None]:
             if v not in ALL_POLICIES:
                 raise self.fail(where, f"policy must be one of {', '.join(ALL_POLICIES)}, got {v!r}")
+        return list(dict.fromkeys(values))
+
+    def mix(self, where: str, value: str | list) -> list[str]:
+        values = [value] if isinstance(value, str) else value
+        for v in values or [None]:
+            if v not in mixing.MODES:
+                raise self.fail(where, f"mix must be one of {', '.join(mixing.MODES)}, got {v!r}")
         return list(dict.fromkeys(values))
 
     def measure(self, where: str, value: str) -> str:

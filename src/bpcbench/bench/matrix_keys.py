@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from bpcbench import defaults
 from bpcbench.baselines import BASELINES
-from bpcbench.codec import session
+from bpcbench.codec import mixing, session
 from bpcbench.codec.session import POLICIES as CODED_POLICIES
 from bpcbench.llama.lanes import MAX_LANES
 from bpcbench.models import KNOWN_MODELS
@@ -72,6 +72,9 @@ RUN_KEYS = {
     "policy": Key((list, str), f"one of {', '.join(ALL_POLICIES)} or a list of them", "How the model sees the text "
                   f"(docs/design.md: What the numbers mean); a list measures each. "
                   f"{', '.join(session.WINDOW_POLICIES)}: ideal rows only.", session.DEFAULT_POLICY),
+    "mix": Key((list, str), f"one of {', '.join(mixing.MODES)} or a list of them", "What is mixed with the model's "
+               "distribution: `match`, an online match model of the text's own repetitions (codec/mixing.py), in rows "
+               "named `llm+match:<model>`; a list measures each.", "none"),
     "context": Key((list, int), f"{_POSITIVE} or a list of them", "Tokens of KV window (lanes) or per chunk; a list "
                    f"is a sweep, one cell per value. Unset: {session.DEFAULT_CHUNK_TOKENS} for chunks, else the "
                    f"model's training context, at most {session.DEFAULT_CONTEXT_CAP}."),

@@ -47,7 +47,7 @@ def settings(cell: Cell) -> Settings:
     """The cell's settings as the matrix gave them (context None: the model's default, see Settings.resolved)."""
     return Settings(policy=cell.policy or DEFAULT_POLICY, context=cell.context, width=cell.width or DEFAULT_WIDTH,
                     min_lane_tokens=cell.min_lane_tokens or DEFAULT_MIN_LANE_TOKENS,
-                    threads=cell.threads or measurement_threads(), n_gpu_layers=cell.n_gpu_layers or 0)
+                    threads=cell.threads or measurement_threads(), n_gpu_layers=cell.n_gpu_layers or 0, mix=cell.mix)
 
 
 class Inputs:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bpcbench.codec import mixing
 from bpcbench.codec.session import (
     DEFAULT_CHUNK_TOKENS,
     DEFAULT_CONTEXT_CAP,
@@ -92,6 +93,12 @@ def add_policy(p: argparse.ArgumentParser) -> None:
                    "or chunks (disjoint pieces of at most --context tokens, each from BOS)")
     p.add_argument("--min-lane-tokens", type=positive_int, dest="min_lane_tokens",
                    help=f"a lane per this many tokens, up to --width lanes (default {DEFAULT_MIN_LANE_TOKENS})")
+
+
+def add_mix(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mix", choices=mixing.MODES,
+                   help="mix the model's distribution with an online match model of the file's own repetitions "
+                        "(match), or not (none, the default); the file records it")
 
 
 def add_context(p: argparse.ArgumentParser) -> None:

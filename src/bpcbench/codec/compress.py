@@ -79,6 +79,8 @@ class Stats:
     # model range's file bytes are 0: the model's payload codes all of them together
     segments: list = field(default_factory=list)
     peak_rss_mb: float | None = None  # filled in by the caller, which measures with environment.PeakMemory
+    mix: str = "none"  # what was mixed with the model's distribution (codec/mixing.py)
+    mix_state: str = ""  # a hash of the mixer's state after the file (both ends must end equal)
 
     @property
     def ideal_bits_per_byte(self) -> float:
@@ -151,21 +153,23 @@ def compress(data: bytes, session: Session, settings: Settings | None = None, pr
     text = b"".join(p for p, (is_text, _) in zip(pieces, ranges) if is_text) if len(ranges) > 1 else data
     job = session.prepare(text, settings)
     s, plan = job.settings, job.plan
-    coded = session.encode(plan, job.tokens, s.threads, progress)
+    coded = session.encode(plan, job.tokens, s.threads, progress, s.mix)
     container = Container(coded_header("model", text, job, coded.shift), pay_for_cells(coded.payload, plan.kv_cells))
     piece_bits = coded.piece_bits
+    candidates = [(container, coded.mix_state)]  # with the mixer's state after coding it ("" if none)
     if fallback:
-        candidates = [container, *_segmented(container, job, piece_bits, session, progress)]
+        candidates += _segmented(container, job, piece_bits, session, progress)
         if len(ranges) > 1:
             apart = [_range_payload(p) for p, (is_text, _) in zip(pieces, ranges)]
-            candidates = [_with_ranges(c, plain, ranges, apart) for c in candidates]
-        container = min([*candidates, *_fallbacks(data, plain)], key=lambda c: len(c.to_bytes()))
+            candidates = [(_with_ranges(c, plain, ranges, apart), state) for c, state in candidates]
+        candidates += [(c, "") for c in _fallbacks(data, plain)]
+    container, mix_state = min(candidates, key=lambda c: len(c[0].to_bytes()))
     blob = container.to_bytes()
     st = Stats.measured(text, job.tokenized, plan.lengths, piece_bits, plan.context_lengths(), session.vocab, t0,
                         container_bytes=len(blob), coded_bytes=len(coded.payload), policy=s.policy, context=s.context,
                         lanes=plan.n_lanes, method=container.header.method, header_bytes=container.header_bytes,
                         segment_lanes=sum(m != LANE_MODEL for m in container.header.lane_methods),
-                        segments=segment_stats(container))
+                        segments=segment_stats(container), mix=container.header.mix, mix_state=mix_state)
     st.input_bytes = len(data)
     st.scored_bytes = len(text) if text is not data else None  # the ideal bits are the text's
     return blob, st
@@ -220,11 +224,13 @@ def lane_choice(raw: bytes, model_bits: float) -> tuple[int, bytes]:
     return (method, seg) if len(seg) + 3 < model_bits / 8 else (LANE_MODEL, b"")  # + its length varint
 
 
-def _segmented(whole: Container, job: Prepared, piece_bits: np.ndarray, session: Session, progress) -> list[Container]:
+def _segmented(whole: Container, job: Prepared, piece_bits: np.ndarray, session: Session,
+               progress) -> list[tuple[Container, str]]:
     """The container with each lane stored the cheapest way, when some lane is cheaper as zstd
     or as it is than by the model (by its ideal bits, which the range coder meets closely); []
     if none is, or all are (the whole-file fallbacks cover that). The model's lanes are coded
-    again without the others, since a batch without them is what the decoder will evaluate."""
+    again without the others, since a batch without them is what the decoder will evaluate;
+    with the mixer's state after them."""
     plan, tokens = job.plan, job.tokens
     if plan.n_lanes < 2:
         return []
@@ -237,8 +243,9 @@ def _segmented(whole: Container, job: Prepared, piece_bits: np.ndarray, session:
         return []
     coded = model_lanes(plan, methods)  # the decoder's own rule for the plan it evaluates
     keep = np.concatenate([tokens[offs[i] : offs[i + 1]] for i, m in enumerate(methods) if m == LANE_MODEL])
-    model = session.encode(coded, keep, job.settings.threads, progress)
+    model = session.encode(coded, keep, job.settings.threads, progress, job.settings.mix)
     header = replace(whole.header, shift=model.shift, lane_methods=tuple(methods),
                      segment_bytes=tuple(len(s) for s in segments))
     beside = sum(len(s) for s in segments)
-    return [Container(header, b"".join(segments) + pay_for_cells(model.payload, coded.kv_cells, beside))]
+    return [(Container(header, b"".join(segments) + pay_for_cells(model.payload, coded.kv_cells, beside)),
+             model.mix_state)]

@@ -4,12 +4,14 @@ any model is loaded or any buffer is sized from it.
 
 Layout (varint = unsigned LEB128, minimal, at most 8 bytes; fixed integers little-endian):
 
-    b"BPCZ"  u8 version (3, or 4 with a segment map)  u8 flags
+    b"BPCZ"  u8 version (3, or 4 with something mixed or a segment map)  u8 flags
     varint original_bytes    6 bytes: sha256(original)[:6]
     methods "model" and "lossy" only:
         varint n_tokens  varint threads  [flag OFFLOAD: varint n_gpu_layers]  (the encoder's, for messages)
         u8 model: 0 = named (u8 length, UTF-8 file name; never used as a path), k >= 1 = REGISTRY[k - 1]
         6 bytes: sha256(model)[:6]   4 bytes: codec fingerprint (build, numpy, coder, vocabulary)
+        version 4 (always; "model" only): u8 mix, mixing.MODES[k]: what is mixed with the model's
+                       distribution (0 nothing, 1 the match model); version 3 has no mix byte, mixes nothing
         flag EXPLICIT: varint context, varint width, lanes also varint discard, varint min_lane_tokens
                        (otherwise the defaults of this format, LANE_DEFAULTS)
         flag SEGMENTS ("model" only): one byte per lane of the plan, how it is stored (0 by the
@@ -30,18 +32,20 @@ Layout (varint = unsigned LEB128, minimal, at most 8 bytes; fixed integers littl
 
 flags: bits 0-1 method (0 stored, 1 zstd, 2 model, 3 lossy); bit 2: version 3, the retired
 padded-chunks layout of bpcbench <= 0.3.0 (refused, naming the release that reads it), version 4,
-RANGES (always set); bit 3 lanes re-evaluate instead of shifting the KV cache; bit 4 EXPLICIT;
-bit 5 OFFLOAD (layers on a GPU); bit 6 SEGMENTS; bit 7 the chunks policy (else lanes).
+RANGES (a segment map follows); bit 3 lanes re-evaluate instead of shifting the KV cache; bit 4
+EXPLICIT; bit 5 OFFLOAD (layers on a GPU); bit 6 SEGMENTS; bit 7 the chunks policy (else lanes).
 
 The plan (llama/lanes.py make_plan) follows from the policy bit, n_tokens and the EXPLICIT
 fields: lanes, min(width, ⌈n_tokens / min_lane_tokens⌉) lanes sliding by `discard` in a window
 of `context`; chunks, ⌈n_tokens / context⌉ lanes that never slide, run `width` at a time. The
 writer puts the format's defaults wherever they give the same plan.
 
-Versions: a file is written in the oldest version that holds it (Header.version): without a
-segment map, version 3, byte for byte what bpcbench 0.4.0 wrote and reads; version 4 is for the
-map alone. Both are read under the rules below (stricter than 0.4.0's 512 tokens a byte);
-versions 1 and 2 (JSON, bpcbench 0.1) are refused naming the release that reads them.
+Versions (docs/format.md says why): 4 is 3 plus the mix byte (always) and bit 2's segment map. A
+file is written in the oldest version that holds it (Header.version): with nothing mixed and no
+map, version 3, byte for byte what bpcbench 0.4.0 wrote and reads. A version 4 file needing
+neither is refused; an unknown mix id is a mismatch (exit 4: this bpcbench is too old for it).
+Both are read under the rules below (stricter than 0.4.0's 512 tokens a byte); versions 1 and 2
+(JSON, bpcbench 0.1) are refused naming the release that reads them.
 
 Guarantees: the CRC is checked before any field is read; every field is typed and range-checked
 (n_tokens <= the model's stream, at most MAX_PLAN_LANES lanes); the segment map whole before
@@ -63,10 +67,11 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from bpcbench.codec import entropy_model
+from bpcbench.codec import entropy_model, mixing
+from bpcbench.codec.header_fields import Reader, varint
 from bpcbench.codec.payload import kv_cells_paid
 from bpcbench.codec.session import Prepared
-from bpcbench.errors import BpcError, CorruptInput
+from bpcbench.errors import BpcError, CorruptInput, Mismatch
 from bpcbench.llama.lanes import MAX_LANES, Plan, make_plan
 from bpcbench.models import SHA_PREFIX_DIGITS
 
@@ -81,11 +86,10 @@ HASH_BYTES = SHA_PREFIX_DIGITS // 2  # original and model sha256 prefixes (48 bi
 CODEC_BYTES = 4
 MAX_ORIGINAL_BYTES = 1 << 48  # what any header may claim; decompress applies the user's own, smaller bound
 _PADDED_CHUNKS, _REEVAL, _EXPLICIT, _OFFLOAD, _SEGMENTS, _CHUNKS = 4, 8, 16, 32, 64, 128
-_RANGES = 4  # version 4's meaning of bit 2 (version 3's retired padded chunks)
+_RANGES = 4  # version 4's meaning of bit 2 (version 3's retired padded chunks): a segment map follows
 LANE_MODEL, LANE_ZSTD, LANE_STORED = 0, 1, 2  # how a lane of a SEGMENTS file, or a byte range, is stored
 RANGE_METHODS = ("model", "zstd", "stored")  # names of LANE_MODEL, LANE_ZSTD, LANE_STORED
 MAX_RANGES = 1024  # byte ranges of one segment map (split.py never makes more)
-_VARINT_BYTES = 8
 _CRC = struct.Struct("<I")
 
 
@@ -110,6 +114,7 @@ class Header:
     codec: str = ""  # hex, CODEC_BYTES bytes
     lane_methods: tuple[int, ...] = ()  # SEGMENTS: LANE_* of each lane of the plan; () = every lane by the model
     segment_bytes: tuple[int, ...] = ()  # SEGMENTS: payload bytes of each lane not coded by the model, in order
+    mix: str = "none"  # "model" only: what is mixed with the model's distribution (mixing.MODES)
     # version 4's segment map: (LANE_* method, bytes of the original, bytes in the payload) of each
     # byte range in order; () = the whole original is the model's (or the method's) stream
     ranges: tuple[tuple[int, int, int], ...] = ()
@@ -128,7 +133,7 @@ class Header:
     @property
     def version(self) -> int:
         """The oldest format that holds this file (3 is what bpcbench 0.4.0 wrote and reads)."""
-        return 4 if self.ranges else 3
+        return 4 if self.mix != "none" or self.ranges else 3
 
     def explicit(self) -> bool:
         return any(getattr(self, k) != LANE_DEFAULTS[k] for k in PLAN_FIELDS[self.policy])
@@ -154,7 +159,10 @@ def coded_header(method: str, data: bytes, job: Prepared, shift: bool) -> Header
     fields = {k: given[k] if k in PLAN_FIELDS[s.policy] else v for k, v in LANE_DEFAULTS.items()}
     h = Header(method, len(data), hashlib.sha256(data).hexdigest()[: 2 * HASH_BYTES], n_tokens=plan.n_tokens,
                policy=s.policy, shift=shift, threads=s.threads, n_gpu_layers=s.n_gpu_layers,
-               model_name=job.model.name, model_sha=job.model.sha256[: 2 * HASH_BYTES], codec=job.codec, **fields)
+               model_name=job.model.name, model_sha=job.model.sha256[: 2 * HASH_BYTES], codec=job.codec,
+               mix=s.mix, **fields)
+    if method != "model" and s.mix != "none":
+        raise BpcError(f"--mix {s.mix} is for the lossless codec only")
     short = replace(h, width=LANE_DEFAULTS["width"], min_lane_tokens=LANE_DEFAULTS["min_lane_tokens"])
     return short if short.plan() == plan else h
 
@@ -213,20 +221,11 @@ class Container:
         body = memoryview(blob)[: -_CRC.size]
         if zlib.crc32(body) != _CRC.unpack_from(blob, len(blob) - _CRC.size)[0]:  # before any field is used
             raise CorruptInput("compressed file is corrupt or truncated: CRC-32 mismatch")
-        reader = _Reader(body, 5)
+        reader = Reader(body, 5)
         header = _read_header(reader, blob[4])
         payload = bytes(body[reader.pos :])
         _check_payload(header, payload)
         return cls(header, payload)
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        out.append((value & 0x7F) | (0x80 if value > 0x7F else 0))
-        value >>= 7
-        if not value:
-            return bytes(out)
 
 
 def _pack_header(h: Header) -> bytes:
@@ -234,62 +233,38 @@ def _pack_header(h: Header) -> bytes:
     flags |= (0 if h.shift else _REEVAL) | (_EXPLICIT if h.explicit() else 0) | (_OFFLOAD if h.n_gpu_layers else 0)
     flags |= (_SEGMENTS if h.lane_methods else 0) | (_RANGES if h.ranges else 0)
     out = bytearray(MAGIC + bytes([h.version, flags]))
-    out += _varint(h.original_bytes) + bytes.fromhex(h.original_sha)
+    out += varint(h.original_bytes) + bytes.fromhex(h.original_sha)
     if h.method not in CODED:
         return bytes(out)
-    out += _varint(h.n_tokens) + _varint(h.threads) + (_varint(h.n_gpu_layers) if h.n_gpu_layers else b"")
+    out += varint(h.n_tokens) + varint(h.threads) + (varint(h.n_gpu_layers) if h.n_gpu_layers else b"")
     if h.model_name in REGISTRY:
         out.append(REGISTRY.index(h.model_name) + 1)
     else:
         name = h.model_name.encode()
         out += bytes([0, len(name)]) + name
     out += bytes.fromhex(h.model_sha) + bytes.fromhex(h.codec)
+    if h.version == 4:
+        out.append(mixing.MODES.index(h.mix))
     if h.explicit():
-        out += _varint(h.context) + _varint(h.width)
+        out += varint(h.context) + varint(h.width)
         if "discard" in PLAN_FIELDS[h.policy]:
-            out += _varint(h.discard) + _varint(h.min_lane_tokens)
+            out += varint(h.discard) + varint(h.min_lane_tokens)
     if h.lane_methods:
-        out += bytes(h.lane_methods) + b"".join(map(_varint, h.segment_bytes))
+        out += bytes(h.lane_methods) + b"".join(map(varint, h.segment_bytes))
     if h.ranges:
-        out += _varint(len(h.ranges))
+        out += varint(len(h.ranges))
         for method, n, stored in h.ranges:
-            out += bytes([method]) + _varint(n) + (_varint(stored) if method == LANE_ZSTD else b"")
+            out += bytes([method]) + varint(n) + (varint(stored) if method == LANE_ZSTD else b"")
     return bytes(out)
 
 
-class _Reader:
-    """Bounded reads from the header: every read names its field, every failure is one line."""
-
-    def __init__(self, data: memoryview, pos: int):
-        self.data, self.pos = data, pos
-
-    def take(self, n: int, field: str) -> bytes:
-        if self.pos + n > len(self.data):
-            raise CorruptInput(f"compressed file is truncated (inside its header, at {field})")
-        self.pos += n
-        return bytes(self.data[self.pos - n : self.pos])
-
-    def varint(self, field: str, low: int, high: int) -> int:
-        value = 0
-        for i in range(_VARINT_BYTES):
-            byte = self.take(1, field)[0]
-            value |= (byte & 0x7F) << (7 * i)
-            if not byte & 0x80:
-                if byte == 0 and i:
-                    raise CorruptInput(f"compressed file's header field {field!r} is not minimally encoded")
-                if not low <= value <= high:
-                    raise CorruptInput(f"compressed file's header field {field!r} is out of range: {value}")
-                return value
-        raise CorruptInput(f"compressed file's header field {field!r} is too long")
-
-
-def _read_header(r: _Reader, version: int) -> Header:
+def _read_header(r: Reader, version: int) -> Header:
     flags = r.take(1, "flags")[0]
     method = METHODS[flags & 3]
     if version == 4:
-        if flags & _RANGES == 0 or method != "model":
-            raise CorruptInput("compressed file of format version 4 has no segment map, or one outside the model "
-                               "method")
+        if method != "model":
+            raise CorruptInput(f"compressed file of format version 4 has the {method} method (version 4 is for "
+                               "the model method only)")
     elif method in CODED and flags & _PADDED_CHUNKS:
         raise CorruptInput("compressed file was made by the retired padded-chunks layout of bpcbench <= 0.3.0, "
                            "which this version cannot reproduce: decompress it with bpcbench 0.3.0 (git 594b614)")
@@ -306,20 +281,24 @@ def _read_header(r: _Reader, version: int) -> Header:
                 policy="chunks" if flags & _CHUNKS else "lanes", shift=not flags & _REEVAL,
                 model_name=_model_name(r), model_sha=r.take(HASH_BYTES, "model_sha").hex(),
                 codec=r.take(CODEC_BYTES, "codec").hex())
+    if version == 4:
+        h = replace(h, mix=_mix_mode(r))
     if flags & _EXPLICIT:
         h = replace(h, context=r.varint("context", 2, 1 << 24), width=r.varint("width", 1, MAX_LANES))
         if "discard" in PLAN_FIELDS[h.policy]:
             h = replace(h, discard=r.varint("discard", 1, h.context - 1),
                         min_lane_tokens=r.varint("min_lane_tokens", 1, MAX_ORIGINAL_BYTES))
     h = _read_segments(r, h) if flags & _SEGMENTS else h
-    if version == 4:
+    if version == 4 and flags & _RANGES:
         h = _read_ranges(r, h)
         if h.n_tokens > h.text_bytes:
             raise CorruptInput(f"compressed file's header field 'n_tokens' is out of range: {h.n_tokens}")
+    if version == 4 and h.version != 4:  # the writer makes version 3 of a file that needs nothing of 4
+        raise CorruptInput("compressed file of format version 4 has nothing mixed and no segment map")
     return h
 
 
-def _read_ranges(r: _Reader, h: Header) -> Header:
+def _read_ranges(r: Reader, h: Header) -> Header:
     """Version 4's segment map, checked whole as the module docstring says (a range takes at
     least two bytes, so a count beyond half the bytes left is forged)."""
     count = r.varint("segment count", 2, MAX_RANGES)
@@ -347,7 +326,7 @@ def _read_ranges(r: _Reader, h: Header) -> Header:
     return replace(h, ranges=tuple(ranges))
 
 
-def _read_segments(r: _Reader, h: Header) -> Header:
+def _read_segments(r: Reader, h: Header) -> Header:
     """The lane map of a SEGMENTS file: one method byte per lane of the plan the header implies
     (at most MAX_PLAN_LANES, and no more than the file holds), some not by the model; a payload
     length for each of those."""
@@ -361,7 +340,16 @@ def _read_segments(r: _Reader, h: Header) -> Header:
     return replace(h, lane_methods=methods, segment_bytes=sizes)
 
 
-def _model_name(r: _Reader) -> str:
+def _mix_mode(r: Reader) -> str:
+    """A version 4 file's mix byte: a mode this version knows (another is a newer bpcbench's, exit 4)."""
+    ident = r.take(1, "mix")[0]
+    if ident >= len(mixing.MODES):
+        raise Mismatch(f"compressed file was made with mix mode id {ident}, which this bpcbench does not know "
+                       f"(it knows {', '.join(mixing.MODES[1:])}): decode it with the bpcbench that wrote it")
+    return mixing.MODES[ident]
+
+
+def _model_name(r: Reader) -> str:
     """A registry name, or a file name kept for messages only: printable, no path separators."""
     ident = r.take(1, "model")[0]
     if ident:

@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from bpcbench.codec import entropy_model, kernel, policies
+from bpcbench.codec import entropy_model, kernel, mixing, policies
 from bpcbench.codec.compress import Stats
 from bpcbench.codec.session import WINDOW_POLICIES, Session, Settings
 from bpcbench.llama.lanes import Plan, StreamEvaluator, make_plan
@@ -39,7 +39,7 @@ def cross_entropy(data: bytes, session: Session, settings: Settings | None = Non
     if progress is not None:
         progress.reset(total=len(tokens))
     plan = ideal_plan(len(tokens), settings)
-    bits = _plan_bits(session, tokens, plan, settings.threads, progress)
+    bits = _plan_bits(session, tokens, plan, settings.threads, progress, settings.mix)
     pieces = [b for n in plan.lengths for b in _blocks(n, plan.context)]
     offs = np.concatenate([[0], np.cumsum(pieces)]).astype(np.int64)
     piece_bits = np.add.reduceat(bits, offs[:-1]) if len(tokens) else np.zeros(0)
@@ -87,19 +87,24 @@ def _score(session: Session, logits: np.ndarray, symbols: np.ndarray) -> np.ndar
     return entropy_model.ideal(logits, symbols, len(session.vocab.escape_bytes))[0]
 
 
-def _plan_bits(session: Session, tokens: np.ndarray, plan: Plan, threads: int, progress) -> np.ndarray:
-    """Ideal bits of every token, each lane of the plan evaluated alone."""
+def _plan_bits(session: Session, tokens: np.ndarray, plan: Plan, threads: int, progress,
+               mix: str = "none") -> np.ndarray:
+    """Ideal bits of every token, each lane of the plan evaluated alone (and mixed, with `mix`, as the
+    coder mixes it: codec/mixing.py)."""
     bits = np.zeros(len(tokens))
     if not len(tokens):
         return bits
     offs = plan.offsets()
     kernel.set_threads(threads)
+    mixed = None if mix == "none" else mixing.step_tables(mix, session.vocab.n_symbols,
+                                                          len(session.vocab.escape_bytes), 1, max(plan.lengths))
     with StreamEvaluator(session.model, context=plan.context, discard=plan.discard, threads=threads) as ev:
         for i in range(plan.n_lanes):
             lane = tokens[offs[i] : offs[i + 1]]
             for first, logits in ev.blocks(session.vocab.model_input(lane)):
-                bits[offs[i] + first : offs[i] + first + len(logits)] = _score(session, logits,
-                                                                              lane[first : first + len(logits)])
+                symbols = lane[first : first + len(logits)]
+                bits[offs[i] + first : offs[i] + first + len(logits)] = (
+                    _score(session, logits, symbols) if mixed is None else mixed.score(logits, symbols, i))
                 if progress is not None:
                     progress.update(len(logits))
     return bits

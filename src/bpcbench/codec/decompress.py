@@ -63,14 +63,14 @@ def decompress(blob: bytes, session: Session | None = None, model_spec: str | No
                        f"{max_output_bytes:,} (--max-output-bytes)")
     sink = _Sink(out, h.original_bytes)
     if h.method in CODED:
-        text, n_pieces = _decode_model(container, session, model_spec, settings, force, progress,
-                                       threads, n_gpu_layers, model_dirs, max_kv_cells)
+        text, n_pieces, state = _decode_model(container, session, model_spec, settings, force, progress,
+                                              threads, n_gpu_layers, model_dirs, max_kv_cells)
         if h.ranges:
             _write_ranges(container, text, sink)
         else:
             sink.write(text)
     else:
-        n_pieces = 0
+        n_pieces, state = 0, ""
         if h.method == "stored":
             sink.write(container.payload)
         else:
@@ -84,7 +84,7 @@ def decompress(blob: bytes, session: Session | None = None, model_spec: str | No
                               method=h.method,
                               coded_bytes=len(container.model_payload) if h.method in CODED else 0,
                               header_bytes=container.header_bytes, seconds=time.perf_counter() - t0,
-                              segments=segment_stats(container))
+                              segments=segment_stats(container), mix=h.mix, mix_state=state)
 
 
 class _Sink:
@@ -168,12 +168,13 @@ def _decode_model(container, session, model_spec, settings, force, progress, thr
         check_compatible(h, session, settings, force)
         coded = model_lanes(plan, h.lane_methods)
         if h.method == "lossy":
-            tokens = lossy.decode_tokens(container, session, coded, settings.threads, progress)
+            tokens, state = lossy.decode_tokens(container, session, coded, settings.threads, progress), ""
         else:
-            tokens = session.decode(coded, container.model_payload, settings.threads, h.shift, progress)
+            decoded = session.decode(coded, container.model_payload, settings.threads, h.shift, progress, h.mix)
+            tokens, state = decoded.tokens, decoded.mix_state
         if not h.lane_methods:
-            return session.vocab.detokenize(tokens), plan.n_lanes
-        return _join_lanes(container, coded, tokens, session), plan.n_lanes
+            return session.vocab.detokenize(tokens), plan.n_lanes, state
+        return _join_lanes(container, coded, tokens, session), plan.n_lanes, state
     finally:
         if own:
             session.close()
@@ -200,7 +201,7 @@ def check_compatible(h: Header, session: Session, settings: Settings, force: boo
         raise Mismatch(f"model mismatch: file was compressed with {h.model_name} (sha256 {h.model_sha}…), "
                        f"this model has sha256 {session.info.sha256[: 2 * HASH_BYTES]}…")
     problems = _run_differences(h, settings)
-    here = session.fingerprint(settings.n_gpu_layers)
+    here = session.fingerprint(settings.n_gpu_layers, h.mix)
     if h.codec != here:
         problems.append(f"llama.cpp build, CPU features, numpy, kernel build, coder or vocabulary differ from the "
                         f"encoder's (fingerprint: file {h.codec}, here {here})")

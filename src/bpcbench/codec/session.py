@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from bpcbench.codec import kernel, range_coder
+from bpcbench.codec import kernel, mixing, range_coder
 from bpcbench.codec.steps import DecoderStep, EncoderStep
 from bpcbench.codec.tokenization import Tokenized, Vocabulary
 from bpcbench.errors import BpcError
@@ -48,6 +48,7 @@ class Settings:
     discard: int | None = None  # lanes: tokens dropped when a lane slides (default context // 4)
     threads: int = field(default_factory=default_threads)
     n_gpu_layers: int = 0
+    mix: str = "none"  # what is mixed with the model's distribution (codec/mixing.py MODES)
 
     def resolved(self, model: Model) -> Settings:
         if self.policy not in POLICIES + WINDOW_POLICIES:
@@ -57,6 +58,10 @@ class Settings:
         if model.n_ctx_train and context > model.n_ctx_train:
             raise BpcError(f"context {context} is longer than the model's training context ({model.n_ctx_train})")
         discard = self.discard or default_discard(context) if self.policy == "lanes" else None
+        if self.mix not in mixing.MODES:
+            raise BpcError(f"unknown mix mode {self.mix!r} (known: {', '.join(mixing.MODES)})")
+        if self.mix != "none" and self.policy in WINDOW_POLICIES:
+            raise BpcError(f"--mix {self.mix} needs the lanes or chunks policy, not {self.policy}")
         return replace(self, context=context, discard=discard)
 
     def plan(self, n_tokens: int) -> Plan:
@@ -74,6 +79,15 @@ class Encoded:
     payload: bytes
     piece_bits: np.ndarray
     shift: bool  # lanes slid by KV shift (else by evaluating again)
+    mix_state: str = ""  # a hash of the mixer's state after the last step ("" when nothing is mixed)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """What the decoder's pass gives back: the tokens, and the mixer's state as Encoded has it."""
+
+    tokens: np.ndarray
+    mix_state: str = ""
 
 
 @dataclass(frozen=True)
@@ -113,29 +127,32 @@ class Session(Closeable):
         settings = (settings or Settings()).resolved(self.model)
         tok = self.vocab.tokenize(data)
         return Prepared(settings, tok, settings.plan(len(tok.tokens)), self.info,
-                        self.fingerprint(settings.n_gpu_layers))
+                        self.fingerprint(settings.n_gpu_layers, settings.mix))
 
-    def fingerprint(self, n_gpu_layers: int) -> str:
+    def fingerprint(self, n_gpu_layers: int, mix: str = "none") -> str:
         """What else must match for bit-exact decoding (llama.cpp build and CPU features, numpy, the
         compiled kernel that makes the tables and its build, the coder, the vocabulary as bpcbench
-        builds it), hashed to 8 hex digits for the container."""
+        builds it, and the mixer's build when one is mixed in), hashed to 8 hex digits for the container."""
         parts = {"build": build_info(n_gpu_layers).as_dict(), "numpy": np.__version__, "kernel": kernel.build(),
                  "coder": range_coder.VERSION,
                  "vocab": self.vocab.fingerprint, "start_token": self.model.start_token,
                  "n_symbols": self.vocab.n_symbols}
+        if mix != "none":  # only then: files without mixing keep the fingerprint they always had
+            parts["mix"] = mixing.build()
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:8]
 
-    def encode(self, plan: Plan, tokens: np.ndarray, threads: int, progress=None) -> Encoded:
-        """Range-code `tokens` under `plan`, in the model's own slide mode."""
-        step = EncoderStep(self.vocab, plan, tokens)
+    def encode(self, plan: Plan, tokens: np.ndarray, threads: int, progress=None, mix: str = "none") -> Encoded:
+        """Range-code `tokens` under `plan`, in the model's own slide mode, with `mix` mixed in (mixing.MODES)."""
+        step = EncoderStep(self.vocab, plan, tokens, mix)
         shift = self.run(plan, step, threads, progress)
-        return Encoded(step.payload(), step.piece_bits, shift)
+        return Encoded(step.payload(), step.piece_bits, shift, step.mix_state())
 
-    def decode(self, plan: Plan, payload: bytes, threads: int, shift: bool, progress=None) -> np.ndarray:
-        """The tokens of a model payload coded under `plan` in slide mode `shift` (the file's)."""
-        step = DecoderStep(self.vocab, plan, payload)
+    def decode(self, plan: Plan, payload: bytes, threads: int, shift: bool, progress=None,
+               mix: str = "none") -> Decoded:
+        """The tokens of a model payload coded under `plan` in slide mode `shift` with `mix` (the file's)."""
+        step = DecoderStep(self.vocab, plan, payload, mix)
         self.run(plan, step, threads, progress, shift=shift)
-        return step.tokens
+        return Decoded(step.tokens, step.mix_state())
 
     def run(self, plan: Plan, step: StepFn, threads: int, progress=None, shift: bool | None = None) -> bool:
         """Drive `plan` through its evaluator with `step`; -> whether lanes slid by KV shift (True for an

@@ -1,0 +1,396 @@
+"""What the file repeats, beside what the model predicts: an online match model mixed with the LLM (#25).
+
+The match model, per lane: hashes of the last k tokens (k in ORDERS: 24, 12, 6, 3, 2, 1, longest first) -> the last
+position that context occurred; when none is active, the longest order that hits and whose
+context really matches (checked token by token, so a hash collision predicts nothing) starts
+a match, which then follows the earlier occurrence token by token until it predicts wrong. Its
+prediction is one token c and a match length L.
+
+The mixer, per lane (paq/lpaq's logistic mixing, in the stretch domain st(p) = ln(p / (1 - p))):
+inputs st(p_llm(c)), st(the hit rate learned for L's bucket) and a bias; one weight set per
+context (L's bucket x the LLM's confidence bucket x whether c is the LLM's top token); output q,
+the probability that the next token is c. The distribution coded is the LLM's with c's share
+set to q: p'(c) = q, p'(x) = (1 - q) p(x) / (1 - p(c)), which in the coder's unnormalised
+weights is one entry changed (w'(c) = q / (1 - q) (total - w(c))) and so one block sum: no pass
+over the vocabulary beyond the one the coder's tables already make (kernel.coder_tables). A
+token without a prediction is coded by the LLM alone. The weights start at (1, 0, 0), q = p(c):
+the mixer starts as the LLM and learns from there.
+
+Bit-exact on both ends: the mixer is integer arithmetic (probabilities in 16 bits, stretch in
+1/256 nat, weights 16.16 fixed point) with tables computed once here and hashed into the
+codec fingerprint (`build`); its only float inputs are p(c) = w(c) / total and 1 / total,
+IEEE divisions of the kernel's own numbers. Encoder and decoder call the same loops in the
+same order with the same numbers (the decoder learns a token right after decoding it).
+
+State lives in slots, one per lane of a wave (lane id % width), reset when a lane starts, so
+memory is bounded by the plan's width and longest lane (hash tables of at most 2**21 entries
+per order over all slots), never by anything else a file says.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import numpy as np
+from numba import njit
+
+from bpcbench.codec import entropy_model
+from bpcbench.errors import BpcError
+
+VERSION = "bpcbench-mix/1"  # bump whenever a change here can change a table's bits
+MODES = ("none", "match")  # the container's mix ids are indices into this tuple: append only
+# context lengths hashed, longest first; measured against (12, 8, 6, 4, 2) and others: docs/measurements.md
+ORDERS = np.array([24, 12, 6, 3, 2, 1], dtype=np.int64)
+MAX_VERIFY = 64  # tokens compared backwards when a match starts
+_PROB_BITS = 16
+_ONE = 1 << _PROB_BITS
+_ST_MAX = 11 * 256  # stretch clamp: 11 nats, p from 1.7e-5 to 1 - 1.7e-5
+# hit-rate buckets of the match length: 1-3, 4-8, 9-16, > 16 (few buckets and weight sets learn fast enough
+# for files of a few thousand tokens; twelve buckets and seven confidence buckets gained a third as much)
+_LEN_EDGES = np.array([3, 8, 16], dtype=np.int64)
+N_LEN = len(_LEN_EDGES) + 1
+# the LLM's confidence: its top token's probability (1 / total, since the top weight is exp(0))
+_CONF_EDGES = np.array([int(f * _ONE) for f in (0.5, 0.9)], dtype=np.int64)
+N_CONF = len(_CONF_EDGES) + 1
+N_CTX = N_LEN * N_CONF * 2
+N_IN = 3
+W_INIT = np.array([_ONE, 0, 0], dtype=np.int64)  # q = p_llm(c) until something is learned
+LEARNING_RATE = 16  # weight step = x * err * rate / 2**18 (about rate / 1024 in real units)
+COUNT_LIMIT = 255  # hit counts are halved beyond this, so the rate follows the file
+_JIT = {"cache": True, "fastmath": False}
+
+
+def _tables() -> tuple[np.ndarray, np.ndarray]:
+    """squash (stretch units -> 16-bit probability) and stretch (16-bit probability -> stretch units),
+    rounded to integers; their hash is in `build`, so a machine whose libm rounded one differently
+    would be refused, never decode wrong."""
+    d = np.arange(-_ST_MAX, _ST_MAX + 1)
+    squash = np.array([min(_ONE - 1, max(1, round(_ONE / (1 + math.exp(-x / 256))))) for x in d.tolist()])
+    p = np.arange(_ONE)
+    stretch = np.array([0] + [min(_ST_MAX, max(-_ST_MAX, round(256 * math.log(k / (_ONE - k)))))
+                              for k in p[1:].tolist()])
+    return squash.astype(np.int64), stretch.astype(np.int64)
+
+
+SQUASH, STRETCH = _tables()
+
+
+def build() -> dict:
+    """What must match for a mixed file to decode: this module's version, parameters and tables."""
+    h = hashlib.sha256()
+    for a in (SQUASH, STRETCH, ORDERS, _LEN_EDGES, _CONF_EDGES, W_INIT):
+        h.update(np.ascontiguousarray(a).tobytes())
+    h.update(f"{MAX_VERIFY},{LEARNING_RATE},{COUNT_LIMIT}".encode())
+    return {"mix": VERSION, "tables": h.hexdigest()[:16]}
+
+
+@njit(**_JIT)
+def _hash(hist, end, k, mask):
+    h = np.uint64(0x9E3779B97F4A7C15)
+    for i in range(end - k, end):
+        h = (h ^ np.uint64(hist[i] + 1)) * np.uint64(0x100000001B3)
+    return np.int64((h ^ (h >> np.uint64(29))) & np.uint64(mask))
+
+
+@njit(**_JIT)
+def _bucket(edges, v):
+    b = 0
+    while b < edges.shape[0] and v > edges[b]:
+        b += 1
+    return b
+
+
+@njit(**_JIT)
+def _predict(hist, pos, mptr, mlen, tables, s, orders):
+    """(predicted token or -1, match length) for slot s, starting a match if none is active."""
+    if mlen[s] == 0:
+        mask = tables.shape[2] - 1
+        p0 = pos[s]
+        for o in range(orders.shape[0]):
+            k = orders[o]
+            if p0 < k:
+                continue
+            p = tables[s, o, _hash(hist[s], p0, k, mask)]
+            if p <= 0:
+                continue
+            n = 0
+            while n < MAX_VERIFY and p - 1 - n >= 0 and hist[s, p - 1 - n] == hist[s, p0 - 1 - n]:
+                n += 1
+            if n >= k:
+                mptr[s], mlen[s] = p, n
+                break
+    if mlen[s] == 0:
+        return -1, 0
+    return hist[s, mptr[s]], mlen[s]
+
+
+@njit(**_JIT)
+def _learn_match(hist, pos, mptr, mlen, tables, s, orders, symbol):
+    """Slot s saw `symbol`: follow or end the match, append it, index the contexts that precede it."""
+    if mlen[s] > 0:
+        if hist[s, mptr[s]] == symbol:
+            mptr[s] += 1
+            mlen[s] = min(mlen[s] + 1, 1 << 30)
+        else:
+            mlen[s] = 0
+    j = pos[s]
+    hist[s, j] = symbol
+    pos[s] = j + 1
+    mask = tables.shape[2] - 1
+    for o in range(orders.shape[0]):
+        k = orders[o]
+        if j >= k:
+            tables[s, o, _hash(hist[s], j, k, mask)] = j
+
+
+@njit(**_JIT)
+def _prob16(p):
+    v = np.int64(p * _ONE) if p < 1.0 else _ONE - 1
+    return min(_ONE - 1, max(1, v))
+
+
+@njit(**_JIT)
+def _mix(weights, counts, s, length, wc, total, top, squash, stretch, x):
+    """-> (q in 16 bits, weight set); x gets the inputs (the learning step needs them back)."""
+    lb = _bucket(_LEN_EDGES, length)
+    hits, seen = counts[s, lb, 0], counts[s, lb, 1]
+    x[0] = stretch[_prob16(wc / total)]
+    x[1] = stretch[min(_ONE - 1, max(1, ((2 * hits + 1) << _PROB_BITS) // (2 * seen + 2)))]
+    x[2] = 256
+    ctx = (lb * N_CONF + _bucket(_CONF_EDGES, _prob16(1.0 / total))) * 2 + (1 if top else 0)
+    dot = 0
+    for i in range(N_IN):
+        dot += x[i] * weights[s, ctx, i]
+    d = min(_ST_MAX, max(-_ST_MAX, dot >> 16))
+    return squash[d + _ST_MAX], ctx
+
+
+@njit(**_JIT)
+def _learn_mix(weights, counts, s, length, ctx, q, x, hit):
+    err = ((1 << _PROB_BITS) if hit else 0) - q
+    for i in range(N_IN):
+        weights[s, ctx, i] += (x[i] * err * LEARNING_RATE) >> 18
+    lb = _bucket(_LEN_EDGES, length)
+    counts[s, lb, 0] += 1 if hit else 0
+    counts[s, lb, 1] += 1
+    if counts[s, lb, 1] > COUNT_LIMIT:
+        counts[s, lb, 0] //= 2
+        counts[s, lb, 1] //= 2
+
+
+@njit(**_JIT)
+def _reset(slots, lanes, owner, pos, mptr, mlen, tables, counts, weights):
+    """Clear the slot of every lane that starts here."""
+    for r in range(lanes.shape[0]):
+        s = slots[r]
+        if owner[s] != lanes[r]:
+            owner[s], pos[s], mptr[s], mlen[s] = lanes[r], 0, 0, 0
+            tables[s, :, :] = 0
+            counts[s, :, :] = 0
+            for c in range(weights.shape[1]):
+                weights[s, c, :] = W_INIT
+
+
+@njit(**_JIT)
+def _row_total(row):
+    t = 0.0
+    for b in range(row.shape[0]):
+        t += row[b]
+    return t
+
+
+@njit(**_JIT)
+def _patch(outer_row, block, c, wc, total, q):
+    """Give token c the share q of the row (one block sum changes); -> c's new weight."""
+    rest = max(total - wc, total * 2.0**-40)  # what the other symbols weigh (never 0: q < 1 stays codable)
+    wn = q / (_ONE - q) * rest
+    b = c // block
+    outer_row[b] = (outer_row[b] - wc) + wn
+    return wn
+
+
+@njit(**_JIT)
+def _step_predict(slots, hist, pos, mptr, mlen, tables, pred, length):
+    for r in range(slots.shape[0]):
+        pred[r], length[r] = _predict(hist, pos, mptr, mlen, tables, slots[r], ORDERS)
+
+
+@njit(**_JIT)
+def _step_mix(slots, pred, length, wc, outer, block, weights, counts, squash, stretch, xs, ctxs, qs, wnew):
+    """The coder's step: q for each row that has a prediction, its block sum changed in `outer`."""
+    for r in range(slots.shape[0]):
+        if pred[r] < 0:
+            continue
+        total = _row_total(outer[r])
+        qs[r], ctxs[r] = _mix(weights, counts, slots[r], length[r], wc[r], total, wc[r] == 1.0, squash, stretch,
+                              xs[r])
+        wnew[r] = _patch(outer[r], block, pred[r], wc[r], total, qs[r])
+
+
+@njit(**_JIT)
+def _step_inner(blocks, pred, wnew, block, inner):
+    for r in range(blocks.shape[0]):
+        if pred[r] >= 0 and pred[r] // block == blocks[r]:
+            inner[r, pred[r] % block] = wnew[r]
+
+
+@njit(**_JIT)
+def _step_learn(slots, symbols, pred, length, ctxs, qs, xs, weights, counts, hist, pos, mptr, mlen, tables):
+    for r in range(slots.shape[0]):
+        s = slots[r]
+        if pred[r] >= 0:
+            _learn_mix(weights, counts, s, length[r], ctxs[r], qs[r], xs[r], symbols[r] == pred[r])
+        _learn_match(hist, pos, mptr, mlen, tables, s, ORDERS, symbols[r])
+
+
+@njit(**_JIT)
+def _block_predict(s, symbols, hist, pos, mptr, mlen, tables, pred, length):
+    """Ideal path, one lane's consecutive tokens (all known): each prediction, then the token learned."""
+    for r in range(symbols.shape[0]):
+        pred[r], length[r] = _predict(hist, pos, mptr, mlen, tables, s, ORDERS)
+        _learn_match(hist, pos, mptr, mlen, tables, s, ORDERS, symbols[r])
+
+
+@njit(**_JIT)
+def _block_mix(s, symbols, pred, length, wc, wx, outer, block, weights, counts, squash, stretch, bits):
+    """Ideal path: -log2 p'(token) row by row, the mixer learning after each, as the coder's step does."""
+    x = np.empty(N_IN, dtype=np.int64)
+    for r in range(symbols.shape[0]):
+        total = _row_total(outer[r])
+        if pred[r] < 0:
+            bits[r] = math.log2(total) - math.log2(wx[r])
+            continue
+        q, ctx = _mix(weights, counts, s, length[r], wc[r], total, wc[r] == 1.0, squash, stretch, x)
+        wn = _patch(outer[r], block, pred[r], wc[r], total, q)
+        hit = symbols[r] == pred[r]
+        bits[r] = math.log2(_row_total(outer[r])) - math.log2(wn if hit else wx[r])
+        _learn_mix(weights, counts, s, length[r], ctx, q, x, hit)
+
+
+_TABLE_ENTRIES = 1 << 21  # hash entries per order over all slots: the state's size, whatever a file says
+
+
+class MatchTables:
+    """entropy_model.StepTables with the match model mixed in, for the lanes of one plan.
+
+    The same calls as StepTables, told which lanes the rows are, plus `learn` (the decoder's,
+    once it has decoded the step's tokens; `encoder` learns by itself). `score` is the ideal
+    path's: one lane's consecutive rows, tokens known.
+    """
+
+    def __init__(self, plain, width: int, longest: int):
+        self.plain, self.factor = plain, plain.factor
+        self.width = max(1, width)
+        longest = max(1, longest)
+        size = 1 << max(8, min((longest - 1).bit_length(), (_TABLE_ENTRIES // self.width).bit_length() - 1))
+        self.hist = np.zeros((self.width, longest), dtype=np.int32)
+        self.tables = np.zeros((self.width, len(ORDERS), size), dtype=np.int32)
+        self.owner = np.full(self.width, -1, dtype=np.int64)
+        self.pos, self.mptr, self.mlen = (np.zeros(self.width, dtype=np.int64) for _ in range(3))
+        self.counts = np.zeros((self.width, N_LEN, 2), dtype=np.int64)
+        self.weights = np.zeros((self.width, N_CTX, N_IN), dtype=np.int64)
+        self._row = None
+
+    def _state(self):
+        return self.hist, self.pos, self.mptr, self.mlen, self.tables
+
+    def _begin(self, lanes: np.ndarray, rows: int) -> np.ndarray:
+        lanes = np.asarray(lanes, dtype=np.int64)
+        slots = lanes % self.width
+        _reset(slots, lanes, self.owner, self.pos, self.mptr, self.mlen, self.tables, self.counts, self.weights)
+        pred, length = np.empty(rows, dtype=np.int64), np.empty(rows, dtype=np.int64)
+        return slots, pred, length
+
+    def _chosen(self, pred: np.ndarray) -> np.ndarray:
+        """The LLM's weight of each row's predicted token (0 where none), from the last block table."""
+        blocks, within = self.factor.split(np.maximum(pred, 0))
+        inner = self.plain.entries(blocks)
+        return np.where(pred >= 0, inner[np.arange(len(pred)), within], 0.0)
+
+    def block_table(self, logits: np.ndarray, lanes: np.ndarray) -> np.ndarray:
+        slots, pred, length = self._begin(lanes, len(logits))
+        _step_predict(slots, *self._state(), pred, length)
+        outer = self.plain.block_table(logits)
+        wc = self._chosen(pred)
+        rows = len(logits)
+        xs, ctxs, qs, wnew = (np.zeros((rows, N_IN), dtype=np.int64), np.zeros(rows, dtype=np.int64),
+                              np.zeros(rows, dtype=np.int64), np.zeros(rows))
+        _step_mix(slots, pred, length, wc, outer, self.factor.block, self.weights, self.counts, SQUASH, STRETCH,
+                  xs, ctxs, qs, wnew)
+        self._row = (slots, pred, length, xs, ctxs, qs, wnew)
+        return outer
+
+    def entries(self, blocks: np.ndarray) -> np.ndarray:
+        inner = self.plain.entries(blocks)
+        _, pred, _, _, _, _, wnew = self._row
+        _step_inner(np.asarray(blocks, dtype=np.int64), pred, wnew, self.factor.block, inner)
+        return inner
+
+    def learn(self, symbols: np.ndarray) -> None:
+        slots, pred, length, xs, ctxs, qs, _ = self._row
+        _step_learn(slots, np.asarray(symbols, dtype=np.int64), pred, length, ctxs, qs, xs, self.weights,
+                    self.counts, *self._state())
+
+    def encoder(self, logits: np.ndarray, symbols: np.ndarray, lanes: np.ndarray):
+        """(block table, the symbols' blocks' entries, -log2 p' of each symbol), then learns them."""
+        outer = self.block_table(logits, lanes)
+        blocks, within = self.factor.split(np.asarray(symbols))
+        inner = self.entries(blocks)
+        bits = np.log2(outer.sum(axis=1)) - np.log2(inner[np.arange(len(within)), within])
+        self.learn(symbols)
+        return outer, inner, bits
+
+    def score(self, logits: np.ndarray, symbols: np.ndarray, lane: int) -> np.ndarray:
+        """Ideal bits of one lane's consecutive rows under the mixed distribution, learning as it goes."""
+        symbols = np.asarray(symbols, dtype=np.int64)
+        slots, pred, length = self._begin(np.array([lane]), len(symbols))
+        s = int(slots[0])
+        _block_predict(s, symbols, *self._state(), pred, length)
+        outer = self.plain.block_table(logits)
+        wc = self._chosen(pred)
+        blocks, within = self.factor.split(symbols)
+        wx = self.plain.entries(blocks)[np.arange(len(symbols)), within]
+        bits = np.empty(len(symbols))
+        _block_mix(s, symbols, pred, length, wc, wx, outer, self.factor.block, self.weights, self.counts, SQUASH,
+                   STRETCH, bits)
+        return bits
+
+    def digest(self) -> str:
+        """A hash of the whole state (what both ends must agree on after a file)."""
+        h = hashlib.sha256()
+        for a in (self.hist, self.tables, self.owner, self.pos, self.mptr, self.mlen, self.counts, self.weights):
+            h.update(a.tobytes())
+        return h.hexdigest()[:16]
+
+
+class Plain:
+    """The LLM alone, behind MatchTables' calls."""
+
+    def __init__(self, plain):
+        self.plain, self.factor = plain, plain.factor
+
+    def encoder(self, logits, symbols, lanes):
+        return self.plain.encoder(logits, symbols)
+
+    def block_table(self, logits, lanes):
+        return self.plain.block_table(logits)
+
+    def entries(self, blocks):
+        return self.plain.entries(blocks)
+
+    def learn(self, symbols) -> None:
+        pass
+
+    def digest(self) -> str:
+        return ""
+
+
+def step_tables(mode: str, n_symbols: int, n_escapes: int, width: int, longest: int):
+    """The coder's step tables under a mix mode (MODES)."""
+    from_llm = entropy_model.StepTables(n_symbols, n_escapes)
+    if mode == "none":
+        return Plain(from_llm)
+    if mode == "match":
+        return MatchTables(from_llm, width, longest)
+    raise BpcError(f"unknown mix mode {mode!r} (known: {', '.join(MODES)})")
