@@ -5,7 +5,12 @@ reported, tau = 0 is lossless and costs the lossless bits, the compiled tables a
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -170,3 +175,52 @@ def test_a_first_version_lossy_file_is_refused_in_one_line(tiny_session):
     with pytest.raises(Mismatch, match="first lossy coding") as e:
         decompress(old, tiny_session, settings=SMALL)
     assert "\n" not in str(e.value)
+
+
+_THREADS_SCRIPT = """
+import hashlib, json, sys
+import numba, numpy as np
+from bpcbench.codec import entropy_model, lossy, lossy_kernel
+rng = np.random.default_rng(5)
+n_vocab, n_escapes, rows = 49152, 3, 37
+logits = (rng.standard_normal((rows, n_vocab)) * 4).astype(np.float32)
+truth = rng.integers(0, n_vocab + n_escapes, rows).astype(np.int64)
+allowed = np.ones(n_vocab + n_escapes, dtype=np.bool_)
+f = entropy_model.TwoLevel.for_alphabet(n_vocab + n_escapes)
+esc = entropy_model.escape_factor(n_escapes)
+out = {}
+for tau in (0.0, 4.0, 20.0):
+    for threads in (1, 2, 8):
+        numba.set_num_threads(threads)
+        flags, outer, inner = np.empty((rows, 2)), np.empty((rows, f.n_blocks)), np.zeros((rows, f.block))
+        greedy, stored = np.empty(rows, np.int64), np.empty(rows, np.bool_)
+        lossy_kernel.encoder_tables(logits, allowed, truth, n_escapes, esc, f.block, tau, lossy.FLAG_FLOOR, flags,
+                                    outer, inner, greedy, stored)
+        which = np.flatnonzero(stored)
+        d_flags, d_outer = np.empty((rows, 2)), np.empty((rows, f.n_blocks))
+        keep = [np.empty((rows, f.n_blocks), np.float32), np.empty(rows), np.empty(rows)]
+        d_greedy, rest = np.empty(rows, np.int64), np.empty(rows)
+        lossy_kernel.decoder_tables(logits, allowed, n_escapes, esc, f.block, tau, lossy.FLAG_FLOOR, d_flags,
+                                    d_outer, *keep, d_greedy, rest)
+        d_inner = np.empty((len(which), f.block))
+        lossy_kernel.chosen_entries(logits, which, *keep, d_greedy, n_escapes, truth[which] // f.block, f.block,
+                                    d_inner)
+        out[f"{tau}/{threads}"] = [int(stored.sum())] + [hashlib.sha256(a.tobytes()).hexdigest() for a in
+                                   (flags, outer[which], inner[which], greedy, d_flags, d_outer[which], d_inner,
+                                    d_greedy)]
+json.dump(out, sys.stdout)
+"""
+
+
+def test_the_lossy_tables_are_identical_for_1_2_and_8_threads():
+    """Encoder and decoder tables, bit for bit, whatever the threads (rows split between them, never a sum)."""
+    src = str(Path(lossy_kernel.__file__).parents[2])  # this tree's package, as the test process imports it
+    path = os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "NUMBA_NUM_THREADS": "8", "PYTHONPATH": path}
+    got = json.loads(subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], env=env, check=True, capture_output=True,
+                                    text=True).stdout)
+    for tau in (0.0, 4.0, 20.0):
+        runs = [got[f"{tau}/{t}"] for t in (1, 2, 8)]
+        assert runs[0] == runs[1] == runs[2]
+        n_stored, flags, outer, inner, greedy, d_flags, d_outer, d_inner, d_greedy = runs[0]
+        assert n_stored > 0 and (d_flags, d_outer, d_inner, d_greedy) == (flags, outer, inner, greedy)
