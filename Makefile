@@ -29,7 +29,7 @@ help:
 	@echo "make bench-quick  a ~6 minute benchmark (28 cells)"
 	@echo "make bench-micro  pytest-benchmark suite: coder throughput, lane evaluator vs bare llama_decode"
 	@echo "make fuzz         forged .bpcz files against the CLI: exit code, one line, time and memory each"
-	@echo "make lossy        rate-distortion curves, famous (alice29) against fresh (2026) text, default model"
+	@echo "make lossy        rate-distortion curves: memorised (Apache-2.0), famous (alice29), fresh (2026) text, default model"
 	@echo "make ladder       quantization ladder on the embedded default model"
 	@echo "make llama-tools  build llama-perplexity and llama-bench from the wheel's sources (KLD reference, speed script)"
 	@echo "make install      venv + package + llama-cpp-python (wheel cached) + default models"
@@ -90,7 +90,7 @@ fuzz: install
 	$(PY) fuzz/forged_containers.py
 
 lossy: install
-	$(BPC) lossy alice29 pytest-changelog-2026 --max-bytes 2000 -t 1
+	$(BPC) lossy apache-2.0 alice29 pytest-changelog-2026 --max-bytes 2000 -t 1
 
 ladder: install
 	$(BPC) ladder

@@ -20,7 +20,7 @@ from bpcbench.atomic import atomic_open, write_bytes
 from bpcbench.errors import BpcError
 from bpcbench.schema import Key, check_table
 
-KINDS = ("english", "code", "non-english", "structured", "binary", "fresh")
+KINDS = ("english", "code", "non-english", "structured", "binary", "fresh", "memorised")
 FILE_KIND = "file"  # a path given on the command line, not a manifest entry
 ALL_GROUP = "all"
 ENV_VAR = "BPCBENCH_CORPORA"

@@ -202,3 +202,35 @@ def fuzz_blobs(tiny_session):
     for name in ("model", "stored", "zstd", "lossy"):
         assert Container.from_bytes(out[name][0]).header.method == name
     return out
+
+
+@pytest.fixture(scope="module")
+def lossy_blob(tiny_session):
+    return lossy.encode(TEXT, tiny_session, SMALL, 4.0).blob
+
+
+def lossy_cases(blob: bytes, session) -> dict[str, tuple[bytes, str]]:
+    """What only a lossy file has: its tau byte, its payload after it, its coding's version."""
+    c = Container.from_bytes(blob)
+    tau = c.payload[0]
+    cases = {
+        "lossy-empty-payload": (Container(c.header, b"").to_bytes(), "lossy payload is empty|payload can hold"),
+        "lossy-tau-only": (Container(c.header, c.payload[:1]).to_bytes(), "payload|checksum|forged"),
+        "lossy-first-coding": (forged(blob, codec=session.fingerprint(0)), "first lossy coding"),
+    }
+    for b in sorted({0, 1, 37, 254, 255} - {tau}):  # another tau: other tables, never the same bytes
+        cases[f"lossy-tau-byte-{b}"] = (Container(c.header, bytes([b]) + c.payload[1:]).to_bytes(),
+                                        "checksum|corrupt|forged|payload|alphabet")
+    return cases
+
+
+def test_forged_lossy_files(tmp_path, capsys, lossy_blob, tiny_session, tiny_model_path):
+    """The header cases of a model file, and the lossy method's own, on a lossy file: one line each.
+    (Its payload-spent case is tests/codec/test_lossy.py's: a flag stream of zeros decodes slowly.)"""
+    cases = {**{k: v for k, v in field_cases(lossy_blob).items() if k != "payload-spent-mid-decode"},
+             **lossy_cases(lossy_blob, tiny_session)}
+    for name, (blob, message) in cases.items():
+        code, line, foreign = decode_cli(tmp_path, blob, capsys, "-m", str(tiny_model_path))
+        assert code in (2, 3, 4), name
+        assert re.search(message, line), (name, line)
+        assert set(foreign) <= {str(tiny_model_path)}, (name, foreign)

@@ -101,3 +101,17 @@ def test_text_with_a_block_of_random_bytes_pays_the_model_only_on_the_text(smoll
     assert len(blob) < min(len(model_only), len(whole_zstd), len(data))
     assert len(blob) <= len(data) + c.header_bytes + 1
     assert decompress(blob, smollm2_session, settings=s)[0] == data
+
+
+def test_lossy_tau_zero_is_the_original_at_the_lossless_cost(smollm2_session, alice_prefix):
+    """Flags priced by the model (codec/lossy.py): tau = 0 decodes to the original and costs the
+    lossless file, plus its tau byte and the flag floor's few bits (measured: 333 against 332 bytes)."""
+    from bpcbench.codec import lossy
+
+    s = Settings(threads=1)
+    text = alice_prefix[:2000]
+    lossless, _ = codec.compress(text, smollm2_session, s, fallback=False)
+    r = lossy.encode(text, smollm2_session, s, 0.0)
+    assert r.reconstruction == text and r.stored_tokens < len(r.tokens)
+    assert decompress(r.blob, smollm2_session, settings=s)[0] == text
+    assert len(r.blob) <= len(lossless) * 1.005, (len(r.blob), len(lossless))

@@ -8,8 +8,9 @@ import math
 import pytest
 
 from bpcbench.cli import main
+from bpcbench.errors import BpcError
 from bpcbench.lossy import distortion
-from bpcbench.lossy.curve import parse_taus
+from bpcbench.lossy.curve import mark_dominated, parse_taus
 
 
 def test_token_error_rate():
@@ -98,3 +99,16 @@ def test_quant_adds_a_curve_per_quantization_level(tmp_path, tiny_model_path, mo
     assert by_model["tiny"][0]["model_sha256"] != by_model["tiny Q8_0"][0]["model_sha256"]
     assert all(r["roundtrip_ok"] == "True" for r in rows)
     assert list((tmp_path / "cache" / "quantized").glob("*/Q8_0-*.gguf"))
+
+
+def test_a_point_dearer_than_lossless_or_a_smaller_tau_is_dominated():
+    rows = [{"tau": "", "bits_per_byte": 1.33}, {"tau": 0.0, "bits_per_byte": 1.332},
+            {"tau": 2.0, "bits_per_byte": 1.30}, {"tau": 4.0, "bits_per_byte": 1.31},
+            {"tau": 8.0, "bits_per_byte": ""}, {"tau": math.inf, "bits_per_byte": 0.13}]
+    mark_dominated(rows)
+    assert [r["dominated"] for r in rows] == ["", "lossless", "", "tau=2", "", ""]
+
+
+def test_a_tau_the_format_cannot_record_is_refused_before_any_model():
+    with pytest.raises(BpcError, match="steps of 0.25"):
+        parse_taus("0,0.3")

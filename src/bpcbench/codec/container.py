@@ -26,7 +26,8 @@ Layout (varint = unsigned LEB128, minimal, at most 8 bytes; fixed integers littl
              "model": the range coder's 32-bit words, big-endian, trailing zero bytes trimmed
              (constriction reads missing words as zeros) as far as the decoder's payload check
              allows (entropy_model.min_code_bits);
-             "lossy": the same, for the flags and tokens of codec/lossy.py (original = the reconstruction);
+             "lossy": one byte for tau (codec/lossy.py tau_byte), then the same for the flags and
+             tokens of codec/lossy.py (original = the reconstruction);
              "zstd": one zstd frame; "stored": the original bytes
     u32 CRC-32 of everything before it
 

@@ -201,7 +201,11 @@ def check_compatible(h: Header, session: Session, settings: Settings, force: boo
         raise Mismatch(f"model mismatch: file was compressed with {h.model_name} (sha256 {h.model_sha}…), "
                        f"this model has sha256 {session.info.sha256[: 2 * HASH_BYTES]}…")
     problems = _run_differences(h, settings)
-    here = session.fingerprint(settings.n_gpu_layers, h.mix)
+    if h.method == "lossy":  # its coding's version is in its fingerprint; a first-version file is refused
+        lossy.check_version(h.codec, session, settings.n_gpu_layers)
+        here = lossy.fingerprint(session, settings.n_gpu_layers)
+    else:
+        here = session.fingerprint(settings.n_gpu_layers, h.mix)
     if h.codec != here:
         problems.append(f"llama.cpp build, CPU features, numpy, kernel build, coder or vocabulary differ from the "
                         f"encoder's (fingerprint: file {h.codec}, here {here})")

@@ -281,3 +281,11 @@ def pair_scores(lb, lq, symbols, n_escapes, esc_factor, block, n_blocks, bits_b,
         bits_q[r] = math.log2(_total(outer)) - math.log2(_weight(lq[r], bmax_q, mq, eq, block, s))
         kld[r] = _kld_row(lb[r], lq[r], bmax_b, mb, mq, zb, zq, block)
         same[r] = _argmax(lb[r], bmax_b, mb, block) == _argmax(lq[r], bmax_q, mq, block)
+
+
+# ---- the per-row rule under public names, for the kernels beside this one (codec/lossy_kernel.py) ----
+# They call these very functions, so their tables are entry for entry this module's. numba keys a
+# function's cache by its own file: a change here that moves bits must bump those kernels' VERSION too.
+JIT, INLINE, LN2 = _JIT, _INLINE, _LN2
+row_tables, block_entries, weight, block_scale, total = _row_tables, _entries, _weight, _scale, _total
+exp64, first_argmax = _exp64, _argmax

@@ -129,12 +129,13 @@ class Session(Closeable):
         return Prepared(settings, tok, settings.plan(len(tok.tokens)), self.info,
                         self.fingerprint(settings.n_gpu_layers, settings.mix))
 
-    def fingerprint(self, n_gpu_layers: int, mix: str = "none") -> str:
+    def fingerprint(self, n_gpu_layers: int, mix: str = "none", method: dict | None = None) -> str:
         """What else must match for bit-exact decoding (llama.cpp build and CPU features, numpy, the
         compiled kernel that makes the tables and its build, the coder, the vocabulary as bpcbench
-        builds it, and the mixer's build when one is mixed in), hashed to 8 hex digits for the container."""
-        parts = {"build": build_info(n_gpu_layers).as_dict(), "numpy": np.__version__, "kernel": kernel.build(),
-                 "coder": range_coder.VERSION,
+        builds it, the mixer's build when one is mixed in, and `method`: a coding's own versions,
+        which the lossy codec adds), hashed to 8 hex digits for the container."""
+        parts = {**(method or {}), "build": build_info(n_gpu_layers).as_dict(), "numpy": np.__version__,
+                 "kernel": kernel.build(), "coder": range_coder.VERSION,
                  "vocab": self.vocab.fingerprint, "start_token": self.model.start_token,
                  "n_symbols": self.vocab.n_symbols}
         if mix != "none":  # only then: files without mixing keep the fingerprint they always had

@@ -4,6 +4,12 @@ Each row is a container that was written, decoded again and found to rebuild exa
 reconstruction the encoder reported (sha256); a row whose decode differs is marked failed and
 gets no numbers. The lossless point (the ordinary codec, same model and window) is a row
 too, with tau empty. Rate is the whole container, header included, per byte of the original.
+
+`dominated` names a point that makes a lossy point pointless: "lossless" when the lossless file
+is smaller (it has no distortion at all), else "tau=T" when a smaller tau (T, the cheapest such)
+gives a smaller file; empty otherwise. Forgiving more can cost more because the model is fed
+its own reconstruction: once that leaves the original, the original's later tokens are less
+predictable (docs/lossy.md has the measured cases).
 """
 
 from __future__ import annotations
@@ -28,8 +34,8 @@ from bpcbench.levels import level_files
 from bpcbench.lossy.distortion import MEASURES, measure
 
 COLUMNS = ("model", "model_sha256", "model_quant_type", "corpus", "corpus_bytes", "context", "tau", "bits_per_byte",
-           "container_bytes", "header_bytes", "n_tokens", "stored_tokens", *MEASURES, "reconstruction_sha256",
-           "roundtrip_ok", "encode_seconds", "decode_seconds")
+           "container_bytes", "header_bytes", "n_tokens", "stored_tokens", *MEASURES, "dominated",
+           "reconstruction_sha256", "roundtrip_ok", "encode_seconds", "decode_seconds")
 
 
 def parse_taus(text: str) -> list[float]:
@@ -40,6 +46,8 @@ def parse_taus(text: str) -> list[float]:
         raise BpcError(f"--taus must be comma-separated numbers of bits or inf, got {text!r}") from None
     if not taus or any(not t >= 0 for t in taus):
         raise BpcError(f"--taus must be numbers >= 0 (or inf), got {text!r}")
+    for t in taus:  # what a lossy file can record (quarter bits): refused before any model is loaded
+        lossy.tau_byte(t)
     return sorted(set(taus))
 
 
@@ -94,7 +102,25 @@ def curve(session: Session, text: Text, taus: Sequence[float], settings: Setting
         rows.append(row)
         log(f"{label} {text.name} tau={tau:g}: {row.get('bits_per_byte', float('nan')):.4f} bits/byte, "
             f"{r.stored_tokens}/{len(r.tokens)} tokens stored, round trip {'ok' if ok else 'FAILED'}")
+    mark_dominated(rows)
     return rows, recons
+
+
+def mark_dominated(rows: list[dict]) -> None:
+    """Fill `dominated` in one curve's rows (lossless point first, then tau ascending; see the module doc)."""
+    lossless = rows[0]["bits_per_byte"]
+    best: tuple[float, float] | None = None  # (rate, tau) of the cheapest point of a smaller tau so far
+    for r in rows:
+        r["dominated"] = ""
+        if r["tau"] == "" or r["bits_per_byte"] == "":
+            continue
+        rate = r["bits_per_byte"]
+        if lossless != "" and rate > lossless:
+            r["dominated"] = "lossless"
+        elif best is not None and rate > best[0]:
+            r["dominated"] = f"tau={best[1]:g}"
+        if best is None or rate < best[0]:
+            best = (rate, r["tau"])
 
 
 def model_list(specs: Sequence[str], quant: Sequence[str] = (), threads: int | None = None,

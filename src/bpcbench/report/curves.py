@@ -121,13 +121,16 @@ def plot_rate_distortion(rows: list[dict], path: Path) -> None:
             for _, r in lossy_rows.iterrows():  # the path runs in tau order: label each point
                 ax.annotate(f"{r['tau']:g}", (r["bits_per_byte"], r[name]), fontsize=6, xytext=(3, 3),
                             textcoords="offset points", color=line[0].get_color())
+            dominated = lossy_rows[lossy_rows.get("dominated", pd.Series("", index=lossy_rows.index)) != ""]
+            ax.scatter(dominated["bits_per_byte"], dominated[name], marker="o", s=60, facecolors="none",
+                       edgecolors="red", linewidths=1.0, zorder=4)
             lossless = g[g["tau"] == ""]
             ax.plot(lossless["bits_per_byte"], [0.0] * len(lossless), "D", color=line[0].get_color(), ms=6)
         ax.set_xlabel("rate: bits per byte of the original (file, header included)")
         ax.set_ylabel(name.replace("_", " "))
         ax.set_ylim(bottom=-0.02)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, title="◆ lossless", title_fontsize=7)
-    fig.suptitle("How much of a text the model holds: rate against distortion "
-                 "(labels: tau, the bits forgiven per token)")
+    axes[0].legend(fontsize=7, title="◆ lossless   red ring: dominated", title_fontsize=7)
+    fig.suptitle("How much of a text the model holds: rate against distortion (labels: tau, the bits "
+                 "forgiven per token; a red ring: a smaller tau or lossless costs less)")
     save(fig, path)
