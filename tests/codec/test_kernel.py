@@ -17,7 +17,7 @@ import pytest
 
 from bpcbench.cli import main
 from bpcbench.codec import compress as codec
-from bpcbench.codec import entropy_model, kernel
+from bpcbench.codec import entropy_model, kernel, lossy_kernel
 from bpcbench.codec.session import Settings
 from bpcbench.llama.lanes import StreamEvaluator
 
@@ -168,3 +168,9 @@ def test_a_file_made_by_another_kernel_build_is_refused(tmp_path, capsys, monkey
     assert len(err.strip().splitlines()) == 1 and "kernel build" in err, err
     assert not out.exists()
 
+
+
+def test_the_lossy_kernel_is_recompiled_with_the_kernel_it_inlines():
+    """numba caches lossy_kernel by its own file: it names the kernel build it was written against,
+    so a kernel.VERSION bump fails here until lossy_kernel.py (and so its cache) changes too."""
+    assert lossy_kernel.OVER_KERNEL == kernel.VERSION

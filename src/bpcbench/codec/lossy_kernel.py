@@ -23,8 +23,8 @@ touches (at tau = 0 one block), and no number here depends on the threads.
 A stored token then costs -log2 P(store) - log2(w(x) / rest) = -log2 p(x) (up to the floor), a
 kept one -log2 P(keep) = -log2 p(F): at tau = 0, F = {greedy} and the file costs the lossless bits.
 
-numba caches these functions by this file alone: a kernel.py change that moves bits (its VERSION)
-needs this VERSION bumped too, which edits this file and so recompiles it.
+numba caches these functions by this file alone: a kernel.py change that moves bits (its VERSION,
+which OVER_KERNEL must repeat) needs this VERSION bumped too, which edits this file and recompiles it.
 """
 
 from __future__ import annotations
@@ -49,6 +49,9 @@ from bpcbench.codec.kernel import (
 from bpcbench.codec.kernel_ir import exp32
 
 VERSION = "bpcbench-lossy-kernel/2"  # 2: over kernel/2's tables; bump whenever a change can change a table's bits
+# the kernel.py build these functions were compiled against, spelled out here so that bumping
+# kernel.VERSION fails tests/codec/test_kernel.py until this file is edited, and so recompiled
+OVER_KERNEL = "bpcbench-kernel/2"
 
 
 @njit(**INLINE)
