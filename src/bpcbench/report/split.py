@@ -7,7 +7,6 @@ Built from the rows as records, grouped by view in one pass (labels.group_rows),
 20,000 rows stays linear. summary.md gets the table (`split_markdown`) and the run the plot
 bpb_split.png (`plot_split`); both only when the run has such a pair.
 
->>> from bpcbench.report.figure import figure
 >>> rows = [{"codec": c, "measure": m, "policy": p, "context_tokens": 2048 if p else None, "corpus_name": "a",
 ...          "corpus_bytes": 100, "max_bytes": 0, "bits_per_byte": b, "error": None, "roundtrip_ok": True}
 ...         for c, m, p, b in (("zstd-19", "baseline", None, 3.0), ("llm:x", "ideal", "lanes", 1.2),
@@ -99,7 +98,8 @@ def split_markdown(rows: list[dict]) -> list[str]:
 def draw_split(frame):
     """Stacked bars, a group per corpus view (MAX_BAR_VIEWS at most), a bar per model pair: from the bottom,
     the mixed model's bits/byte, what the match model saved, what the weights saved, so a bar's top is
-    SPLIT_BASELINE's bits/byte. None without a pair that has the baseline beside it."""
+    SPLIT_BASELINE's bits/byte (a negative saving, where the model or the mixing did worse, is drawn down
+    from the segment below it). None without a pair that has the baseline beside it."""
     all_views = [[e for e in v if e["baseline"] is not None] for v in split_views(frame.to_dict("records"))]
     all_views = [v for v in all_views if v]
     if not all_views:
@@ -111,22 +111,26 @@ def draw_split(frame):
     for v in views:  # the bars of a view side by side, a gap between views
         x += [k + j for j in range(len(v))]
         k += len(v) + 0.6
-    fig = figure(min(22.0, max(6.0, 0.45 * len(bars) + 0.3 * len(views) + 2.5)), 5.5 + (1.5 if several else 0.0))
+    fig = figure(min(22.0, max(7.0, 0.45 * len(bars) + 0.3 * len(views) + 2.5)), 5.5 + (1.5 if several else 0.0))
     ax = fig.add_subplot()
     remaining = [e["mixed"] for e in bars]
-    ax.bar(x, remaining, color="0.55", label="left: the model with the match model")
+    ax.bar(x, remaining, color="0.55", label="left (the model + match)")
     ax.bar(x, [e["from_file"] for e in bars], bottom=remaining, color="C2",
-           label="saved by the file's repetitions (the model alone − mixed)")
+           label="saved by the file (alone − mixed)")
     ax.bar(x, [e["from_weights"] for e in bars], bottom=[e["llm"] for e in bars], color="C0",
-           label=f"saved by the weights ({SPLIT_BASELINE} − the model alone)")
+           label=f"saved by the weights ({SPLIT_BASELINE} − alone)")
+    for xi, e in zip(x, bars):  # the file's saving is thin beside the weights': its number at the bar's top
+        ax.annotate(f"file {e['from_file']:+.4f}", (xi, max(e["baseline"], e["llm"], e["mixed"])), xytext=(0, 3),
+                    textcoords="offset points", ha="center", va="bottom", fontsize=7, color="C2")
     ax.set_xticks(x)
     ax.set_xticklabels([f"{e['view']} · {e['model']}" if several else e["view"] for e in bars],
                        rotation=30 if not several else 60, ha="right", fontsize=7 if several else 8)
-    ax.set_ylim(bottom=min(0.0, *(e["mixed"] for e in bars)))
+    ax.set_ylim(bottom=0)
     ax.set_ylabel(f"bits/byte (bar top: {SPLIT_BASELINE})")
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper right")
-    title = "what the weights predict and what the file repeats" + ("" if several else f" ({bars[0]['model']})")
+    ax.margins(y=0.08)
+    fig.legend(fontsize=7, ncols=3, loc="outside lower center")
+    title = "what the weights predict and what the file repeats" + ("" if several else f"\n{bars[0]['model']}")
     fig.suptitle(capped_title(title, len(views), len(all_views)), fontsize=10)
     return fig
 
