@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -364,6 +365,48 @@ def test_outputs_csv_md_png(ladder_result, tmp_path):
     assert "Chunks of ≤" not in md
 
 
+def test_the_mix_column_is_empty_unless_asked(ladder_result):
+    assert all("mix_delta_bits_per_byte" not in s for r in ladder_result.levels for s in r.summary.values())
+    rows = list(csv.DictReader(io.StringIO(results.to_csv(results.rows(ladder_result)))))
+    assert rows and all(r["mix_delta_bits_per_byte"] == "" for r in rows)
+    assert "mixed in" not in ladder_markdown(results.document(ladder_result))
+
+
+def _ideal_bits(model_path, data: bytes, settings: Settings, mix: str) -> float:
+    with Session(str(model_path)) as session:
+        return cross_entropy(data, session, dataclasses.replace(settings, mix=mix)).ideal_bits
+
+
+@pytest.mark.parametrize("policy, context", [("lanes", None), ("chunks", 100)])
+def test_the_mix_column_is_the_mixed_minus_plain_ideal_bits(tiny_model_path, cache, text_file, policy, context):
+    """With mix = "match", every level's (and the base's) gain from mixing, from the ladder's own logits, is
+    what cross_entropy gives with --mix match minus without, on that level's file: per text and pooled."""
+    cfg = LadderConfig(base=str(tiny_model_path), levels=["Q8_0", "Q2_K"], corpora=[str(text_file), "alice29"],
+                       max_bytes=900, threads=1, policy=policy, context=context, mix="match")
+    result = run_ladder(cfg)
+    texts = [corpora.take_prefix(text_file.read_bytes(), 900),
+             corpora.take_prefix(corpora.resolve("alice29").read_bytes(), 900)]
+    lv = _by_level(result)
+    settings = cfg.settings()
+    for level, path in (("base", tiny_model_path), ("Q8_0", lv["Q8_0"].report.path),
+                        ("Q2_K", lv["Q2_K"].report.path)):
+        summary = lv[level].summary
+        gains = [_ideal_bits(path, d, settings, "match") - _ideal_bits(path, d, settings, "none") for d in texts]
+        for name, data, gain in zip((text_file.name, "alice29"), texts, gains):
+            assert summary[name]["mix_delta_bits_per_byte"] * len(data) == pytest.approx(gain, rel=1e-9, abs=1e-9)
+        pooled = summary["all"]["mix_delta_bits_per_byte"]
+        assert pooled * sum(map(len, texts)) == pytest.approx(sum(gains), rel=1e-9, abs=1e-9)
+    # the repeated story is where a match model pays: its gain is real, and the plain numbers are the plain ones
+    assert lv["base"].summary[text_file.name]["mix_delta_bits_per_byte"] < -0.01
+    plain = run_ladder(dataclasses.replace(cfg, mix="none", levels=["Q8_0"]))
+    assert _by_level(plain)["Q8_0"].summary["all"]["bits_per_byte"] == lv["Q8_0"].summary["all"]["bits_per_byte"]
+    rows = list(csv.DictReader(io.StringIO(results.to_csv(results.rows(result)))))
+    assert all(r["mix_delta_bits_per_byte"] != "" for r in rows)
+    md = ladder_markdown(results.document(result))
+    assert "Δ bits/byte with match mixed in" in md
+    assert f"{lv['Q2_K'].summary['all']['mix_delta_bits_per_byte']:+.4f}" in md
+
+
 def test_error_level_becomes_a_row(tiny_model_path, cache, text_file, tmp_path):
     cfg = LadderConfig(base=str(tiny_model_path), levels=["IQ2_XXS", "Q8_0"],
                               corpora=[str(text_file)], max_bytes=300)
@@ -449,6 +492,9 @@ def test_config_options_win_over_the_toml_table(tmp_path):
         config.merged(None, {"base": "b.gguf", "threads": True})
     with pytest.raises(BpcError, match=r"^ladder: coded_bytes must be >= 0, got -1$"):
         LadderConfig(base="b.gguf", coded_bytes=-1).check()  # code that builds a config is held to the keys too
+    assert config.merged(None, {"base": "b.gguf", "mix": "match"})[0].mix == "match"
+    with pytest.raises(BpcError, match=r"^unknown mix mode 'ppm' \(known: none, match\)$"):
+        config.merged(None, {"base": "b.gguf", "mix": "ppm"})
     with pytest.raises(BpcError, match=r"^unknown policy 'rolling' \(known: lanes, chunks\)$"):
         config.merged(None, {"base": "b.gguf", "policy": "rolling"})
     with pytest.raises(BpcError, match="discard applies to the lanes policy only"):

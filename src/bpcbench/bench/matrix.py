@@ -103,6 +103,19 @@ def model_codec(model: str, mix: str = "none") -> str:
     return f"llm{'' if mix == 'none' else '+' + mix}:{name}"
 
 
+def codec_model(codec: str) -> tuple[str, str] | None:
+    """model_codec read back: (mix, model name) of a model row's codec; None for any other codec.
+
+    >>> codec_model("llm+match:smollm2-135m"), codec_model("llm:gemma3-270m"), codec_model("zstd-19")
+    (('match', 'smollm2-135m'), ('none', 'gemma3-270m'), None)
+    """
+    head, sep, name = str(codec).partition(":")
+    mix = "none" if head == "llm" else head.removeprefix("llm+")
+    if not sep or not name or not head.startswith("llm") or mix not in mixing.MODES or head == "llm+none":
+        return None
+    return mix, name
+
+
 def load(path: str | os.PathLike) -> Matrix:
     """A matrix file, or the name of a shipped one (`bpcbench bench quick`)."""
     path = Path(path)

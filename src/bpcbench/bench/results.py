@@ -387,6 +387,10 @@ def schema_markdown() -> str:
         "  the model's all-in size is smaller; `never` if the model is not better per byte.",
         "* **Pareto-best**: no other real codec (coded or baseline) on the same input is both "
         "smaller and faster to compress.",
+        "* **saved by the weights** = bits_per_byte of zstd-19 − the model's (`llm:<model>`); **saved by the "
+        "file's repetitions** = the model's − the same model's with the match model mixed in",
+        "  (`llm+match:<model>`, same view, measure, policy and context): the table after the overview "
+        "and bpb_split.png, when a run has both rows.",
         "",
     ]
     return "\n".join(lines)

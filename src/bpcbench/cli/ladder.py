@@ -13,6 +13,7 @@ import argparse
 import sys
 
 from bpcbench.cli import options
+from bpcbench.codec import mixing
 from bpcbench.ladder import config
 from bpcbench.quantize import DEFAULT_LEVELS
 
@@ -43,6 +44,9 @@ def register(sub) -> None:
                                 "base and level run at once)")
     p.add_argument("--coded-bytes", type=options.non_negative_int, dest="coded_bytes",
                    help="per level, also compress and decompress this prefix of the first corpus (default 0: off)")
+    p.add_argument("--mix", choices=mixing.MODES,
+                   help="also score each level with this mixed in (match: the codec's match model, on the same "
+                        "logits) and write the gain in mix_delta_bits_per_byte (default none: off)")
     p.add_argument("--reexpand", action="store_true", default=None,
                    help="the base is quantized: widen it to F16 first (the ladder then measures requantization)")
     p.add_argument("--out", help="run directory (default results/<UTC time>-ladder)")

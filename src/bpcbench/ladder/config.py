@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from bpcbench import defaults, quantize
+from bpcbench.codec import mixing
 from bpcbench.codec.session import (
     DEFAULT_MIN_LANE_TOKENS,
     DEFAULT_POLICY,
@@ -53,6 +54,8 @@ CONFIG_KEYS = {
     "imatrix": Key(str, "an importance matrix file"),
     "coded_bytes": Key(int, "a non-negative integer (0 = no coded check)", minimum=0),
     "include_source": Key(bool, "true or false"),
+    "mix": Key(str, f"a mix mode ({' or '.join(mixing.MODES)}): also score each level with it mixed in, "
+                    "for mix_delta_bits_per_byte"),
     "out": Key(str, "a run directory"),
 }
 
@@ -77,6 +80,10 @@ class LadderConfig:
     imatrix: str | None = None
     coded_bytes: int = 0  # real compress + decompress round trip on this prefix, per level
     include_source: bool = True  # with reexpand: also measure the file the base came from
+    # also score every level with this mixed in (codec/mixing.py) on the same logits, for the gain from mixing
+    # (mix_delta_bits_per_byte); its bits_per_byte and the coded check stay the level alone. Off by default:
+    # the mixed scoring costs host time on every token
+    mix: str = "none"
     cache_dir: str | None = None
 
     def check(self) -> "LadderConfig":
@@ -94,6 +101,8 @@ class LadderConfig:
         return self
 
     def _check_policy(self) -> None:
+        if self.mix not in mixing.MODES:
+            raise BpcError(f"unknown mix mode {self.mix!r} (known: {', '.join(mixing.MODES)})")
         if self.policy not in POLICIES:
             raise BpcError(f"unknown policy {self.policy!r} (known: {', '.join(POLICIES)})")
         if self.policy == "chunks" and self.discard is not None:

@@ -58,6 +58,7 @@ COLUMNS: list[Column] = [
     C("delta_bits_per_byte", "float", "bits/byte", "bits_per_byte − the base's, on the same tokens."),
     C("delta_bits_per_byte_uncertainty", "float", "bits/byte", "Standard error of delta_bits_per_byte from the per-token paired differences (tokens treated as independent, as llama-perplexity does)."),
     C("delta_significant", "bool", "-", f"True if delta_bits_per_byte lies outside its {CI_PERCENT} interval, Z_95 × the uncertainty (bpcbench.stats.significant)."),
+    C("mix_delta_bits_per_byte", "float", "bits/byte", "Only with the ladder's `mix` (e.g. `match`; empty otherwise): bits_per_byte of the level with that mixed in (codec/mixing.py, ideal, the level's own logits, as `--mix` codes them) − the level's alone, on the same tokens: the gain from mixing at this level."),
     C("kld_mean", "float", "nats/token", "Mean KL(base ‖ level) over tokens, whole vocabulary (llama-perplexity's KLD)."),
     C("kld_mean_uncertainty", "float", "nats/token", "sqrt(var / (n − 1)) of the per-token KLD (0 for 10 tokens or fewer)."),
     C("kld_median", "float", "nats/token", "Median per-token KLD."),

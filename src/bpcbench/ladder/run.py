@@ -95,9 +95,10 @@ def coded_check(path: str, data: bytes, settings: Settings) -> tuple[str, float,
     return "ok", result.coded_bits_per_byte, ""
 
 
-def _evaluate(res: LevelResult, base_ev: Evaluator, texts: list[Text], vocab: Vocabulary, progress) -> None:
-    """Score the level of `res` beside the base, under the base's settings, on every text; its peak
-    memory and wall time."""
+def _evaluate(res: LevelResult, base_ev: Evaluator, texts: list[Text], vocab: Vocabulary, progress,
+              mix: str = "none", mix_base: bool = True) -> None:
+    """Score the level of `res` beside the base, under the base's settings, on every text (and mixed with
+    `mix`, the base too unless mix_base is False: score_side_by_side); its peak memory and wall time."""
     t0 = time.perf_counter()
     with PeakMemory() as peak, Model(res.report.path) as model:
         if model.n_vocab != base_ev.model.n_vocab:
@@ -105,7 +106,7 @@ def _evaluate(res: LevelResult, base_ev: Evaluator, texts: list[Text], vocab: Vo
                            f"the base has {base_ev.model.n_vocab}")
         with Evaluator(model, base_ev.settings) as ev, \
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="ladder-level") as pool:
-            res.scores = [score_side_by_side(base_ev, ev, t, vocab, progress, pool) for t in texts]
+            res.scores = [score_side_by_side(base_ev, ev, t, vocab, progress, pool, mix, mix_base) for t in texts]
     res.peak_rss_mb = peak.mb
     res.seconds = time.perf_counter() - t0
 
@@ -170,7 +171,8 @@ def _run_levels(levels: list[LevelResult], base_ev: Evaluator, texts: list[Text]
         if res.report is None:
             continue
         try:
-            _evaluate(res, base_ev, texts, vocab, progress)
+            # the base's mixed bits are the same beside every level: scored with the first level that runs
+            _evaluate(res, base_ev, texts, vocab, progress, cfg.mix, mix_base=base_scores is None)
         except BpcError as e:
             log(f"{res.level}: {e}")
             res.error = str(e)
@@ -186,7 +188,7 @@ def _run_levels(levels: list[LevelResult], base_ev: Evaluator, texts: list[Text]
         res.summarise(texts)
         _log_level(log, res)
     if base_scores is None:  # no level ran: measure the base alone
-        base_scores = [score_side_by_side(base_ev, None, t, vocab, progress) for t in texts]
+        base_scores = [score_side_by_side(base_ev, None, t, vocab, progress, mix=cfg.mix) for t in texts]
         base_seconds.append([s.seconds_base for s in base_scores])
     # the base ran alongside every level: its speed is the mean over those passes
     for s, seconds in zip(base_scores, np.mean(base_seconds, axis=0).tolist()):

@@ -52,7 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bpcbench import corpora, stats
-from bpcbench.codec import entropy_model
+from bpcbench.codec import entropy_model, mixing
 from bpcbench.codec.session import Settings
 from bpcbench.codec.tokenization import Tokenized, Vocabulary
 from bpcbench.llama.binding import Closeable, Model
@@ -114,6 +114,9 @@ class Scores:
     same_top: np.ndarray
     seconds_base: float = 0.0  # llama_decode time of each model
     seconds: float = 0.0
+    # with a mix mode (LadderConfig.mix): ideal bits of each model with it mixed in, on the same logits
+    mixed_base: np.ndarray | None = None
+    mixed: np.ndarray | None = None
 
     @property
     def n_tokens(self) -> int:
@@ -122,7 +125,8 @@ class Scores:
     def base_alone(self) -> "Scores":
         """The base scored against itself: its own bits, no divergence."""
         return Scores(self.input_bytes, self.bits_base, self.bits_base, np.zeros_like(self.kld),
-                      np.ones_like(self.same_top), self.seconds_base, self.seconds_base)
+                      np.ones_like(self.same_top), self.seconds_base, self.seconds_base, self.mixed_base,
+                      self.mixed_base)
 
 
 def block_scores(lb: np.ndarray, lq: np.ndarray | None, symbols: np.ndarray, n_escapes: int):
@@ -170,25 +174,49 @@ def _paired_blocks(base_ev: Evaluator, level_ev: Evaluator | None, inputs: np.nd
         yield item[0], item[1], lq
 
 
+class _Mixed:
+    """Ideal bits of one model's logits with a mix mode mixed in, lane by lane of one text's plan, as
+    cross_entropy's ideal path mixes them (codec/mixing.py: one state per lane, reset when a lane starts)."""
+
+    def __init__(self, mix: str, vocab: Vocabulary, plan: Plan, out: np.ndarray):
+        self.tables = mixing.step_tables(mix, vocab.n_symbols, len(vocab.escape_bytes), 1, max(plan.lengths))
+        self.out = out
+
+    def score(self, logits: np.ndarray, symbols: np.ndarray, lane: int, sl: slice) -> None:
+        self.out[sl] = self.tables.score(logits, symbols, lane)
+
+
 def score_side_by_side(base_ev: Evaluator, level_ev: Evaluator | None, text: Text,
-                       vocab: Vocabulary, progress=None, pool: ThreadPoolExecutor | None = None) -> Scores:
+                       vocab: Vocabulary, progress=None, pool: ThreadPoolExecutor | None = None,
+                       mix: str = "none", mix_base: bool = True) -> Scores:
     """Run both models over the lanes of the text's plan side by side and score every token.
 
     With a pool, the level decodes in a worker thread while the base decodes in this one
     (llama_decode releases the GIL), so two single-threaded models use two cores without
     OpenMP barriers between them; each decode is timed on its own. Without a level, the
-    base is scored alone.
+    base is scored alone. With a mix mode, each model's logits are also scored with it mixed in
+    (`mixed`, and `mixed_base` unless mix_base is False: the base's are the same for every level).
     """
     n = text.plan.n_tokens
     out = Scores(len(text.data), np.empty(n), np.empty(n), np.zeros(n), np.ones(n, dtype=bool))
+    mixers = []  # (mixer, which logits: 0 the base's, 1 the level's)
+    if mix != "none":
+        if mix_base:
+            out.mixed_base = np.empty(n)
+        out.mixed = out.mixed_base if level_ev is None else np.empty(n)
+        for side, bits in enumerate((out.mixed_base, None if level_ev is None else out.mixed)):
+            if bits is not None and n:
+                mixers.append((_Mixed(mix, vocab, text.plan, bits), side))
     offs = text.plan.offsets()
     n_escapes = len(vocab.escape_bytes)
     for i in range(len(text.plan.lengths)):
         segment = text.tokens[offs[i] : offs[i + 1]]
         for first, lb, lq in _paired_blocks(base_ev, level_ev, vocab.model_input(segment), pool, out):
             sl = slice(offs[i] + first, offs[i] + first + len(lb))
-            out.bits_base[sl], out.bits[sl], out.kld[sl], out.same_top[sl] = block_scores(
-                lb, lq, segment[first : first + len(lb)], n_escapes)
+            symbols = segment[first : first + len(lb)]
+            out.bits_base[sl], out.bits[sl], out.kld[sl], out.same_top[sl] = block_scores(lb, lq, symbols, n_escapes)
+            for mixer, side in mixers:
+                mixer.score(lq if side else lb, symbols, i, sl)
             if progress is not None:
                 progress(len(lb))
     return out
@@ -231,4 +259,13 @@ def summarise(parts: list[Scores]) -> dict:
         "delta_p_rms_percent": 100 * math.sqrt(float((dp * dp).mean())) if n else math.nan,
         "tokens_per_second": _rate(n, sum(p.seconds for p in parts)),
         "base_tokens_per_second": _rate(n, sum(p.seconds_base for p in parts)),
+        **_mix_delta(parts, bits, nbytes),
     }
+
+
+def _mix_delta(parts: list[Scores], bits: np.ndarray, nbytes: int) -> dict:
+    """The gain from mixing: mixed minus plain ideal bits of the level, per byte; nothing when not mixed."""
+    if not parts or any(p.mixed is None for p in parts):
+        return {}
+    mixed = np.concatenate([p.mixed for p in parts])
+    return {"mix_delta_bits_per_byte": stats.bits_per_byte(mixed.sum() - bits.sum(), nbytes)}

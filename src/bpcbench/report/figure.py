@@ -11,6 +11,15 @@ from pathlib import Path
 from bpcbench.atomic import atomic_open
 
 MARKERS = "osD^v<>ph*X"  # with the ten colours C0..C9: 110 codecs before a (colour, marker) pair repeats
+# Views drawn in one figure, the first in results.csv order (summary.md says so, its tables have all):
+# a panel or a bar group per view cannot be read beyond these, and drawing 5,000 panels took hours.
+MAX_PANELS = 12  # bpb_vs_speed and bpb_vs_model_size: one panel per view
+MAX_BAR_VIEWS = 30  # bpb_by_codec and bpb_split: bar groups per panel
+
+
+def capped_title(title: str, shown: int, views: int) -> str:
+    """The figure's title, with the cap said when it cut views."""
+    return title if shown >= views else f"{title}\n(the first {shown} of {views:,} corpus views; summary.md has all)"
 
 
 def figure(width: float, height: float):

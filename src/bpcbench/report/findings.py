@@ -131,6 +131,13 @@ NOTE = ("Δ bits/byte is against the base on the same tokens; (n.s.) marks a dif
         "per token (llama-perplexity's definition, every token scored); same top % is its \"Same top p\". "
         "tok/s is the level's own llama_decode time; peak RSS is the ladder process while that level "
         "ran (base and level loaded). ◆ marks the Pareto front of file size against bits/byte.")
+MIX_NOTE = ("Δ bits/byte with {mix} mixed in (the ladder's `mix`): the level's ideal bits/byte with it mixed in "
+            "(codec/mixing.py, as `--mix {mix}` codes) minus the level's alone, on the same logits and tokens.")
+
+
+def _mix(meta: dict) -> str:
+    """What the ladder also scored mixed in (LadderConfig.mix); a document from before the key mixed nothing."""
+    return meta["config"].get("mix") or "none"
 
 
 def _num(v, fmt: str) -> str:
@@ -169,11 +176,12 @@ def _intro(meta: dict) -> list[str]:
             f"{meta['date_utc']}.", ""]
 
 
-def _head(names: list[str], coded_bytes: int) -> list[str]:
+def _head(names: list[str], coded_bytes: int, mix: str) -> list[str]:
     head = (["level", "file MB", "bits/weight", "tensors as asked / fell back / total"]
             + [f"bits/byte {n}" for n in names]
             + (["bits/byte all"] if len(names) > 1 else [])
-            + ["Δ bits/byte", "KLD mean", "KLD median", "KLD p99", "same top %", "tok/s", "peak RSS MiB", "Pareto"])
+            + ["Δ bits/byte"] + ([f"Δ bits/byte with {mix} mixed in"] if mix != "none" else [])
+            + ["KLD mean", "KLD median", "KLD p99", "same top %", "tok/s", "peak RSS MiB", "Pareto"])
     if coded_bytes:
         head.insert(-1, f"coded check ({coded_bytes} B)")
     return head
@@ -185,7 +193,7 @@ def _tensors(a: dict) -> str:
     return f"– / – / {a['tensors_total']}" if a.get("tensors_total") is not None else ""
 
 
-def _row(a: dict, per_corpus: dict, names: list[str], base_label: str, coded_bytes: int) -> list[str]:
+def _row(a: dict, per_corpus: dict, names: list[str], base_label: str, coded_bytes: int, mix: str) -> list[str]:
     """The cells of one evaluated level; the base's divergence columns are 0 by definition."""
     is_base = a["kind"] == "base"
     cells = [f"{a['level']} ({base_label})" if is_base else a["level"],
@@ -194,8 +202,8 @@ def _row(a: dict, per_corpus: dict, names: list[str], base_label: str, coded_byt
     if len(names) > 1:
         cells.append(f"{a['bits_per_byte']:.4f}")
     delta = "" if is_base else f"{a['delta_bits_per_byte']:+.4f}" + ("" if a["delta_significant"] else " (n.s.)")
-    cells += [delta,
-              "0" if is_base else f"{a['kld_mean']:.5f}",
+    cells += [delta] + ([_num(a.get("mix_delta_bits_per_byte"), "+.4f")] if mix != "none" else [])
+    cells += ["0" if is_base else f"{a['kld_mean']:.5f}",
               "0" if is_base else f"{a['kld_median']:.5f}",
               "0" if is_base else f"{a['kld_p99']:.4f}",
               "100" if is_base else f"{a['top1_agreement_percent']:.2f}",
@@ -220,12 +228,13 @@ def _table(doc: dict) -> list[str]:
     meta = doc["meta"]
     names = [t["name"] for t in meta["texts"]]
     coded_bytes = meta["config"].get("coded_bytes") or 0
-    head = _head(names, coded_bytes)
+    mix = _mix(meta)
+    head = _head(names, coded_bytes, mix)
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     for a in pooled_rows(doc):
         if scored(a):
             per_corpus = {r["corpus"]: r for r in doc["rows"] if r["level"] == a["level"]}
-            cells = _row(a, per_corpus, names, meta["base"]["label"], coded_bytes)
+            cells = _row(a, per_corpus, names, meta["base"]["label"], coded_bytes, mix)
         else:
             cells = _failed_row(a, len(head))
         lines.append("| " + " | ".join(cells) + " |")
@@ -247,6 +256,8 @@ def _tensor_types(doc: dict) -> list[str]:
 
 def ladder_markdown(doc: dict) -> str:
     """ladder.md from a ladder document ({"meta": ..., "rows": ...}, as ladder.json holds it)."""
-    lines = _intro(doc["meta"]) + _table(doc) + ["", NOTE, ""]
+    mix = _mix(doc["meta"])
+    note = NOTE + ("" if mix == "none" else " " + MIX_NOTE.format(mix=mix))
+    lines = _intro(doc["meta"]) + _table(doc) + ["", note, ""]
     lines += ["## What the numbers say", ""] + [f"- {p}" for p in findings(doc)] + [""]
     return "\n".join(lines + _tensor_types(doc) + [""])

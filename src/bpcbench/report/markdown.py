@@ -20,6 +20,7 @@ from bpcbench.bench.labels import (
     view_title,
 )
 from bpcbench.report.plots import MAX_BAR_VIEWS, MAX_PANELS
+from bpcbench.report.split import split_markdown
 from bpcbench.stats import CI_PERCENT, MIN_CI_PIECES, pareto_front
 
 
@@ -246,7 +247,7 @@ def summary_markdown(frame, env: dict | None = None, matrix_text: str | None = N
         "",
     ]
     if rows:
-        lines += ["## Overview (bits/byte)", ""] + overview(rows) + [""]
+        lines += ["## Overview (bits/byte)", ""] + overview(rows) + [""] + split_markdown(rows)
     views = group_rows(rows)
     for view_rows in views.values():
         lines += [f"## {view_title(view_rows[0])}", ""] + corpus_table(view_rows) + [""]

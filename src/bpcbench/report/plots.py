@@ -12,7 +12,16 @@ import math
 from pathlib import Path
 
 from bpcbench.bench.results import failed_mask
-from bpcbench.report.figure import MARKERS, figure, plain_log_ticks, write
+from bpcbench.report import split
+from bpcbench.report.figure import (
+    MARKERS,
+    MAX_BAR_VIEWS,
+    MAX_PANELS,
+    capped_title,
+    figure,
+    plain_log_ticks,
+    write,
+)
 from bpcbench.bench.labels import (
     REFERENCE_CODEC,
     codec_label,
@@ -27,17 +36,6 @@ BPB_VS_SPEED = "bpb_vs_speed.png"
 BPB_VS_MODEL_SIZE = "bpb_vs_model_size.png"
 SWEEP_PLOT = "bpb_vs_context.png"  # only for runs with a context sweep
 RAW_BPB = 8.0  # the input stored as it is: a codec above this line expanded it
-# Views drawn in one figure, the first in results.csv order (summary.md says so, its tables have all):
-# a panel or a bar group per view cannot be read beyond these, and drawing 5,000 panels took hours.
-MAX_PANELS = 12  # bpb_vs_speed and bpb_vs_model_size: one panel per view
-MAX_BAR_VIEWS = 30  # bpb_by_codec: bar groups per panel
-
-
-def capped_title(title: str, shown: int, views: int) -> str:
-    """The figure's title, with the cap said when it cut views."""
-    return title if shown >= views else f"{title}\n(the first {shown} of {views:,} corpus views; summary.md has all)"
-
-
 def _records(frame) -> list[dict]:
     """Rows as dicts: codec_label and the like read them ~100x faster than iterrows' Series."""
     return frame.to_dict("records")
@@ -375,4 +373,5 @@ RUN_PLOTS = (
     (BPB_VS_SPEED, "bits per byte against compress speed, Pareto front marked", plot_bpb_vs_speed),
     (BPB_VS_MODEL_SIZE, "bits per byte against model file size", plot_bpb_vs_model_size),
     (SWEEP_PLOT, "bits per byte against context", plot_context_sweep),
+    (split.SPLIT_PLOT, split.SPLIT_CAPTION, split.plot_split),
 )
