@@ -71,3 +71,11 @@ def test_design_module_table_matches_the_tree():
     on_disk = {_rel(p) for p in MODULES if p.name not in ("__init__.py", "__main__.py")}
     assert named - on_disk == set(), "docs/design.md names modules that do not exist"
     assert on_disk - named == set(), "modules missing from the module table in docs/design.md"
+
+
+def test_test_modules_have_unique_names():
+    """tests/ has no __init__.py files, so pytest imports each test module by its base name: two of
+    one name fail collection in a fresh clone (tests/report/test_split.py once did)."""
+    tests = Path(__file__).resolve().parent
+    names = [p.name for p in tests.rglob("test_*.py")]
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []
