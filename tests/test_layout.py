@@ -79,3 +79,12 @@ def test_test_modules_have_unique_names():
     tests = Path(__file__).resolve().parent
     names = [p.name for p in tests.rglob("test_*.py")]
     assert sorted(n for n in set(names) if names.count(n) > 1) == []
+
+
+def test_relative_links_in_the_docs_resolve():
+    """Every relative link of the README, docs/ and the package's own READMEs names a file that exists."""
+    link = re.compile(r"\]\(([^)\s]+)\)")
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), *sorted(PACKAGE.rglob("*.md"))]
+    broken = [(page.name, target) for page in pages for target in link.findall(page.read_text())
+              if not re.match(r"[a-z]+:|#", target) and not (page.parent / target.split("#")[0]).exists()]
+    assert len(pages) > 5 and broken == []
