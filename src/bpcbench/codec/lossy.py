@@ -48,6 +48,7 @@ from bpcbench.codec import entropy_model, lossy_kernel, range_coder
 from bpcbench.codec.container import Container, coded_header
 from bpcbench.codec.payload import payload_bytes, unpack_words
 from bpcbench.codec.session import Session, Settings
+from bpcbench.codec.steps import check_decoded
 from bpcbench.codec.tokenization import Vocabulary
 from bpcbench.errors import BpcError, CorruptInput, Mismatch
 from bpcbench.llama.lanes import Plan
@@ -208,11 +209,7 @@ class LossyDecoderStep(_Forgiving):
             recon[which] = f.join(blocks, within)
         else:
             self.account(flags, stored)
-        if self.spent > self.budget:
-            raise CorruptInput("compressed file's payload is spent before its tokens are: the file is corrupt "
-                               "or forged")
-        if recon.max() >= f.n_symbols:
-            raise CorruptInput("decoded a symbol outside the alphabet: the file does not match this model/build")
+        check_decoded(self.spent, self.budget, recon, f.n_symbols)
         self.tokens[self.offs[piece_ids] + t] = recon
         return self.vocab.model_input(recon)
 

@@ -74,17 +74,23 @@ class DecoderStep:
         self.spent += entropy_model.min_code_bits(outer, blocks) + entropy_model.min_code_bits(within_tables, within)
         factor = self.tables.factor
         symbols = factor.join(blocks, within)
-        if self.spent > self.budget:
-            raise CorruptInput("compressed file's payload is spent before its tokens are: the file is corrupt "
-                               "or forged")
-        if symbols.max() >= factor.n_symbols:
-            raise CorruptInput("decoded a symbol outside the alphabet: the file does not match this model/build")
+        check_decoded(self.spent, self.budget, symbols, factor.n_symbols)
         self.tokens[self.offs[piece_ids] + t] = symbols
         self.tables.learn(symbols)  # what EncoderStep's tables.encoder learnt, from the same symbols
         return self.vocab.model_input(symbols)
 
     def mix_state(self) -> str:
         return self.tables.digest()
+
+
+def check_decoded(spent: float, budget: float, symbols: np.ndarray, n_symbols: int) -> None:
+    """Refuse a step whose payload is spent before its tokens are, or that decoded a symbol outside
+    the alphabet: a decoder's checks after each step (lossless here, lossy in codec/lossy.py)."""
+    if spent > budget:
+        raise CorruptInput("compressed file's payload is spent before its tokens are: the file is corrupt "
+                           "or forged")
+    if symbols.max() >= n_symbols:
+        raise CorruptInput("decoded a symbol outside the alphabet: the file does not match this model/build")
 
 
 def _tables(vocab: Vocabulary, plan: Plan, mix: str):
