@@ -160,7 +160,7 @@ def compress(data: bytes, session: Session, settings: Settings | None = None, pr
     if fallback:
         candidates += _segmented(container, job, piece_bits, session, progress)
         if len(ranges) > 1:
-            apart = [_range_payload(p) for p, (is_text, _) in zip(pieces, ranges)]
+            apart = [None if is_text else _range_payload(p) for p, (is_text, _) in zip(pieces, ranges)]
             candidates = [(_with_ranges(c, plain, ranges, apart), state) for c, state in candidates]
         candidates += [(c, "") for c in _fallbacks(data, plain)]
     container, mix_state = min(candidates, key=lambda c: len(c[0].to_bytes()))
