@@ -131,6 +131,6 @@ def plot_rate_distortion(rows: list[dict], path: Path) -> None:
         ax.set_ylim(bottom=-0.02)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, title="◆ lossless   red ring: dominated", title_fontsize=7)
-    fig.suptitle("How much of a text the model holds: rate against distortion (labels: tau, the bits "
-                 "forgiven per token; a red ring: a smaller tau or lossless costs less)")
+    fig.suptitle("How much of a text the model holds: rate against distortion\n(labels: tau, the bits "
+                 "forgiven per token; a red ring: a smaller tau or lossless costs less)", fontsize=10)
     save(fig, path)
