@@ -4,14 +4,10 @@ threads, bounded memory, and a file made by one kernel build refused by another.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import tracemalloc
-from pathlib import Path
 
 import entropy_reference as ref
+import host_threads
 import numpy as np
 import pytest
 
@@ -119,11 +115,7 @@ json.dump(out, sys.stdout)
 
 
 def test_encoder_and_decoder_tables_are_identical_for_1_2_and_8_threads():
-    src = str(Path(entropy_model.__file__).parents[2])  # this tree's package, as the test process imports it
-    path = os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])
-    env = {**os.environ, "NUMBA_NUM_THREADS": "8", "PYTHONPATH": path}
-    got = json.loads(subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], env=env, check=True, capture_output=True,
-                                    text=True).stdout)
+    got = host_threads.run_json(_THREADS_SCRIPT)
     for n_vocab in (1000, 49152):
         runs = [got[f"{n_vocab}/{t}"] for t in (1, 2, 8)]
         assert runs[0] == runs[1] == runs[2]

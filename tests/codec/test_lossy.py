@@ -5,18 +5,14 @@ reported, tau = 0 is lossless and costs the lossless bits, the compiled tables a
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import host_threads
 from entropy_reference import weights as reference_weights
 
 from bpcbench.codec import entropy_model, lossy, lossy_kernel
@@ -223,11 +219,7 @@ json.dump(out, sys.stdout)
 
 def test_the_lossy_tables_are_identical_for_1_2_and_8_threads():
     """Encoder and decoder tables, bit for bit, whatever the threads (rows split between them, never a sum)."""
-    src = str(Path(lossy_kernel.__file__).parents[2])  # this tree's package, as the test process imports it
-    path = os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])
-    env = {**os.environ, "NUMBA_NUM_THREADS": "8", "PYTHONPATH": path}
-    got = json.loads(subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], env=env, check=True, capture_output=True,
-                                    text=True).stdout)
+    got = host_threads.run_json(_THREADS_SCRIPT)
     for tau in (0.0, 4.0, 20.0):
         runs = [got[f"{tau}/{t}"] for t in (1, 2, 8)]
         assert runs[0] == runs[1] == runs[2]
