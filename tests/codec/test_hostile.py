@@ -17,7 +17,7 @@ from typing import ClassVar
 
 import pytest
 import zstandard
-from forged import field_cases, forged, range_cases, ranged, raw_cases, reseal
+from forged import field_cases, forged, group_cases, range_cases, ranged, raw_cases, reseal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_segments import compress_mixed
@@ -92,6 +92,14 @@ def test_raw_damage(tmp_path, capsys, model_blob):
     for name, (blob, message) in raw_cases(model_blob).items():
         code, line, foreign = decode_cli(tmp_path, blob, capsys)
         assert code in (2, 3, 4), name
+        assert re.search(message, line), (name, line)
+        assert foreign == [], (name, foreign)
+
+
+def test_forged_lane_groups(tmp_path, capsys, model_blob):
+    for name, (blob, message) in group_cases(model_blob).items():
+        code, line, foreign = decode_cli(tmp_path, blob, capsys)
+        assert code == 3, name
         assert re.search(message, line), (name, line)
         assert foreign == [], (name, foreign)
 
