@@ -28,6 +28,7 @@ from bpcbench.codec import compress as codec
 from bpcbench.codec import lossy
 from bpcbench.codec.container import LANE_MODEL, LANE_ZSTD, Container
 from bpcbench.codec.decompress import decompress
+from bpcbench.codec.entropy_model import max_tokens
 from bpcbench.codec.session import Settings
 from bpcbench.errors import BpcError
 from bpcbench import atomic, defaults
@@ -102,6 +103,16 @@ def test_forged_lane_groups(tmp_path, capsys, model_blob):
         assert code == 3, name
         assert re.search(message, line), (name, line)
         assert foreign == [], (name, foreign)
+
+
+def test_a_payload_spent_mid_decode_with_two_lane_groups_is_one_line(tmp_path, capsys, tiny_session,
+                                                                     tiny_model_path):
+    """The step refuses while the worker thread's llama_decode of the other group is in flight."""
+    blob = codec.compress(TEXT * 4, tiny_session, dataclasses.replace(SMALL, lane_groups=2), fallback=False)[0]
+    most = max_tokens(len(Container.from_bytes(blob).payload))
+    code, line, _ = decode_cli(tmp_path, forged(blob, n_tokens=most, original_bytes=most), capsys,
+                               "-m", str(tiny_model_path))
+    assert code == 3 and "payload is spent" in line, line
 
 
 @pytest.fixture(scope="module")
