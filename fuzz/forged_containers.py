@@ -24,7 +24,7 @@ import zstandard
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from forged import field_cases, range_cases, ranged, raw_cases
+from forged import field_cases, group_cases, range_cases, ranged, raw_cases
 from tiny_gguf import write_tiny_gguf
 
 from bpcbench.codec.compress import compress
@@ -58,7 +58,8 @@ def main() -> int:
     with Session(args.model) as session:
         blob, _ = compress(TEXT, session, Settings(threads=1), fallback=False)
         model_path = session.info.path
-    cases = {**field_cases(blob), **raw_cases(blob), **range_cases(ranged(blob, TEXT, bytes(range(256))))}
+    cases = {**field_cases(blob), **raw_cases(blob), **group_cases(blob),
+             **range_cases(ranged(blob, TEXT, bytes(range(256))))}
     bad = 0
     print("| case | exit | seconds | peak RSS MiB | message |\n|---|--:|--:|--:|---|")
     with tempfile.TemporaryDirectory() as tmp:

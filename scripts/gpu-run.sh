@@ -21,9 +21,9 @@ if [[ ${1:-} == --rehearse ]]; then  # the rehearsal's own defaults; anything se
     : "${FLAVOUR:=cpu-native}" "${BPC_MATRIX:=gpu-rehearsal}" "${PY:=$ROOT/.venv/bin/python}" "${BENCH_BUDGET_S:=400}"
     : "${LADDER_BUDGET_S:=300}" "${LADDER_BYTES:=400}" "${LADDER_CODED:=100}" "${LADDER_THREADS:=1}"
     : "${XCHECK_BYTES:=1000}" "${XCHECK_THREADS:=1}" "${BUILD_WAIT_S:=900}" "${JOBS:=$(nproc)}"
-    : "${RUN_BUDGET_S:=1800}"
+    : "${RUN_BUDGET_S:=1800}" "${GROUPS_BYTES:=300}" "${GROUPS_LANES:=2}"
     export FLAVOUR BPC_MATRIX PY BENCH_BUDGET_S LADDER_BUDGET_S LADDER_BYTES LADDER_CODED LADDER_THREADS
-    export XCHECK_BYTES XCHECK_THREADS BUILD_WAIT_S JOBS RUN_BUDGET_S
+    export XCHECK_BYTES XCHECK_THREADS BUILD_WAIT_S JOBS RUN_BUDGET_S GROUPS_BYTES GROUPS_LANES
 fi
 BPC_TMP=${BPC_TMP:-/tmp}
 SITE=$BPC_TMP/bpc-site            # the carried wheels, installed (PYTHONPATH)
@@ -47,6 +47,8 @@ RUN_BUDGET_S=${RUN_BUDGET_S:-540}         # the whole run step; its call's time 
 BUILD_WAIT_S=${BUILD_WAIT_S:-300}         # of that, the most spent waiting for the build
 XCHECK_BYTES=${XCHECK_BYTES:-4000}         # the cross-check's prefix of alice29
 XCHECK_THREADS=${XCHECK_THREADS:-4}
+GROUPS_BYTES=${GROUPS_BYTES:-4000}         # one lane group against two (#22 item 3): alice29's prefix, lanes
+GROUPS_LANES=${GROUPS_LANES:-32}
 LOG=$BPC_TMP/bpc-gpu-run.log
 export PYTHONUNBUFFERED=1
 
@@ -258,6 +260,13 @@ cmd_run() {
             || { [[ $rc == 0 ]] && rc=1; }
     else
         say "cross-check skipped: $(left) s left"
+    fi
+    if (( $(left) >= 45 )); then  # last, with what is left: its table goes into run.tar.gz, it sets no rc
+        step "lane groups 1 and 2" timeout -k 5 -s TERM $(( $(left) - 15 )) env PYTHONPATH="$BUILD/site:$SITE" \
+            "$PY" "$ROOT/benchmarks/lane_groups.py" --bytes "$GROUPS_BYTES" --lanes "$GROUPS_LANES" \
+            -t "$XCHECK_THREADS" -ngl "$NGL" >"$work/lane-groups.md" || say "lane groups: stopped or failed"
+    else
+        say "lane groups skipped: $(left) s left"
     fi
     collect "$work" "${OUT:-$ROOT/results/gpu-run}/gpu"
     [[ -f $work/bench/results.csv ]] || die "the bench wrote no results.csv" 1

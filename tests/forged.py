@@ -151,3 +151,19 @@ def range_cases(blob: bytes) -> dict[str, tuple[bytes, str]]:
     cases["version-4-without-a-map"] = (with_map(blob, b"", flags=blob[5] & ~4), "no segment map")
     cases["version-4-map-on-a-stored-file"] = (with_map(blob, b"", flags=4), "version 4 has the stored method")
     return cases
+
+
+def group_cases(blob: bytes) -> dict[str, tuple[bytes, str]]:
+    """Version 5's lane groups (`blob`: a model file of one group) forged: a count out of range
+    written by the writer, and raw bytes it never writes; all refused from the header."""
+    h = Container.from_bytes(blob).header
+    two = forged(blob, lane_groups=2)
+    key = bytes.fromhex(h.model_sha) + bytes.fromhex(h.codec)
+    at = two.index(key) + len(key) + 1  # the lane_groups varint, right after version 5's mix byte
+    cases = {f"lane-groups-byte-{b}": (patched(two, at, bytes([b])), "'lane_groups' is out of range")
+             for b in (0, 1, 3, 0x7F)}
+    cases["lane-groups-3"] = (forged(blob, lane_groups=3), "'lane_groups' is out of range: 3")
+    cases["lane-groups-not-minimal"] = (reseal(two[:at] + b"\x82\x00" + two[at + 1 : -4]), "not minimally encoded")
+    cases["lane-groups-on-a-lossy-file"] = (forged(blob, method="lossy", lane_groups=2),
+                                            "version 5 has the lossy method")
+    return cases

@@ -259,3 +259,17 @@ def test_json_with_the_data_on_stdout_is_refused_before_the_work(tmp_path, tiny_
     r = subprocess.run(cmd, input=b"some text", capture_output=True)
     assert r.returncode == 2 and r.stdout == b""
     assert r.stderr.decode().count("\n") == 1 and "--json prints to stdout" in r.stderr.decode()
+
+
+def test_lane_groups_are_a_compress_flag_the_decoder_follows(tmp_path, tiny_model_path, capsys):
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"a line of text long enough to give the eight lanes a few tokens each\n" * 12)
+    assert run("compress", src, "-m", tiny_model_path, "--lane-groups", "2", "--min-lane-tokens", "10", "--no-fallback",
+               *ARGS) == 0
+    header = Container.from_bytes((tmp_path / "in.txt.bpcz").read_bytes()).header
+    assert (header.lane_groups, header.version) == (2, 5)
+    out = tmp_path / "out.txt"
+    assert run("decompress", tmp_path / "in.txt.bpcz", "-o", out, "-m", tiny_model_path, "-t", "1", "-q") == 0
+    assert out.read_bytes() == src.read_bytes()
+    assert run("compress", src, "-o", tmp_path / "x.bpcz", "-m", tiny_model_path, "--lane-groups", "3", *ARGS) == 2
+    assert "--lane-groups" in one_line(capsys.readouterr().err)

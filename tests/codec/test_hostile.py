@@ -17,7 +17,7 @@ from typing import ClassVar
 
 import pytest
 import zstandard
-from forged import field_cases, forged, range_cases, ranged, raw_cases, reseal
+from forged import field_cases, forged, group_cases, range_cases, ranged, raw_cases, reseal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_segments import compress_mixed
@@ -28,6 +28,7 @@ from bpcbench.codec import compress as codec
 from bpcbench.codec import lossy
 from bpcbench.codec.container import LANE_MODEL, LANE_ZSTD, Container
 from bpcbench.codec.decompress import decompress
+from bpcbench.codec.entropy_model import max_tokens
 from bpcbench.codec.session import Settings
 from bpcbench.errors import BpcError
 from bpcbench import atomic, defaults
@@ -94,6 +95,24 @@ def test_raw_damage(tmp_path, capsys, model_blob):
         assert code in (2, 3, 4), name
         assert re.search(message, line), (name, line)
         assert foreign == [], (name, foreign)
+
+
+def test_forged_lane_groups(tmp_path, capsys, model_blob):
+    for name, (blob, message) in group_cases(model_blob).items():
+        code, line, foreign = decode_cli(tmp_path, blob, capsys)
+        assert code == 3, name
+        assert re.search(message, line), (name, line)
+        assert foreign == [], (name, foreign)
+
+
+def test_a_payload_spent_mid_decode_with_two_lane_groups_is_one_line(tmp_path, capsys, tiny_session,
+                                                                     tiny_model_path):
+    """The step refuses while the worker thread's llama_decode of the other group is in flight."""
+    blob = codec.compress(TEXT * 4, tiny_session, dataclasses.replace(SMALL, lane_groups=2), fallback=False)[0]
+    most = max_tokens(len(Container.from_bytes(blob).payload))
+    code, line, _ = decode_cli(tmp_path, forged(blob, n_tokens=most, original_bytes=most), capsys,
+                               "-m", str(tiny_model_path))
+    assert code == 3 and "payload is spent" in line, line
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 
 from bpcbench.cli import main
 from bpcbench.codec import compress as codec
-from bpcbench.codec import entropy_model, kernel, lossy_kernel
+from bpcbench.codec import entropy_model, kernel, lossy_kernel, mixing
 from bpcbench.codec.session import Settings
 from bpcbench.llama.lanes import StreamEvaluator
 
@@ -166,3 +166,11 @@ def test_the_lossy_kernel_is_recompiled_with_the_kernel_it_inlines():
     """numba caches lossy_kernel by its own file: it names the kernel build it was written against,
     so a kernel.VERSION bump fails here until lossy_kernel.py (and so its cache) changes too."""
     assert lossy_kernel.OVER_KERNEL == kernel.VERSION
+
+
+def test_the_step_kernels_release_the_gil():
+    """Two lane groups overlap llama_decode (a worker thread) with a step's tables (llama/lanes.py):
+    a loop that held the GIL would keep the worker from starting or finishing its call."""
+    loops = [kernel.coder_tables, kernel.chosen_entries, kernel.encoder_tables, mixing._step_predict,
+             mixing._step_mix, mixing._step_learn]
+    assert all(f.targetoptions.get("nogil") for f in loops)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 
 import numpy as np
 import pytest
 
 from bpcbench.codec import compress as codec
+from bpcbench.codec import container
 from bpcbench.codec.container import Container
 from bpcbench.codec.cross_entropy import cross_entropy
 from bpcbench.codec.decompress import decompress
@@ -142,3 +145,64 @@ def test_compress_and_decompress_share_one_kv_cache(tiny_session):
     tiny_session.close_evaluators()
     roundtrip(tiny_session, TEXT, Settings(context=16, discard=4, width=3, min_lane_tokens=50, threads=1))
     assert len(tiny_session._evaluators) == 1  # the decoder's shift=True reuses the encoder's evaluator
+
+
+class DecodeLog:
+    """Every llama_decode call (rows, their sequences and positions) and the thread that made it."""
+
+    def __init__(self, monkeypatch, pause: float = 0.0):
+        self.calls, self.threads, self.pause = [], set(), pause
+        self._rng = np.random.default_rng(0)
+        decode = binding.Batch.decode
+
+        def logged(batch, ctx, n):
+            self.calls.append((n, tuple(int(r[0]) for r in batch._seq_rows[:n]), tuple(batch.pos[:n].tolist())))
+            self.threads.add(threading.current_thread().name.split("_")[0])
+            if self.pause:  # a slower model: the host's steps now finish first, in any order of the two
+                time.sleep(self._rng.uniform(0, self.pause))
+            decode(batch, ctx, n)
+
+        monkeypatch.setattr(binding.Batch, "decode", logged)
+
+    def take(self) -> list:
+        calls, self.calls = self.calls, []
+        return calls
+
+
+@pytest.mark.parametrize("lanes", [1, 2, 7, 32])
+def test_two_lane_groups_round_trip_at_every_lane_count(tiny_session, lanes, monkeypatch):
+    """The file records its groups and the decoder follows it (its own settings say one group),
+    issuing the encoder's calls: each position's lanes in two calls, ⌈W/2⌉ then ⌊W/2⌋ rows."""
+    data = TEXT * 2
+    n = tokens_of(tiny_session, data)
+    s = Settings(context=24, discard=6, width=lanes, min_lane_tokens=max(1, n // lanes), threads=1, lane_groups=2)
+    log = DecodeLog(monkeypatch)
+    blob, stats = codec.compress(data, tiny_session, s, fallback=False)
+    encoder = log.take()
+    header = Container.from_bytes(blob).header
+    assert (header.lane_groups, header.version, stats.lanes) == (2, 5, lanes)
+    out, _ = decompress(blob, tiny_session, settings=Settings(threads=1))
+    assert out == data and log.take() == encoder
+    first = [rows for rows, _, _ in encoder[:2]]
+    assert first == ([1, 1] if lanes == 1 else [-(-lanes // 2), lanes // 2])
+    assert max(rows for rows, _, _ in encoder) == -(-lanes // 2)
+    assert ("llama-decode" in log.threads) == (lanes > 1)  # two groups: the worker thread makes calls
+
+
+def test_two_lane_groups_code_the_same_bytes_whatever_the_timing(tiny_session, monkeypatch):
+    s = Settings(context=24, discard=6, width=7, min_lane_tokens=20, threads=1, lane_groups=2, mix="match")
+    blob, _ = codec.compress(TEXT, tiny_session, s, fallback=False)
+    DecodeLog(monkeypatch, pause=0.003)
+    again, _ = codec.compress(TEXT, tiny_session, s, fallback=False)
+    assert again == blob
+    assert decompress(blob, tiny_session, settings=Settings(threads=1))[0] == TEXT
+
+
+def test_a_file_of_two_lane_groups_is_refused_by_a_reader_of_versions_3_and_4(tiny_session, monkeypatch):
+    s = Settings(context=24, discard=6, width=4, min_lane_tokens=20, threads=1, lane_groups=2)
+    blob, _ = codec.compress(TEXT, tiny_session, s, fallback=False)
+    plain, _ = codec.compress(TEXT, tiny_session, dataclasses.replace(s, lane_groups=1), fallback=False)
+    assert blob[4] == 5 and plain[4] == 3  # one group: the file bpcbench always wrote
+    monkeypatch.setattr(container, "READS", (3, 4))
+    with pytest.raises(CorruptInput, match="unsupported format version 5"):
+        decompress(blob, tiny_session, settings=Settings(threads=1))

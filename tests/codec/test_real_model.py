@@ -115,3 +115,16 @@ def test_lossy_tau_zero_is_the_original_at_the_lossless_cost(smollm2_session, al
     assert r.reconstruction == text and r.stored_tokens < len(r.tokens)
     assert decompress(r.blob, smollm2_session, settings=s)[0] == text
     assert len(r.blob) <= len(lossless) * 1.005, (len(r.blob), len(lossless))
+
+
+@pytest.mark.parametrize("lanes", [1, 2, 7, 32])
+def test_two_lane_groups_round_trip(smollm2_session, alice_prefix, lanes):
+    """#22 item 3: the decoder's alternating lane groups on SmolLM2 (one lane: one group), the
+    lanes sliding in a 64-token window; the decoder follows the file's groups, not its settings."""
+    data = alice_prefix[: 600 if lanes == 1 else 1200]
+    n = len(smollm2_session.vocab.tokenize(data).tokens)
+    s = Settings(context=64, discard=16, width=lanes, min_lane_tokens=max(1, n // lanes), threads=1, lane_groups=2)
+    blob, stats = codec.compress(data, smollm2_session, s, fallback=False)
+    assert stats.lanes == lanes and Container.from_bytes(blob).header.lane_groups == 2
+    out, _ = decompress(blob, smollm2_session, settings=Settings(threads=1))
+    assert out == data

@@ -115,3 +115,16 @@ def test_a_segment_that_decodes_too_long_is_refused(tiny_session, mixed):
     bad = Container(h2, b"".join(segs) + c.model_payload).to_bytes()
     with pytest.raises(CorruptInput, match="more bytes than its header says|checksum"):
         decompress(bad, tiny_session, settings=dataclasses.replace(SMALL, threads=1))
+
+
+@pytest.mark.parametrize("policy", ["lanes", "chunks"])
+def test_two_lane_groups_with_lanes_kept_apart(tiny_session, policy):
+    """Lanes stored apart hold no tokens, so they are in neither group (llama/lanes.py wave_groups),
+    the chunks' several waves alike; the decoder's groups are the file's."""
+    data = corpora.resolve("alice29").read_bytes()[:900] + NOISE[:600]
+    s = dataclasses.replace(SMALL, threads=1, lane_groups=2) if policy == "lanes" else Settings(
+        policy="chunks", context=48, width=3, threads=1, lane_groups=2)
+    blob, stats = compress_mixed(tiny_session, data, s)
+    h = Container.from_bytes(blob).header
+    assert h.lane_groups == 2 and LANE_MODEL in h.lane_methods and stats.segment_lanes >= 1
+    assert decompress(blob, tiny_session, settings=Settings(threads=1))[0] == data

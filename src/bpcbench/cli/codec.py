@@ -136,7 +136,7 @@ def _progress(desc: str, enabled: bool):
 
 def _settings(args) -> Settings:
     given = {k: getattr(args, k) for k in ("policy", "context", "min_lane_tokens", "width", "threads", "n_gpu_layers",
-                                         "mix")
+                                         "mix", "lane_groups")
              if getattr(args, k, None) is not None}
     return Settings(**given)
 
@@ -313,6 +313,7 @@ def register(sub) -> None:
     options.add_context(p)
     options.add_width(p)
     options.add_mix(p)
+    options.add_lane_groups(p)
     options.add_threads(p)
     options.add_gpu_layers(p)
     p.set_defaults(func=cmd_compress)

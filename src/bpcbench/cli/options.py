@@ -18,7 +18,7 @@ from bpcbench.codec.session import (
     POLICIES,
 )
 from bpcbench.llama.binding import usable_cores
-from bpcbench.llama.lanes import MAX_LANES
+from bpcbench.llama.lanes import MAX_LANE_GROUPS, MAX_LANES
 
 
 def positive_int(text: str) -> int:
@@ -119,6 +119,13 @@ def add_width(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=lane_count,
                    help="most lanes evaluated together per llama_decode call, a speed setting "
                         f"(default {DEFAULT_WIDTH})")
+
+
+def add_lane_groups(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lane-groups", type=int, choices=range(1, MAX_LANE_GROUPS + 1), dest="lane_groups",
+                   help="feed each position's lanes as this many alternating llama_decode calls, one group's "
+                        "running while the host codes the other's: 2 for a GPU, where the model leaves the "
+                        "CPU idle (default 1; the file records it and the decoder follows)")
 
 
 def add_quiet(p: argparse.ArgumentParser, help: str = "no progress bars") -> None:

@@ -1,22 +1,24 @@
-"""The .bpcz file (format versions 3 and 4): a binary header a few dozen bytes long, parsed by a
+"""The .bpcz file (format versions 3, 4 and 5): a binary header a few dozen bytes long, parsed by a
 small strict reader, so that a truncated, bit-flipped or forged file fails with one line before
 any model is loaded or any buffer is sized from it.
 
 Layout (varint = unsigned LEB128, minimal, at most 8 bytes; fixed integers little-endian):
 
-    b"BPCZ"  u8 version (3, or 4 with something mixed or a segment map)  u8 flags
+    b"BPCZ"  u8 version (3; 4 with something mixed or a segment map; 5 with lane groups)  u8 flags
     varint original_bytes    6 bytes: sha256(original)[:6]
     methods "model" and "lossy" only:
         varint n_tokens  varint threads  [flag OFFLOAD: varint n_gpu_layers]  (the encoder's, for messages)
         u8 model: 0 = named (u8 length, UTF-8 file name; never used as a path), k >= 1 = REGISTRY[k - 1]
         6 bytes: sha256(model)[:6]   4 bytes: codec fingerprint (build, numpy, coder, vocabulary)
-        version 4 (always; "model" only): u8 mix, mixing.MODES[k]: what is mixed with the model's
+        version 4 and 5 (always; "model" only): u8 mix, mixing.MODES[k]: what is mixed with the model's
                        distribution (0 nothing, 1 the match model); version 3 has no mix byte, mixes nothing
+        version 5 (always): varint lane_groups, 2 to MAX_LANE_GROUPS: each position's lanes fed as that
+                       many alternating llama_decode calls (llama/lanes.py wave_groups); 3 and 4 feed one
         flag EXPLICIT: varint context, varint width, lanes also varint discard, varint min_lane_tokens
                        (otherwise the defaults of this format, LANE_DEFAULTS)
         flag SEGMENTS ("model" only): one byte per lane of the plan, how it is stored (0 by the
                        model, 1 zstd, 2 stored), then a varint payload length per lane not by the model
-        flag RANGES (version 4, "model" only): the segment map, byte ranges of the original in
+        flag RANGES (version 4 or 5, "model" only): the segment map, byte ranges of the original in
                        order: varint count (2 to MAX_RANGES), then per range u8 method (0 by the
                        model, 1 zstd, 2 stored), varint length (>= 1), and for zstd a varint frame length;
                        n_tokens, the plan and SEGMENTS then describe the model ranges joined (text_bytes)
@@ -32,19 +34,20 @@ Layout (varint = unsigned LEB128, minimal, at most 8 bytes; fixed integers littl
     u32 CRC-32 of everything before it
 
 flags: bits 0-1 method (0 stored, 1 zstd, 2 model, 3 lossy); bit 2: version 3, the retired
-padded-chunks layout of bpcbench <= 0.3.0 (refused, naming the release that reads it), version 4,
-RANGES (a segment map follows); bit 3 lanes re-evaluate instead of shifting the KV cache; bit 4
+padded-chunks layout of bpcbench <= 0.3.0 (refused, naming the release that reads it), versions 4
+and 5, RANGES (a segment map follows); bit 3 lanes re-evaluate instead of shifting the KV cache; bit 4
 EXPLICIT; bit 5 OFFLOAD (layers on a GPU); bit 6 SEGMENTS; bit 7 the chunks policy (else lanes).
 
 The plan (llama/lanes.py make_plan) follows from the policy bit, n_tokens and the EXPLICIT
 fields: lanes, min(width, ⌈n_tokens / min_lane_tokens⌉) lanes sliding by `discard` in a window
-of `context`; chunks, ⌈n_tokens / context⌉ lanes that never slide, run `width` at a time. The
-writer puts the format's defaults wherever they give the same plan.
+of `context`; chunks, ⌈n_tokens / context⌉ lanes that never slide, run `width` at a time; in
+version 5's lane groups. The writer puts the format's defaults wherever they give the same plan.
 
-Versions (docs/format.md says why): 4 is 3 plus the mix byte (always) and bit 2's segment map. A
-file is written in the oldest version that holds it (Header.version): with nothing mixed and no
-map, version 3, byte for byte what bpcbench 0.4.0 wrote and reads. A version 4 file needing
-neither is refused; an unknown mix id is a mismatch (exit 4: this bpcbench is too old for it).
+Versions (docs/format.md says why): 4 is 3 plus the mix byte (always) and bit 2's segment map; 5
+is 4 plus the lane groups (a bpcbench that reads only 3 and 4 refuses it by its version). A file
+is written in the oldest version that holds it (Header.version): with nothing mixed, no map and
+one lane group, version 3, byte for byte what bpcbench 0.4.0 wrote and reads. A version 4 file
+needing neither is refused; an unknown mix id is a mismatch (exit 4: this bpcbench is too old for it).
 Both are read under the rules below (stricter than 0.4.0's 512 tokens a byte); versions 1 and 2
 (JSON, bpcbench 0.1) are refused naming the release that reads them.
 
@@ -73,11 +76,11 @@ from bpcbench.codec.header_fields import Reader, varint
 from bpcbench.codec.payload import kv_cells_paid
 from bpcbench.codec.session import Prepared
 from bpcbench.errors import BpcError, CorruptInput, Mismatch
-from bpcbench.llama.lanes import MAX_LANES, Plan, make_plan
+from bpcbench.llama.lanes import MAX_LANE_GROUPS, MAX_LANES, Plan, make_plan
 from bpcbench.models import SHA_PREFIX_DIGITS
 
 MAGIC = b"BPCZ"
-FORMAT_VERSION, READS = 4, (3, 4)  # the newest this bpcbench writes; the versions it reads
+FORMAT_VERSION, READS = 5, (3, 4, 5)  # the newest this bpcbench writes; the versions it reads
 METHODS = ("stored", "zstd", "model", "lossy")
 CODED = ("model", "lossy")  # methods whose payload is range-coded under the model (the lossy one: codec/lossy.py)
 REGISTRY = ("smollm2-135m", "gemma3-270m")  # ids 1, 2: part of the format; append only
@@ -87,7 +90,7 @@ HASH_BYTES = SHA_PREFIX_DIGITS // 2  # original and model sha256 prefixes (48 bi
 CODEC_BYTES = 4
 MAX_ORIGINAL_BYTES = 1 << 48  # what any header may claim; decompress applies the user's own, smaller bound
 _PADDED_CHUNKS, _REEVAL, _EXPLICIT, _OFFLOAD, _SEGMENTS, _CHUNKS = 4, 8, 16, 32, 64, 128
-_RANGES = 4  # version 4's meaning of bit 2 (version 3's retired padded chunks): a segment map follows
+_RANGES = 4  # version 4's (and 5's) meaning of bit 2 (version 3's retired padded chunks): a segment map follows
 LANE_MODEL, LANE_ZSTD, LANE_STORED = 0, 1, 2  # how a lane of a SEGMENTS file, or a byte range, is stored
 RANGE_METHODS = ("model", "zstd", "stored")  # names of LANE_MODEL, LANE_ZSTD, LANE_STORED
 MAX_RANGES = 1024  # byte ranges of one segment map (split.py never makes more)
@@ -119,6 +122,7 @@ class Header:
     # version 4's segment map: (LANE_* method, bytes of the original, bytes in the payload) of each
     # byte range in order; () = the whole original is the model's (or the method's) stream
     ranges: tuple[tuple[int, int, int], ...] = ()
+    lane_groups: int = 1  # "model" only: alternating lane groups per wave (Plan.groups); version 5 when not 1
 
     @property
     def text_bytes(self) -> int:
@@ -134,6 +138,8 @@ class Header:
     @property
     def version(self) -> int:
         """The oldest format that holds this file (3 is what bpcbench 0.4.0 wrote and reads)."""
+        if self.lane_groups != 1:
+            return 5
         return 4 if self.mix != "none" or self.ranges else 3
 
     def explicit(self) -> bool:
@@ -143,7 +149,7 @@ class Header:
         """The plan this header describes, bounded before anything is allocated from it."""
         try:
             return make_plan(self.policy, self.n_tokens, width=self.width, min_lane_tokens=self.min_lane_tokens,
-                             context=self.context, discard=self.discard)
+                             context=self.context, discard=self.discard, groups=self.lane_groups)
         except BpcError as exc:
             raise CorruptInput(f"compressed file's {self.policy} plan is invalid ({exc})") from None
 
@@ -161,9 +167,9 @@ def coded_header(method: str, data: bytes, job: Prepared, shift: bool) -> Header
     h = Header(method, len(data), hashlib.sha256(data).hexdigest()[: 2 * HASH_BYTES], n_tokens=plan.n_tokens,
                policy=s.policy, shift=shift, threads=s.threads, n_gpu_layers=s.n_gpu_layers,
                model_name=job.model.name, model_sha=job.model.sha256[: 2 * HASH_BYTES], codec=job.codec,
-               mix=s.mix, **fields)
-    if method != "model" and s.mix != "none":
-        raise BpcError(f"--mix {s.mix} is for the lossless codec only")
+               mix=s.mix, lane_groups=s.lane_groups, **fields)
+    if method != "model" and (s.mix != "none" or s.lane_groups != 1):
+        raise BpcError(f"--mix {s.mix} and --lane-groups {s.lane_groups} are for the lossless codec only")
     short = replace(h, width=LANE_DEFAULTS["width"], min_lane_tokens=LANE_DEFAULTS["min_lane_tokens"])
     return short if short.plan() == plan else h
 
@@ -244,8 +250,10 @@ def _pack_header(h: Header) -> bytes:
         name = h.model_name.encode()
         out += bytes([0, len(name)]) + name
     out += bytes.fromhex(h.model_sha) + bytes.fromhex(h.codec)
-    if h.version == 4:
+    if h.version >= 4:
         out.append(mixing.MODES.index(h.mix))
+    if h.version == 5:
+        out += varint(h.lane_groups)
     if h.explicit():
         out += varint(h.context) + varint(h.width)
         if "discard" in PLAN_FIELDS[h.policy]:
@@ -262,10 +270,10 @@ def _pack_header(h: Header) -> bytes:
 def _read_header(r: Reader, version: int) -> Header:
     flags = r.take(1, "flags")[0]
     method = METHODS[flags & 3]
-    if version == 4:
+    if version >= 4:
         if method != "model":
-            raise CorruptInput(f"compressed file of format version 4 has the {method} method (version 4 is for "
-                               "the model method only)")
+            raise CorruptInput(f"compressed file of format version {version} has the {method} method (version "
+                               f"{version} is for the model method only)")
     elif method in CODED and flags & _PADDED_CHUNKS:
         raise CorruptInput("compressed file was made by the retired padded-chunks layout of bpcbench <= 0.3.0, "
                            "which this version cannot reproduce: decompress it with bpcbench 0.3.0 (git 594b614)")
@@ -282,15 +290,17 @@ def _read_header(r: Reader, version: int) -> Header:
                 policy="chunks" if flags & _CHUNKS else "lanes", shift=not flags & _REEVAL,
                 model_name=_model_name(r), model_sha=r.take(HASH_BYTES, "model_sha").hex(),
                 codec=r.take(CODEC_BYTES, "codec").hex())
-    if version == 4:
+    if version >= 4:
         h = replace(h, mix=_mix_mode(r))
+    if version == 5:  # 1 is version 3's or 4's: no writer makes a version 5 file of one group
+        h = replace(h, lane_groups=r.varint("lane_groups", 2, MAX_LANE_GROUPS))
     if flags & _EXPLICIT:
         h = replace(h, context=r.varint("context", 2, 1 << 24), width=r.varint("width", 1, MAX_LANES))
         if "discard" in PLAN_FIELDS[h.policy]:
             h = replace(h, discard=r.varint("discard", 1, h.context - 1),
                         min_lane_tokens=r.varint("min_lane_tokens", 1, MAX_ORIGINAL_BYTES))
     h = _read_segments(r, h) if flags & _SEGMENTS else h
-    if version == 4 and flags & _RANGES:
+    if version >= 4 and flags & _RANGES:
         h = _read_ranges(r, h)
         if h.n_tokens > h.text_bytes:
             raise CorruptInput(f"compressed file's header field 'n_tokens' is out of range: {h.n_tokens}")

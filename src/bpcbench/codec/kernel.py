@@ -62,7 +62,9 @@ _SHIFTER = 6755399441055744.0  # 1.5 * 2**52: x + _SHIFTER rounds x to an intege
 _SCALE_FLOOR = -600.0
 # 1/k! for k = 2 .. 12: Taylor's series of exp on |r| <= ln2/2 (truncation < 2e-16 relative)
 _C2, _C3, _C4, _C5, _C6, _C7, _C8, _C9, _C10, _C11, _C12 = (1.0 / math.factorial(k) for k in range(2, 13))
-_JIT = {"cache": True, "fastmath": False}
+# nogil: the lane evaluator's worker thread runs llama_decode while a step runs these (llama/lanes.py);
+# releasing the GIL changes no instruction of the loops, so no bit of a table
+_JIT = {"cache": True, "fastmath": False, "nogil": True}
 # the per-element helpers are inlined into the loops that call them, so those loops vectorize
 _INLINE = {"inline": "always", **_JIT}
 

@@ -58,7 +58,9 @@ N_IN = 3
 W_INIT = np.array([_ONE, 0, 0], dtype=np.int64)  # q = p_llm(c) until something is learned
 LEARNING_RATE = 16  # weight step = x * err * rate / 2**18 (about rate / 1024 in real units)
 COUNT_LIMIT = 255  # hit counts are halved beyond this, so the rate follows the file
-_JIT = {"cache": True, "fastmath": False}
+# nogil: the lane evaluator's worker thread runs llama_decode while a step runs these (llama/lanes.py);
+# releasing the GIL changes no instruction of the loops, so no bit of a table
+_JIT = {"cache": True, "fastmath": False, "nogil": True}
 
 
 def _tables() -> tuple[np.ndarray, np.ndarray]:

@@ -49,6 +49,7 @@ class Settings:
     threads: int = field(default_factory=default_threads)
     n_gpu_layers: int = 0
     mix: str = "none"  # what is mixed with the model's distribution (codec/mixing.py MODES)
+    lane_groups: int = 1  # alternating lane groups per wave (llama/lanes.py wave_groups): 2 overlaps model and host
 
     def resolved(self, model: Model) -> Settings:
         if self.policy not in POLICIES + WINDOW_POLICIES:
@@ -69,7 +70,7 @@ class Settings:
         if self.policy not in POLICIES:
             raise BpcError(f"the coder runs under {' or '.join(POLICIES)}, not {self.policy!r} (an ideal policy)")
         return make_plan(self.policy, n_tokens, width=self.width, min_lane_tokens=self.min_lane_tokens,
-                         context=self.context, discard=self.discard)
+                         context=self.context, discard=self.discard, groups=self.lane_groups)
 
 
 @dataclass(frozen=True)

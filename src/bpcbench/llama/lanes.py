@@ -28,7 +28,9 @@ container reader (codec/container.py).
 Lockstep: each llama_decode call holds one token of every lane of the wave still running,
 never padding. The decoder learns a lane's next token only after decoding it, so it cannot
 prefill; but it issues exactly the calls the encoder issued (same rows, positions, slides,
-waves), which is all that bit-exactness needs.
+waves), which is all that bit-exactness needs. A plan of two lane groups (`--lane-groups 2`, for a
+GPU, where llama_decode leaves the host idle) cuts each position's call in two, one group's call
+overlapping the host's step of the other's logits; the file records it, since batch shapes differ.
 
 Sliding uses llama.cpp's own KV shift (llama_memory_seq_rm + llama_memory_seq_add; llama.cpp
 re-rotates the keys) where the model's memory can shift; elsewhere the kept tokens are
@@ -42,7 +44,9 @@ slides, so each token has the same context as in the codec; only the batch shape
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -63,6 +67,9 @@ def prefill_block(n_vocab: int, block: int = PREFILL_BLOCK) -> int:
     """Tokens per llama_decode call of a measuring evaluator: `block`, fewer for a large vocabulary."""
     return max(1, min(block, PREFILL_LOGITS_BYTES // (4 * max(1, n_vocab))))
 PLAN_POLICIES = ("lanes", "chunks")  # the layouts make_plan knows
+# Lane groups per wave (Plan.groups): 1, one llama_decode call per position; 2, the wave's lanes fed
+# as two alternating calls, one group's running while the host steps the other's (LaneEvaluator)
+MAX_LANE_GROUPS = 2
 MAX_PLAN_LANES = 1 << 20  # lanes of one plan (chunks: ⌈n / context⌉); more is a forged file's plan
 
 
@@ -78,6 +85,7 @@ class Plan:
     context: int  # KV cells per lane, BOS included
     discard: int  # tokens dropped at each slide; 0 where no lane is longer than `context`
     width: int  # lanes per wave: the KV cache's sequences
+    groups: int = 1  # alternating lane groups of a wave (wave_groups): how each position's calls are cut
 
     @property
     def n_tokens(self) -> int:
@@ -182,13 +190,32 @@ def plan_chunks(n_tokens: int, context: int, width: int) -> Plan:
 
 
 def make_plan(policy: str, n_tokens: int, *, width: int, min_lane_tokens: int, context: int,
-              discard: int | None) -> Plan:
-    """The plan of a policy (PLAN_POLICIES): the one rule the encoder and the container reader share."""
+              discard: int | None, groups: int = 1) -> Plan:
+    """The plan of a policy (PLAN_POLICIES) in `groups` lane groups: the one rule the encoder and
+    the container reader share."""
+    if not 1 <= groups <= MAX_LANE_GROUPS:
+        raise BpcError(f"lane groups must be between 1 and {MAX_LANE_GROUPS}, got {groups}")
     if policy == "chunks":
-        return plan_chunks(n_tokens, context, width)
-    if policy == "lanes":  # at most `width` <= MAX_LANES lanes
-        return plan_lanes(n_tokens, width, min_lane_tokens, context, discard or 0)
-    raise BpcError(f"the coder's plans are {', '.join(PLAN_POLICIES)}, not {policy!r}")
+        plan = plan_chunks(n_tokens, context, width)
+    elif policy == "lanes":  # at most `width` <= MAX_LANES lanes
+        plan = plan_lanes(n_tokens, width, min_lane_tokens, context, discard or 0)
+    else:
+        raise BpcError(f"the coder's plans are {', '.join(PLAN_POLICIES)}, not {policy!r}")
+    return replace(plan, groups=groups) if groups != 1 else plan
+
+
+def wave_groups(lengths: np.ndarray, groups: int) -> list[np.ndarray]:
+    """The wave positions of each lane group: the wave's lanes that hold tokens, in order, cut into
+    `groups` consecutive parts, the larger first (⌈m/2⌉ + ⌊m/2⌋); one part when one lane holds tokens.
+
+    >>> [g.tolist() for g in wave_groups(np.array([3, 3, 0, 2, 2]), 2)]
+    [[0, 1], [3, 4]]
+    >>> [g.tolist() for g in wave_groups(np.array([4, 3, 3]), 2)], [g.tolist() for g in wave_groups(np.array([5]), 2)]
+    ([[0, 1], [2]], [[0]])
+    """
+    held = np.nonzero(np.asarray(lengths) > 0)[0]
+    sizes = balanced(len(held), max(1, min(groups, len(held))))
+    return np.split(held, np.cumsum(sizes)[:-1])
 
 
 # step(lane ids, position in lane, logits rows) -> the tokens those lanes hold at that position
@@ -256,31 +283,78 @@ class LaneEvaluator(_Window):
             self._wave(ids, np.asarray(plan.lengths, dtype=np.int64)[ids], plan, step, on_step)
 
     def _wave(self, ids: np.ndarray, lengths: np.ndarray, plan: Plan, step: StepFn, on_step) -> None:
-        """One wave from an empty cache: lane ids[j] runs in KV sequence j."""
-        longest = int(lengths.max())
-        fed = np.zeros((len(lengths), longest), dtype=np.int32)  # inputs after BOS, per lane
-        kv = np.zeros(len(lengths), dtype=np.int64)
-        inputs = np.full(len(lengths), self.model.start_token, dtype=np.int32)
+        """One wave from an empty cache: lane ids[j] runs in KV sequence j.
+
+        Each position's active lanes are fed group by group (wave_groups), one llama_decode call a
+        group, and each call is stepped before that group's next one. With two groups, the call of
+        one group runs in a worker thread while this thread steps the other group's last logits
+        (copied out first: the call overwrites llama.cpp's output buffer). llama-cpp-python's ctypes
+        calls and the kernel's loops release the GIL, so the host's work hides behind the model's.
+        The calls, slides and steps are the same and in the same order whatever the timing (the
+        encoder's as the decoder's): only a group's own step feeds its next call.
+        """
+        wave = _Wave(len(lengths), int(lengths.max()), self.model.start_token)
+        groups = wave_groups(lengths, plan.groups)
+        ends = [int(lengths[g].max(initial=0)) for g in groups]
+        apart = len(groups) > 1
+        copies = [np.empty((len(g), self.model.n_vocab), dtype=np.float32) if apart else None for g in groups]
         self.ctx.clear()
-        for t in range(longest):
-            active = np.nonzero(lengths > t)[0]
-            for j in active[kv[active] == plan.context]:
-                kv[j] = self.slide(int(j), int(kv[j]), plan.discard, fed[j, : t - 1])
-            n = len(active)
-            self.batch.set_seq_ids(active.tolist())
-            self.batch.token[:n] = inputs[active]
-            self.batch.pos[:n] = kv[active]
-            self.batch.decode(self.ctx, n)
-            kv[active] += 1
-            tokens = step(ids[active], t, logits_rows(self.ctx, n, self.model.n_vocab))
-            inputs[active] = tokens
-            fed[active, t] = tokens
-            if on_step:
-                on_step(n)
+        with ThreadPoolExecutor(1, thread_name_prefix="llama-decode") if apart else nullcontext() as worker:
+            ready = None  # (group, position, wave positions, logits): fed, not yet stepped
+            for t in range(wave.longest):
+                for g in (g for g in range(len(groups)) if ends[g] > t):
+                    lanes = groups[g][lengths[groups[g]] > t]
+                    if ready is not None and ready[0] != g:
+                        feeding = worker.submit(self._feed, lanes, t, plan, wave, copies[g])
+                        self._step(ready, ids, step, wave, on_step)
+                        logits = feeding.result()
+                    else:  # one group, or this group's own last step comes first
+                        if ready is not None:
+                            self._step(ready, ids, step, wave, on_step)
+                        logits = self._feed(lanes, t, plan, wave, copies[g])
+                    ready = (g, t, lanes, logits)
+            if ready is not None:
+                self._step(ready, ids, step, wave, on_step)
+
+    def _feed(self, lanes: np.ndarray, t: int, plan: Plan, wave: "_Wave", out: np.ndarray | None) -> np.ndarray:
+        """Slide the full ones of `lanes` (wave positions), decode their inputs at position t; -> the
+        logits rows (llama.cpp's buffer, or copied into `out`)."""
+        for j in lanes[wave.kv[lanes] == plan.context]:
+            wave.kv[j] = self.slide(int(j), int(wave.kv[j]), plan.discard, wave.fed[j, : t - 1])
+        n = len(lanes)
+        self.batch.set_seq_ids(lanes.tolist())
+        self.batch.token[:n] = wave.inputs[lanes]
+        self.batch.pos[:n] = wave.kv[lanes]
+        self.batch.decode(self.ctx, n)
+        wave.kv[lanes] += 1
+        rows = logits_rows(self.ctx, n, self.model.n_vocab)
+        if out is None:
+            return rows
+        np.copyto(out[:n], rows)
+        return out[:n]
+
+    @staticmethod
+    def _step(ready, ids: np.ndarray, step: StepFn, wave: "_Wave", on_step) -> None:
+        _, t, lanes, logits = ready
+        tokens = step(ids[lanes], t, logits)
+        wave.inputs[lanes] = tokens
+        wave.fed[lanes, t] = tokens
+        if on_step:
+            on_step(len(lanes))
 
     def close(self) -> None:
         self.batch.close()
         super().close()
+
+
+class _Wave:
+    """A wave's lanes as the evaluator feeds them: inputs after BOS, KV lengths, next inputs."""
+
+    def __init__(self, n_lanes: int, longest: int, start_token: int):
+        self.longest = longest
+        self.fed = np.zeros((n_lanes, longest), dtype=np.int32)
+        self.kv = np.zeros(n_lanes, dtype=np.int64)
+        self.inputs = np.full(n_lanes, start_token, dtype=np.int32)
 
 
 class StreamEvaluator(_Window):
