@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from tiny_gguf import BOS_ID, EOS_ID, VOCAB_SIZE, write_tiny_gguf
 
+from bpcbench.llama import binding
+
 llama_cpp = pytest.importorskip("llama_cpp")
 
 GGML_LOG_LEVEL_WARN = 3
@@ -34,12 +36,10 @@ def llama_logs():
     try:
         yield lines
     finally:
-        try:
-            from llama_cpp import _logger
-
-            llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
-        except Exception:
-            llama_cpp.llama_log_set(None, ctypes.c_void_p(0))
+        # back to bpcbench's silencer, the state every later test of the session assumes (installed
+        # once per process, so restoring llama_cpp's own logger let loader chatter reach their stderr)
+        binding._init_backend()
+        llama_cpp.llama_log_set(binding._init_backend.callback, ctypes.c_void_p(0))
         del _cb
 
 
