@@ -1,13 +1,14 @@
 """What the file repeats, beside what the model predicts: an online match model mixed with the LLM (#25).
 
-The match model, per lane: hashes of the last k tokens (k in ORDERS: 24, 12, 6, 3, 2, 1, longest first) -> the last
+The match model, per lane: hashes of the last k tokens (k in ORDERS: 24, 12, 6, 4, 3, 2, 1, longest first) -> the last
 position that context occurred; when none is active, the longest order that hits and whose
 context really matches (checked token by token, so a hash collision predicts nothing) starts
 a match, which then follows the earlier occurrence token by token until it predicts wrong. Its
 prediction is one token c and a match length L.
 
 The mixer, per lane (paq/lpaq's logistic mixing, in the stretch domain st(p) = ln(p / (1 - p))):
-inputs st(p_llm(c)), st(the hit rate learned for L's bucket) and a bias; one weight set per
+inputs st(p_llm(c)), st(the hit rate learned for L's bucket and the order that started the match) and a
+bias; one weight set per
 context (L's bucket x the LLM's confidence bucket x whether c is the LLM's top token); output q,
 the probability that the next token is c. The distribution coded is the LLM's with c's share
 set to q: p'(c) = q, p'(x) = (1 - q) p(x) / (1 - p(c)), which in the coder's unnormalised
@@ -16,15 +17,22 @@ over the vocabulary beyond the one the coder's tables already make (kernel.coder
 token without a prediction is coded by the LLM alone. The weights start at (1, 0, 0), q = p(c):
 the mixer starts as the LLM and learns from there.
 
+Then a token n-gram model (orders 3, 2, 1, hashed, the NG_K most frequent successors of each context with
+their counts) is mixed in linearly over those few tokens: p''(x) = (1 - lam) p'(x) + lam n(x) / N, which in
+the coder's weights is adding lam / (1 - lam) * total * n(x) / N to at most NG_K entries (their block sums).
+lam is picked per (order, the LLM's confidence) among NG_LAMBDA as the one whose code length over the file
+so far (summed in 1/256 bit from an integer table) is least, lam = 0 starting NG_PENALTY ahead.
+
 Bit-exact on both ends: the mixer is integer arithmetic (probabilities in 16 bits, stretch in
 1/256 nat, weights 16.16 fixed point) with tables computed once here and hashed into the
 codec fingerprint (`build`); its only float inputs are p(c) = w(c) / total and 1 / total,
-IEEE divisions of the kernel's own numbers. Encoder and decoder call the same loops in the
+IEEE divisions of the kernel's own numbers. The n-gram's additions and its code lengths' probabilities are
+IEEE products and sums in a fixed order, the same on both ends. Encoder and decoder call the same loops in the
 same order with the same numbers (the decoder learns a token right after decoding it).
 
 State lives in slots, one per lane of a wave (lane id % width), reset when a lane starts, so
 memory is bounded by the plan's width and longest lane (hash tables of at most 2**21 entries
-per order over all slots), never by anything else a file says.
+per order over all slots, the n-gram's of 2**17 contexts per order), never by anything else a file says.
 """
 
 from __future__ import annotations
@@ -38,10 +46,11 @@ from numba import njit
 from bpcbench.codec import entropy_model
 from bpcbench.errors import BpcError
 
-VERSION = "bpcbench-mix/1"  # bump whenever a change here can change a table's bits
+VERSION = "bpcbench-mix/2"  # bump whenever a change here can change a table's bits
 MODES = ("none", "match")  # the container's mix ids are indices into this tuple: append only
-# context lengths hashed, longest first; measured against (12, 8, 6, 4, 2) and others: docs/measurements.md
-ORDERS = np.array([24, 12, 6, 3, 2, 1], dtype=np.int64)
+# context lengths hashed, longest first; measured against (24, 12, 6, 3, 2, 1) and others: docs/measurements.md
+ORDERS = np.array([24, 12, 6, 4, 3, 2, 1], dtype=np.int64)
+N_ORD = len(ORDERS)
 MAX_VERIFY = 64  # tokens compared backwards when a match starts
 _PROB_BITS = 16
 _ONE = 1 << _PROB_BITS
@@ -58,39 +67,56 @@ N_IN = 3
 W_INIT = np.array([_ONE, 0, 0], dtype=np.int64)  # q = p_llm(c) until something is learned
 LEARNING_RATE = 16  # weight step = x * err * rate / 2**18 (about rate / 1024 in real units)
 COUNT_LIMIT = 255  # hit counts are halved beyond this, so the rate follows the file
+# The token n-gram model (after the match mix): per order, hashed contexts -> their NG_K most frequent
+# successors with counts; the distribution coded is (1 - lam) p' + lam * counts / sum, over those few tokens
+# only (one entry and one block sum each). lam is chosen per (order, LLM confidence) as the one of NG_LAMBDA
+# whose summed code length on the file so far is least (the others start NG_PENALTY behind lam = 0, so a
+# file where the LLM knows better never pays more than a few bits for trying).
+NG_ORDERS = np.array([3, 2, 1], dtype=np.int64)
+NG_K = 8
+NG_LAMBDA = np.array([0.0, 1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4])
+N_LAM = len(NG_LAMBDA)
+NG_PENALTY = 8 * 256  # in the cost table's units, 1/256 bit
+NG_COUNT_LIMIT = 4095  # a context's counts are halved beyond this
 _JIT = {"cache": True, "fastmath": False}
 
 
-def _tables() -> tuple[np.ndarray, np.ndarray]:
-    """squash (stretch units -> 16-bit probability) and stretch (16-bit probability -> stretch units),
-    rounded to integers; their hash is in `build`, so a machine whose libm rounded one differently
-    would be refused, never decode wrong."""
+def _tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """squash (stretch units -> 16-bit probability), stretch (16-bit probability -> stretch units) and cost
+    (16-bit probability -> -log2 in 1/256 bit), rounded to integers; their hash is in `build`, so a machine
+    whose libm rounded one differently would be refused, never decode wrong."""
     d = np.arange(-_ST_MAX, _ST_MAX + 1)
     squash = np.array([min(_ONE - 1, max(1, round(_ONE / (1 + math.exp(-x / 256))))) for x in d.tolist()])
     p = np.arange(_ONE)
     stretch = np.array([0] + [min(_ST_MAX, max(-_ST_MAX, round(256 * math.log(k / (_ONE - k)))))
                               for k in p[1:].tolist()])
-    return squash.astype(np.int64), stretch.astype(np.int64)
+    cost = np.array([round(-256 * math.log2(max(1, k) / _ONE)) for k in p.tolist()])
+    return squash.astype(np.int64), stretch.astype(np.int64), cost.astype(np.int64)
 
 
-SQUASH, STRETCH = _tables()
+SQUASH, STRETCH, COST = _tables()
 
 
 def build() -> dict:
     """What must match for a mixed file to decode: this module's version, parameters and tables."""
     h = hashlib.sha256()
-    for a in (SQUASH, STRETCH, ORDERS, _LEN_EDGES, _CONF_EDGES, W_INIT):
+    for a in (SQUASH, STRETCH, COST, ORDERS, _LEN_EDGES, _CONF_EDGES, W_INIT, NG_ORDERS, NG_LAMBDA):
         h.update(np.ascontiguousarray(a).tobytes())
-    h.update(f"{MAX_VERIFY},{LEARNING_RATE},{COUNT_LIMIT}".encode())
+    h.update(f"{MAX_VERIFY},{LEARNING_RATE},{COUNT_LIMIT},{NG_K},{NG_PENALTY},{NG_COUNT_LIMIT}".encode())
     return {"mix": VERSION, "tables": h.hexdigest()[:16]}
 
 
 @njit(**_JIT)
-def _hash(hist, end, k, mask):
+def _hash_full(hist, end, k):
     h = np.uint64(0x9E3779B97F4A7C15)
     for i in range(end - k, end):
         h = (h ^ np.uint64(hist[i] + 1)) * np.uint64(0x100000001B3)
-    return np.int64((h ^ (h >> np.uint64(29))) & np.uint64(mask))
+    return np.int64((h ^ (h >> np.uint64(29))) & np.uint64(0x3FFFFFFFFFFFFFFF))
+
+
+@njit(**_JIT)
+def _hash(hist, end, k, mask):
+    return _hash_full(hist, end, k) & mask
 
 
 @njit(**_JIT)
@@ -102,8 +128,9 @@ def _bucket(edges, v):
 
 
 @njit(**_JIT)
-def _predict(hist, pos, mptr, mlen, tables, s, orders):
-    """(predicted token or -1, match length) for slot s, starting a match if none is active."""
+def _predict(hist, pos, mptr, mlen, mord, tables, s, orders):
+    """(predicted token or -1, match length) for slot s, starting a match if none is active (mord[s]: the
+    order that started it)."""
     if mlen[s] == 0:
         mask = tables.shape[2] - 1
         p0 = pos[s]
@@ -118,7 +145,7 @@ def _predict(hist, pos, mptr, mlen, tables, s, orders):
             while n < MAX_VERIFY and p - 1 - n >= 0 and hist[s, p - 1 - n] == hist[s, p0 - 1 - n]:
                 n += 1
             if n >= k:
-                mptr[s], mlen[s] = p, n
+                mptr[s], mlen[s], mord[s] = p, n, o
                 break
     if mlen[s] == 0:
         return -1, 0
@@ -151,10 +178,17 @@ def _prob16(p):
 
 
 @njit(**_JIT)
-def _mix(weights, counts, s, length, wc, total, top, squash, stretch, x):
+def _hit_index(length, order):
+    """The hit-rate counter of a match: its length bucket x the order that started it."""
+    return _bucket(_LEN_EDGES, length) * N_ORD + order
+
+
+@njit(**_JIT)
+def _mix(weights, counts, s, length, order, wc, total, top, squash, stretch, x):
     """-> (q in 16 bits, weight set); x gets the inputs (the learning step needs them back)."""
     lb = _bucket(_LEN_EDGES, length)
-    hits, seen = counts[s, lb, 0], counts[s, lb, 1]
+    hi = _hit_index(length, order)
+    hits, seen = counts[s, hi, 0], counts[s, hi, 1]
     x[0] = stretch[_prob16(wc / total)]
     x[1] = stretch[min(_ONE - 1, max(1, ((2 * hits + 1) << _PROB_BITS) // (2 * seen + 2)))]
     x[2] = 256
@@ -167,29 +201,129 @@ def _mix(weights, counts, s, length, wc, total, top, squash, stretch, x):
 
 
 @njit(**_JIT)
-def _learn_mix(weights, counts, s, length, ctx, q, x, hit):
+def _learn_mix(weights, counts, s, length, order, ctx, q, x, hit):
     err = ((1 << _PROB_BITS) if hit else 0) - q
     for i in range(N_IN):
         weights[s, ctx, i] += (x[i] * err * LEARNING_RATE) >> 18
-    lb = _bucket(_LEN_EDGES, length)
-    counts[s, lb, 0] += 1 if hit else 0
-    counts[s, lb, 1] += 1
-    if counts[s, lb, 1] > COUNT_LIMIT:
-        counts[s, lb, 0] //= 2
-        counts[s, lb, 1] //= 2
+    hi = _hit_index(length, order)
+    counts[s, hi, 0] += 1 if hit else 0
+    counts[s, hi, 1] += 1
+    if counts[s, hi, 1] > COUNT_LIMIT:
+        counts[s, hi, 0] //= 2
+        counts[s, hi, 1] //= 2
 
 
 @njit(**_JIT)
-def _reset(slots, lanes, owner, pos, mptr, mlen, tables, counts, weights):
+def _ng_find(hist, p0, ng_tag, s, o):
+    """The bucket of slot s's order-o context before position p0, or -1 where it was never seen."""
+    k = NG_ORDERS[o]
+    if p0 < k:
+        return -1
+    h = _hash_full(hist[s], p0, k)
+    b = h & (ng_tag.shape[2] - 1)
+    return b if ng_tag[s, o, b] == (h | 1) else -1
+
+
+@njit(**_JIT)
+def _ng_choose(hist, p0, ng_tag, ng_cnt, ng_loss, s, total_llm):
+    """(order index, bucket, count sum, loss row) of the longest context seen before with counts; order -1: none."""
+    for o in range(NG_ORDERS.shape[0]):
+        b = _ng_find(hist, p0, ng_tag, s, o)
+        if b < 0:
+            continue
+        n = 0
+        for j in range(NG_K):
+            n += ng_cnt[s, o, b, j]
+        if n > 0:
+            return o, b, n, o * N_CONF + _bucket(_CONF_EDGES, _prob16(1.0 / total_llm))
+    return -1, 0, 0, 0
+
+
+@njit(**_JIT)
+def _ng_lambda(ng_loss, s, key):
+    best = 0
+    for lam in range(1, N_LAM):
+        if ng_loss[s, key, lam] < ng_loss[s, key, best]:
+            best = lam
+    return best
+
+
+@njit(**_JIT)
+def _ng_patch(outer_row, block, ng_tok, ng_cnt, s, o, b, n, lam):
+    """Add lam / (1 - lam) * count / n of the row's total to each successor's weight (their block sums);
+    -> (the factor per count, the total before)."""
+    before = _row_total(outer_row)
+    if lam == 0:
+        return 0.0, before
+    a = NG_LAMBDA[lam] / (1.0 - NG_LAMBDA[lam]) * before / n
+    for j in range(NG_K):
+        c = ng_cnt[s, o, b, j]
+        if c > 0:
+            t = ng_tok[s, o, b, j]
+            outer_row[t // block] += a * c
+    return a, before
+
+
+@njit(**_JIT)
+def _ng_count(ng_cnt, ng_tok, s, o, b, symbol):
+    for j in range(NG_K):
+        if ng_cnt[s, o, b, j] > 0 and ng_tok[s, o, b, j] == symbol:
+            return ng_cnt[s, o, b, j]
+    return 0
+
+
+@njit(**_JIT)
+def _ng_learn(hist, ng_tag, ng_tok, ng_cnt, ng_loss, cost, s, j, symbol, o, b, n, key, wpre, before):
+    """Slot s saw `symbol` at position j (its context still before j in hist): each lam's code length, then
+    the successor counts of every order's context."""
+    if o >= 0:
+        pprime = wpre / before
+        pn = _ng_count(ng_cnt, ng_tok, s, o, b, symbol) / n
+        for lam in range(N_LAM):
+            ng_loss[s, key, lam] += cost[_prob16((1.0 - NG_LAMBDA[lam]) * pprime + NG_LAMBDA[lam] * pn)]
+    for oo in range(NG_ORDERS.shape[0]):
+        k = NG_ORDERS[oo]
+        if j < k:
+            continue
+        h = _hash_full(hist[s], j, k)
+        bb = h & (ng_tag.shape[2] - 1)
+        if ng_tag[s, oo, bb] != (h | 1):  # a new context (or another hashed here): start it afresh
+            ng_tag[s, oo, bb] = h | 1
+            ng_cnt[s, oo, bb, :] = 0
+        low = 0
+        found = -1
+        for jj in range(NG_K):
+            c = ng_cnt[s, oo, bb, jj]
+            if c > 0 and ng_tok[s, oo, bb, jj] == symbol:
+                found = jj
+                break
+            if c < ng_cnt[s, oo, bb, low]:
+                low = jj
+        if found < 0:  # the least frequent successor makes room
+            found = low
+            ng_tok[s, oo, bb, found] = symbol
+            ng_cnt[s, oo, bb, found] = 0
+        ng_cnt[s, oo, bb, found] += 1
+        if ng_cnt[s, oo, bb, found] > NG_COUNT_LIMIT:
+            for jj in range(NG_K):
+                ng_cnt[s, oo, bb, jj] //= 2
+
+
+@njit(**_JIT)
+def _reset(slots, lanes, owner, pos, mptr, mlen, mord, tables, counts, weights, ng_tag, ng_loss):
     """Clear the slot of every lane that starts here."""
     for r in range(lanes.shape[0]):
         s = slots[r]
         if owner[s] != lanes[r]:
-            owner[s], pos[s], mptr[s], mlen[s] = lanes[r], 0, 0, 0
+            owner[s], pos[s], mptr[s], mlen[s], mord[s] = lanes[r], 0, 0, 0, 0
             tables[s, :, :] = 0
             counts[s, :, :] = 0
             for c in range(weights.shape[1]):
                 weights[s, c, :] = W_INIT
+            ng_tag[s, :, :] = 0  # a bucket's counts are cleared when its tag is first set
+            for c in range(ng_loss.shape[1]):
+                ng_loss[s, c, 0] = 0
+                ng_loss[s, c, 1:] = NG_PENALTY
 
 
 @njit(**_JIT)
@@ -211,64 +345,105 @@ def _patch(outer_row, block, c, wc, total, q):
 
 
 @njit(**_JIT)
-def _step_predict(slots, hist, pos, mptr, mlen, tables, pred, length):
+def _step_predict(slots, hist, pos, mptr, mlen, mord, tables, pred, length, order):
     for r in range(slots.shape[0]):
-        pred[r], length[r] = _predict(hist, pos, mptr, mlen, tables, slots[r], ORDERS)
+        pred[r], length[r] = _predict(hist, pos, mptr, mlen, mord, tables, slots[r], ORDERS)
+        order[r] = mord[slots[r]]
 
 
 @njit(**_JIT)
-def _step_mix(slots, pred, length, wc, outer, block, weights, counts, squash, stretch, xs, ctxs, qs, wnew):
-    """The coder's step: q for each row that has a prediction, its block sum changed in `outer`."""
+def _step_mix(slots, pred, length, order, wc, outer, block, weights, counts, squash, stretch, xs, ctxs, qs, wnew,
+              hist, pos, ng_tag, ng_tok, ng_cnt, ng_loss, ng):
+    """The coder's step: q for each row that has a prediction, its block sum changed in `outer`; then the
+    n-gram's successors' (ng[r]: order, bucket, count sum, loss row, lam, and as floats in wnew[r, 1:] the
+    factor per count and the total before)."""
     for r in range(slots.shape[0]):
-        if pred[r] < 0:
-            continue
+        s = slots[r]
         total = _row_total(outer[r])
-        qs[r], ctxs[r] = _mix(weights, counts, slots[r], length[r], wc[r], total, wc[r] == 1.0, squash, stretch,
-                              xs[r])
-        wnew[r] = _patch(outer[r], block, pred[r], wc[r], total, qs[r])
+        if pred[r] >= 0:
+            qs[r], ctxs[r] = _mix(weights, counts, s, length[r], order[r], wc[r], total, wc[r] == 1.0, squash,
+                                  stretch, xs[r])
+            wnew[r, 0] = _patch(outer[r], block, pred[r], wc[r], total, qs[r])
+        o, b, n, key = _ng_choose(hist, pos[s], ng_tag, ng_cnt, ng_loss, s, total)
+        ng[r, 0], ng[r, 1], ng[r, 2], ng[r, 3], ng[r, 4] = o, b, n, key, 0
+        if o >= 0:
+            lam = _ng_lambda(ng_loss, s, key)
+            ng[r, 4] = lam
+            wnew[r, 1], wnew[r, 2] = _ng_patch(outer[r], block, ng_tok, ng_cnt, s, o, b, n, lam)
 
 
 @njit(**_JIT)
-def _step_inner(blocks, pred, wnew, block, inner):
+def _step_inner(slots, blocks, pred, wnew, block, inner, pre, ng, ng_tok, ng_cnt):
+    """The decoded (or coded) block's entries, mixed as the block table was; `pre` keeps them before the n-gram."""
     for r in range(blocks.shape[0]):
         if pred[r] >= 0 and pred[r] // block == blocks[r]:
-            inner[r, pred[r] % block] = wnew[r]
+            inner[r, pred[r] % block] = wnew[r, 0]
+        pre[r, :] = inner[r, :]
+        if ng[r, 0] >= 0 and ng[r, 4] > 0:
+            s, o, b = slots[r], ng[r, 0], ng[r, 1]
+            for j in range(NG_K):
+                c = ng_cnt[s, o, b, j]
+                t = ng_tok[s, o, b, j]
+                if c > 0 and t // block == blocks[r]:
+                    inner[r, t % block] += wnew[r, 1] * c
 
 
 @njit(**_JIT)
-def _step_learn(slots, symbols, pred, length, ctxs, qs, xs, weights, counts, hist, pos, mptr, mlen, tables):
+def _step_learn(slots, symbols, pred, length, order, ctxs, qs, xs, weights, counts, hist, pos, mptr, mlen, tables,
+                pre, block, wnew, ng, ng_tag, ng_tok, ng_cnt, ng_loss, cost):
     for r in range(slots.shape[0]):
         s = slots[r]
         if pred[r] >= 0:
-            _learn_mix(weights, counts, s, length[r], ctxs[r], qs[r], xs[r], symbols[r] == pred[r])
+            _learn_mix(weights, counts, s, length[r], order[r], ctxs[r], qs[r], xs[r], symbols[r] == pred[r])
+        if ng[r, 0] >= 0:
+            wpre, before = pre[r, symbols[r] % block], wnew[r, 2]
+        else:
+            wpre, before = 1.0, 1.0
+        _ng_learn(hist, ng_tag, ng_tok, ng_cnt, ng_loss, cost, s, pos[s], symbols[r], ng[r, 0], ng[r, 1], ng[r, 2],
+                  ng[r, 3], wpre, before)
         _learn_match(hist, pos, mptr, mlen, tables, s, ORDERS, symbols[r])
 
 
 @njit(**_JIT)
-def _block_predict(s, symbols, hist, pos, mptr, mlen, tables, pred, length):
+def _block_predict(s, symbols, hist, pos, mptr, mlen, mord, tables, pred, length, order):
     """Ideal path, one lane's consecutive tokens (all known): each prediction, then the token learned."""
     for r in range(symbols.shape[0]):
-        pred[r], length[r] = _predict(hist, pos, mptr, mlen, tables, s, ORDERS)
+        pred[r], length[r] = _predict(hist, pos, mptr, mlen, mord, tables, s, ORDERS)
+        order[r] = mord[s]
         _learn_match(hist, pos, mptr, mlen, tables, s, ORDERS, symbols[r])
 
 
 @njit(**_JIT)
-def _block_mix(s, symbols, pred, length, wc, wx, outer, block, weights, counts, squash, stretch, bits):
-    """Ideal path: -log2 p'(token) row by row, the mixer learning after each, as the coder's step does."""
+def _block_mix(s, symbols, pred, length, order, wc, wx, outer, block, weights, counts, squash, stretch, bits, hist,
+               start, ng_tag, ng_tok, ng_cnt, ng_loss, cost):
+    """Ideal path: -log2 p'(token) row by row, the mixer learning after each, as the coder's step does
+    (`start`: the lane position of the first row; hist already holds the rows' tokens)."""
     x = np.empty(N_IN, dtype=np.int64)
     for r in range(symbols.shape[0]):
         total = _row_total(outer[r])
-        if pred[r] < 0:
-            bits[r] = math.log2(total) - math.log2(wx[r])
-            continue
-        q, ctx = _mix(weights, counts, s, length[r], wc[r], total, wc[r] == 1.0, squash, stretch, x)
-        wn = _patch(outer[r], block, pred[r], wc[r], total, q)
-        hit = symbols[r] == pred[r]
-        bits[r] = math.log2(_row_total(outer[r])) - math.log2(wn if hit else wx[r])
-        _learn_mix(weights, counts, s, length[r], ctx, q, x, hit)
+        sym = symbols[r]
+        w = wx[r]
+        if pred[r] >= 0:
+            q, ctx = _mix(weights, counts, s, length[r], order[r], wc[r], total, wc[r] == 1.0, squash, stretch, x)
+            wn = _patch(outer[r], block, pred[r], wc[r], total, q)
+            hit = sym == pred[r]
+            if hit:
+                w = wn
+            _learn_mix(weights, counts, s, length[r], order[r], ctx, q, x, hit)
+        j = start + r
+        o, b, n, key = _ng_choose(hist, j, ng_tag, ng_cnt, ng_loss, s, total)
+        wpre, before, add = w, 1.0, 0.0
+        if o >= 0:
+            lam = _ng_lambda(ng_loss, s, key)
+            a, before = _ng_patch(outer[r], block, ng_tok, ng_cnt, s, o, b, n, lam)
+            if lam > 0:
+                add = a * _ng_count(ng_cnt, ng_tok, s, o, b, sym)
+        bits[r] = math.log2(_row_total(outer[r])) - math.log2(wpre + add)
+        _ng_learn(hist, ng_tag, ng_tok, ng_cnt, ng_loss, cost, s, j, sym, o, b, n, key, wpre, before)
 
 
 _TABLE_ENTRIES = 1 << 21  # hash entries per order over all slots: the state's size, whatever a file says
+_NG_ENTRIES = 1 << 17  # n-gram contexts per order over all slots (NG_K successors each)
 
 
 class MatchTables:
@@ -283,24 +458,35 @@ class MatchTables:
         self.plain, self.factor = plain, plain.factor
         self.width = max(1, width)
         longest = max(1, longest)
-        size = 1 << max(8, min((longest - 1).bit_length(), (_TABLE_ENTRIES // self.width).bit_length() - 1))
+        need = (longest - 1).bit_length()
+        size = 1 << max(8, min(need, (_TABLE_ENTRIES // self.width).bit_length() - 1))
+        ng_size = 1 << max(6, min(need, (_NG_ENTRIES // self.width).bit_length() - 1))
         self.hist = np.zeros((self.width, longest), dtype=np.int32)
-        self.tables = np.zeros((self.width, len(ORDERS), size), dtype=np.int32)
+        self.tables = np.zeros((self.width, N_ORD, size), dtype=np.int32)
         self.owner = np.full(self.width, -1, dtype=np.int64)
-        self.pos, self.mptr, self.mlen = (np.zeros(self.width, dtype=np.int64) for _ in range(3))
-        self.counts = np.zeros((self.width, N_LEN, 2), dtype=np.int64)
+        self.pos, self.mptr, self.mlen, self.mord = (np.zeros(self.width, dtype=np.int64) for _ in range(4))
+        self.counts = np.zeros((self.width, N_LEN * N_ORD, 2), dtype=np.int64)
         self.weights = np.zeros((self.width, N_CTX, N_IN), dtype=np.int64)
+        n_ng = len(NG_ORDERS)
+        self.ng_tag = np.zeros((self.width, n_ng, ng_size), dtype=np.int64)
+        self.ng_tok = np.zeros((self.width, n_ng, ng_size, NG_K), dtype=np.int32)
+        self.ng_cnt = np.zeros((self.width, n_ng, ng_size, NG_K), dtype=np.int32)
+        self.ng_loss = np.zeros((self.width, n_ng * N_CONF, N_LAM), dtype=np.int64)
         self._row = None
 
     def _state(self):
-        return self.hist, self.pos, self.mptr, self.mlen, self.tables
+        return self.hist, self.pos, self.mptr, self.mlen, self.mord, self.tables
 
-    def _begin(self, lanes: np.ndarray, rows: int) -> np.ndarray:
+    def _ng(self):
+        return self.ng_tag, self.ng_tok, self.ng_cnt, self.ng_loss
+
+    def _begin(self, lanes: np.ndarray, rows: int):
         lanes = np.asarray(lanes, dtype=np.int64)
         slots = lanes % self.width
-        _reset(slots, lanes, self.owner, self.pos, self.mptr, self.mlen, self.tables, self.counts, self.weights)
-        pred, length = np.empty(rows, dtype=np.int64), np.empty(rows, dtype=np.int64)
-        return slots, pred, length
+        _reset(slots, lanes, self.owner, self.pos, self.mptr, self.mlen, self.mord, self.tables, self.counts,
+               self.weights, self.ng_tag, self.ng_loss)
+        pred, length, order = (np.empty(rows, dtype=np.int64) for _ in range(3))
+        return slots, pred, length, order
 
     def _chosen(self, pred: np.ndarray) -> np.ndarray:
         """The LLM's weight of each row's predicted token (0 where none), from the last block table."""
@@ -309,28 +495,33 @@ class MatchTables:
         return np.where(pred >= 0, inner[np.arange(len(pred)), within], 0.0)
 
     def block_table(self, logits: np.ndarray, lanes: np.ndarray) -> np.ndarray:
-        slots, pred, length = self._begin(lanes, len(logits))
-        _step_predict(slots, *self._state(), pred, length)
+        slots, pred, length, order = self._begin(lanes, len(logits))
+        _step_predict(slots, *self._state(), pred, length, order)
         outer = self.plain.block_table(logits)
         wc = self._chosen(pred)
         rows = len(logits)
-        xs, ctxs, qs, wnew = (np.zeros((rows, N_IN), dtype=np.int64), np.zeros(rows, dtype=np.int64),
-                              np.zeros(rows, dtype=np.int64), np.zeros(rows))
-        _step_mix(slots, pred, length, wc, outer, self.factor.block, self.weights, self.counts, SQUASH, STRETCH,
-                  xs, ctxs, qs, wnew)
-        self._row = (slots, pred, length, xs, ctxs, qs, wnew)
+        xs, ctxs, qs = np.zeros((rows, N_IN), dtype=np.int64), np.zeros(rows, dtype=np.int64), np.zeros(rows,
+                                                                                                       dtype=np.int64)
+        wnew, ng = np.zeros((rows, 3)), np.zeros((rows, 5), dtype=np.int64)
+        _step_mix(slots, pred, length, order, wc, outer, self.factor.block, self.weights, self.counts, SQUASH,
+                  STRETCH, xs, ctxs, qs, wnew, self.hist, self.pos, *self._ng(), ng)
+        self._row = (slots, pred, length, order, xs, ctxs, qs, wnew, ng, None)
         return outer
 
     def entries(self, blocks: np.ndarray) -> np.ndarray:
         inner = self.plain.entries(blocks)
-        _, pred, _, _, _, _, wnew = self._row
-        _step_inner(np.asarray(blocks, dtype=np.int64), pred, wnew, self.factor.block, inner)
+        slots, pred, _, _, _, _, _, wnew, ng, _ = self._row
+        pre = np.empty_like(inner)
+        _step_inner(slots, np.asarray(blocks, dtype=np.int64), pred, wnew, self.factor.block, inner, pre, ng,
+                    self.ng_tok, self.ng_cnt)
+        self._row = self._row[:-1] + (pre,)
         return inner
 
     def learn(self, symbols: np.ndarray) -> None:
-        slots, pred, length, xs, ctxs, qs, _ = self._row
-        _step_learn(slots, np.asarray(symbols, dtype=np.int64), pred, length, ctxs, qs, xs, self.weights,
-                    self.counts, *self._state())
+        slots, pred, length, order, xs, ctxs, qs, wnew, ng, pre = self._row
+        _step_learn(slots, np.asarray(symbols, dtype=np.int64), pred, length, order, ctxs, qs, xs, self.weights,
+                    self.counts, self.hist, self.pos, self.mptr, self.mlen, self.tables, pre, self.factor.block, wnew,
+                    ng, *self._ng(), COST)
 
     def encoder(self, logits: np.ndarray, symbols: np.ndarray, lanes: np.ndarray):
         """(block table, the symbols' blocks' entries, -log2 p' of each symbol), then learns them."""
@@ -344,22 +535,24 @@ class MatchTables:
     def score(self, logits: np.ndarray, symbols: np.ndarray, lane: int) -> np.ndarray:
         """Ideal bits of one lane's consecutive rows under the mixed distribution, learning as it goes."""
         symbols = np.asarray(symbols, dtype=np.int64)
-        slots, pred, length = self._begin(np.array([lane]), len(symbols))
+        slots, pred, length, order = self._begin(np.array([lane]), len(symbols))
         s = int(slots[0])
-        _block_predict(s, symbols, *self._state(), pred, length)
+        start = int(self.pos[s])
+        _block_predict(s, symbols, *self._state(), pred, length, order)
         outer = self.plain.block_table(logits)
         wc = self._chosen(pred)
         blocks, within = self.factor.split(symbols)
         wx = self.plain.entries(blocks)[np.arange(len(symbols)), within]
         bits = np.empty(len(symbols))
-        _block_mix(s, symbols, pred, length, wc, wx, outer, self.factor.block, self.weights, self.counts, SQUASH,
-                   STRETCH, bits)
+        _block_mix(s, symbols, pred, length, order, wc, wx, outer, self.factor.block, self.weights, self.counts,
+                   SQUASH, STRETCH, bits, self.hist, start, *self._ng(), COST)
         return bits
 
     def digest(self) -> str:
         """A hash of the whole state (what both ends must agree on after a file)."""
         h = hashlib.sha256()
-        for a in (self.hist, self.tables, self.owner, self.pos, self.mptr, self.mlen, self.counts, self.weights):
+        for a in (self.hist, self.tables, self.owner, self.pos, self.mptr, self.mlen, self.mord, self.counts,
+                  self.weights, *self._ng()):
             h.update(a.tobytes())
         return h.hexdigest()[:16]
 
