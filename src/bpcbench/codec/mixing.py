@@ -1,38 +1,28 @@
 """What the file repeats, beside what the model predicts: an online match model mixed with the LLM (#25).
 
-The match model, per lane: hashes of the last k tokens (k in ORDERS: 24, 12, 6, 4, 3, 2, 1, longest first) -> the last
-position that context occurred; when none is active, the longest order that hits and whose
-context really matches (checked token by token, so a hash collision predicts nothing) starts
-a match, which then follows the earlier occurrence token by token until it predicts wrong. Its
-prediction is one token c and a match length L.
+The match model (codec/mix_models.py) predicts one token c with a match length L. The mixer, per lane (paq/lpaq's
+logistic mixing, in the stretch domain st(p) = ln(p / (1 - p))): inputs st(p_llm(c)), st(the hit rate learned for
+L's bucket and the order that started the match) and a bias; one weight set per context (L's bucket x the LLM's
+confidence bucket x whether c is the LLM's top token); output q, the probability that the next token is c. The
+distribution coded is the LLM's with c's share set to q: p'(c) = q, p'(x) = (1 - q) p(x) / (1 - p(c)), which in the
+coder's unnormalised weights is one entry changed (w'(c) = q / (1 - q) (total - w(c))) and so one block sum: no pass
+over the vocabulary beyond the one the coder's tables already make (kernel.coder_tables). A token without a
+prediction is coded by the LLM alone. The weights start at (1, 0, 0), q = p(c): the mixer starts as the LLM and
+learns from there.
 
-The mixer, per lane (paq/lpaq's logistic mixing, in the stretch domain st(p) = ln(p / (1 - p))):
-inputs st(p_llm(c)), st(the hit rate learned for L's bucket and the order that started the match) and a
-bias; one weight set per
-context (L's bucket x the LLM's confidence bucket x whether c is the LLM's top token); output q,
-the probability that the next token is c. The distribution coded is the LLM's with c's share
-set to q: p'(c) = q, p'(x) = (1 - q) p(x) / (1 - p(c)), which in the coder's unnormalised
-weights is one entry changed (w'(c) = q / (1 - q) (total - w(c))) and so one block sum: no pass
-over the vocabulary beyond the one the coder's tables already make (kernel.coder_tables). A
-token without a prediction is coded by the LLM alone. The weights start at (1, 0, 0), q = p(c):
-the mixer starts as the LLM and learns from there.
+Then the n-gram model (codec/mix_models.py) is mixed in linearly over its NG_K successors of the context: p''(x) =
+(1 - lam) p'(x) + lam n(x) / N, in the coder's weights lam / (1 - lam) * total * n(x) / N added to at most NG_K
+entries (their block sums); lam per (order, the LLM's confidence), the best so far.
 
-Then a token n-gram model (orders 3, 2, 1, hashed, the NG_K most frequent successors of each context with
-their counts) is mixed in linearly over those few tokens: p''(x) = (1 - lam) p'(x) + lam n(x) / N, which in
-the coder's weights is adding lam / (1 - lam) * total * n(x) / N to at most NG_K entries (their block sums).
-lam is picked per (order, the LLM's confidence) among NG_LAMBDA as the one whose code length over the file
-so far (summed in 1/256 bit from an integer table) is least, lam = 0 starting NG_PENALTY ahead.
+Bit-exact on both ends: the mixer is integer arithmetic (probabilities in 16 bits, stretch in 1/256 nat, weights
+16.16 fixed point) with tables computed once here and hashed into the codec fingerprint (`build`); its only float
+inputs are p(c) = w(c) / total and 1 / total, IEEE divisions of the kernel's own numbers. The n-gram's additions and
+its code lengths' probabilities are IEEE products and sums in a fixed order, the same on both ends. Both ends call
+the same loops in the same order with the same numbers (the decoder learns a token once decoded).
 
-Bit-exact on both ends: the mixer is integer arithmetic (probabilities in 16 bits, stretch in
-1/256 nat, weights 16.16 fixed point) with tables computed once here and hashed into the
-codec fingerprint (`build`); its only float inputs are p(c) = w(c) / total and 1 / total,
-IEEE divisions of the kernel's own numbers. The n-gram's additions and its code lengths' probabilities are
-IEEE products and sums in a fixed order, the same on both ends. Encoder and decoder call the same loops in the
-same order with the same numbers (the decoder learns a token right after decoding it).
-
-State lives in slots, one per lane of a wave (lane id % width), reset when a lane starts, so
-memory is bounded by the plan's width and longest lane (hash tables of at most 2**21 entries
-per order over all slots, the n-gram's of 2**17 contexts per order), never by anything else a file says.
+State lives in slots, one per lane of a wave (lane id % width), reset when a lane starts, so memory is bounded by
+the plan's width and longest lane (hash tables of at most 2**21 entries per order over all slots, the n-gram's of
+2**17 contexts per order), never by anything else a file says.
 """
 
 from __future__ import annotations
@@ -44,16 +34,15 @@ import numpy as np
 from numba import njit
 
 from bpcbench.codec import entropy_model
+from bpcbench.codec import mix_models as models
+from bpcbench.codec.mix_models import (COST, MAX_VERIFY, N_LAM, N_ORD, NG_COUNT_LIMIT, NG_K, NG_LAMBDA, NG_ORDERS,
+                                       NG_PENALTY, ORDERS)
 from bpcbench.errors import BpcError
 
 VERSION = "bpcbench-mix/2"  # bump whenever a change here can change a table's bits
 MODES = ("none", "match")  # the container's mix ids are indices into this tuple: append only
-# context lengths hashed, longest first; measured against (24, 12, 6, 3, 2, 1) and others: docs/measurements.md
-ORDERS = np.array([24, 12, 6, 4, 3, 2, 1], dtype=np.int64)
-N_ORD = len(ORDERS)
-MAX_VERIFY = 64  # tokens compared backwards when a match starts
-_PROB_BITS = 16
-_ONE = 1 << _PROB_BITS
+_PROB_BITS, _ONE = models.PROB_BITS, models.ONE
+_bucket, _prob16 = models.bucket, models.prob16
 _ST_MAX = 11 * 256  # stretch clamp: 11 nats, p from 1.7e-5 to 1 - 1.7e-5
 # hit-rate buckets of the match length: 1-3, 4-8, 9-16, > 16 (few buckets and weight sets learn fast enough
 # for files of a few thousand tokens; twelve buckets and seven confidence buckets gained a third as much)
@@ -67,34 +56,22 @@ N_IN = 3
 W_INIT = np.array([_ONE, 0, 0], dtype=np.int64)  # q = p_llm(c) until something is learned
 LEARNING_RATE = 16  # weight step = x * err * rate / 2**18 (about rate / 1024 in real units)
 COUNT_LIMIT = 255  # hit counts are halved beyond this, so the rate follows the file
-# The token n-gram model (after the match mix): per order, hashed contexts -> their NG_K most frequent
-# successors with counts; the distribution coded is (1 - lam) p' + lam * counts / sum, over those few tokens
-# only (one entry and one block sum each). lam is chosen per (order, LLM confidence) as the one of NG_LAMBDA
-# whose summed code length on the file so far is least (the others start NG_PENALTY behind lam = 0, so a
-# file where the LLM knows better never pays more than a few bits for trying).
-NG_ORDERS = np.array([3, 2, 1], dtype=np.int64)
-NG_K = 8
-NG_LAMBDA = np.array([0.0, 1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4])
-N_LAM = len(NG_LAMBDA)
-NG_PENALTY = 8 * 256  # in the cost table's units, 1/256 bit
-NG_COUNT_LIMIT = 4095  # a context's counts are halved beyond this
 _JIT = {"cache": True, "fastmath": False}
 
 
-def _tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """squash (stretch units -> 16-bit probability), stretch (16-bit probability -> stretch units) and cost
-    (16-bit probability -> -log2 in 1/256 bit), rounded to integers; their hash is in `build`, so a machine
-    whose libm rounded one differently would be refused, never decode wrong."""
+def _tables() -> tuple[np.ndarray, np.ndarray]:
+    """squash (stretch units -> 16-bit probability) and stretch (16-bit probability -> stretch units),
+    rounded to integers; their hash is in `build`, so a machine whose libm rounded one differently would be
+    refused, never decode wrong."""
     d = np.arange(-_ST_MAX, _ST_MAX + 1)
     squash = np.array([min(_ONE - 1, max(1, round(_ONE / (1 + math.exp(-x / 256))))) for x in d.tolist()])
     p = np.arange(_ONE)
     stretch = np.array([0] + [min(_ST_MAX, max(-_ST_MAX, round(256 * math.log(k / (_ONE - k)))))
                               for k in p[1:].tolist()])
-    cost = np.array([round(-256 * math.log2(max(1, k) / _ONE)) for k in p.tolist()])
-    return squash.astype(np.int64), stretch.astype(np.int64), cost.astype(np.int64)
+    return squash.astype(np.int64), stretch.astype(np.int64)
 
 
-SQUASH, STRETCH, COST = _tables()
+SQUASH, STRETCH = _tables()
 
 
 def build() -> dict:
@@ -104,77 +81,6 @@ def build() -> dict:
         h.update(np.ascontiguousarray(a).tobytes())
     h.update(f"{MAX_VERIFY},{LEARNING_RATE},{COUNT_LIMIT},{NG_K},{NG_PENALTY},{NG_COUNT_LIMIT}".encode())
     return {"mix": VERSION, "tables": h.hexdigest()[:16]}
-
-
-@njit(**_JIT)
-def _hash_full(hist, end, k):
-    h = np.uint64(0x9E3779B97F4A7C15)
-    for i in range(end - k, end):
-        h = (h ^ np.uint64(hist[i] + 1)) * np.uint64(0x100000001B3)
-    return np.int64((h ^ (h >> np.uint64(29))) & np.uint64(0x3FFFFFFFFFFFFFFF))
-
-
-@njit(**_JIT)
-def _hash(hist, end, k, mask):
-    return _hash_full(hist, end, k) & mask
-
-
-@njit(**_JIT)
-def _bucket(edges, v):
-    b = 0
-    while b < edges.shape[0] and v > edges[b]:
-        b += 1
-    return b
-
-
-@njit(**_JIT)
-def _predict(hist, pos, mptr, mlen, mord, tables, s, orders):
-    """(predicted token or -1, match length) for slot s, starting a match if none is active (mord[s]: the
-    order that started it)."""
-    if mlen[s] == 0:
-        mask = tables.shape[2] - 1
-        p0 = pos[s]
-        for o in range(orders.shape[0]):
-            k = orders[o]
-            if p0 < k:
-                continue
-            p = tables[s, o, _hash(hist[s], p0, k, mask)]
-            if p <= 0:
-                continue
-            n = 0
-            while n < MAX_VERIFY and p - 1 - n >= 0 and hist[s, p - 1 - n] == hist[s, p0 - 1 - n]:
-                n += 1
-            if n >= k:
-                mptr[s], mlen[s], mord[s] = p, n, o
-                break
-    if mlen[s] == 0:
-        return -1, 0
-    return hist[s, mptr[s]], mlen[s]
-
-
-@njit(**_JIT)
-def _learn_match(hist, pos, mptr, mlen, tables, s, orders, symbol):
-    """Slot s saw `symbol`: follow or end the match, append it, index the contexts that precede it."""
-    if mlen[s] > 0:
-        if hist[s, mptr[s]] == symbol:
-            mptr[s] += 1
-            mlen[s] = min(mlen[s] + 1, 1 << 30)
-        else:
-            mlen[s] = 0
-    j = pos[s]
-    hist[s, j] = symbol
-    pos[s] = j + 1
-    mask = tables.shape[2] - 1
-    for o in range(orders.shape[0]):
-        k = orders[o]
-        if j >= k:
-            tables[s, o, _hash(hist[s], j, k, mask)] = j
-
-
-@njit(**_JIT)
-def _prob16(p):
-    v = np.int64(p * _ONE) if p < 1.0 else _ONE - 1
-    return min(_ONE - 1, max(1, v))
 
 
 @njit(**_JIT)
@@ -214,102 +120,6 @@ def _learn_mix(weights, counts, s, length, order, ctx, q, x, hit):
 
 
 @njit(**_JIT)
-def _ng_find(hist, p0, ng_tag, s, o):
-    """The bucket of slot s's order-o context before position p0, or -1 where it was never seen."""
-    k = NG_ORDERS[o]
-    if p0 < k:
-        return -1
-    h = _hash_full(hist[s], p0, k)
-    b = h & (ng_tag.shape[2] - 1)
-    return b if ng_tag[s, o, b] == (h | 1) else -1
-
-
-@njit(**_JIT)
-def _ng_choose(hist, p0, ng_tag, ng_cnt, ng_loss, s, total_llm):
-    """(order index, bucket, count sum, loss row) of the longest context seen before with counts; order -1: none."""
-    for o in range(NG_ORDERS.shape[0]):
-        b = _ng_find(hist, p0, ng_tag, s, o)
-        if b < 0:
-            continue
-        n = 0
-        for j in range(NG_K):
-            n += ng_cnt[s, o, b, j]
-        if n > 0:
-            return o, b, n, o * N_CONF + _bucket(_CONF_EDGES, _prob16(1.0 / total_llm))
-    return -1, 0, 0, 0
-
-
-@njit(**_JIT)
-def _ng_lambda(ng_loss, s, key):
-    best = 0
-    for lam in range(1, N_LAM):
-        if ng_loss[s, key, lam] < ng_loss[s, key, best]:
-            best = lam
-    return best
-
-
-@njit(**_JIT)
-def _ng_patch(outer_row, block, ng_tok, ng_cnt, s, o, b, n, lam):
-    """Add lam / (1 - lam) * count / n of the row's total to each successor's weight (their block sums);
-    -> (the factor per count, the total before)."""
-    before = _row_total(outer_row)
-    if lam == 0:
-        return 0.0, before
-    a = NG_LAMBDA[lam] / (1.0 - NG_LAMBDA[lam]) * before / n
-    for j in range(NG_K):
-        c = ng_cnt[s, o, b, j]
-        if c > 0:
-            t = ng_tok[s, o, b, j]
-            outer_row[t // block] += a * c
-    return a, before
-
-
-@njit(**_JIT)
-def _ng_count(ng_cnt, ng_tok, s, o, b, symbol):
-    for j in range(NG_K):
-        if ng_cnt[s, o, b, j] > 0 and ng_tok[s, o, b, j] == symbol:
-            return ng_cnt[s, o, b, j]
-    return 0
-
-
-@njit(**_JIT)
-def _ng_learn(hist, ng_tag, ng_tok, ng_cnt, ng_loss, cost, s, j, symbol, o, b, n, key, wpre, before):
-    """Slot s saw `symbol` at position j (its context still before j in hist): each lam's code length, then
-    the successor counts of every order's context."""
-    if o >= 0:
-        pprime = wpre / before
-        pn = _ng_count(ng_cnt, ng_tok, s, o, b, symbol) / n
-        for lam in range(N_LAM):
-            ng_loss[s, key, lam] += cost[_prob16((1.0 - NG_LAMBDA[lam]) * pprime + NG_LAMBDA[lam] * pn)]
-    for oo in range(NG_ORDERS.shape[0]):
-        k = NG_ORDERS[oo]
-        if j < k:
-            continue
-        h = _hash_full(hist[s], j, k)
-        bb = h & (ng_tag.shape[2] - 1)
-        if ng_tag[s, oo, bb] != (h | 1):  # a new context (or another hashed here): start it afresh
-            ng_tag[s, oo, bb] = h | 1
-            ng_cnt[s, oo, bb, :] = 0
-        low = 0
-        found = -1
-        for jj in range(NG_K):
-            c = ng_cnt[s, oo, bb, jj]
-            if c > 0 and ng_tok[s, oo, bb, jj] == symbol:
-                found = jj
-                break
-            if c < ng_cnt[s, oo, bb, low]:
-                low = jj
-        if found < 0:  # the least frequent successor makes room
-            found = low
-            ng_tok[s, oo, bb, found] = symbol
-            ng_cnt[s, oo, bb, found] = 0
-        ng_cnt[s, oo, bb, found] += 1
-        if ng_cnt[s, oo, bb, found] > NG_COUNT_LIMIT:
-            for jj in range(NG_K):
-                ng_cnt[s, oo, bb, jj] //= 2
-
-
-@njit(**_JIT)
 def _reset(slots, lanes, owner, pos, mptr, mlen, mord, tables, counts, weights, ng_tag, ng_loss):
     """Clear the slot of every lane that starts here."""
     for r in range(lanes.shape[0]):
@@ -320,10 +130,7 @@ def _reset(slots, lanes, owner, pos, mptr, mlen, mord, tables, counts, weights, 
             counts[s, :, :] = 0
             for c in range(weights.shape[1]):
                 weights[s, c, :] = W_INIT
-            ng_tag[s, :, :] = 0  # a bucket's counts are cleared when its tag is first set
-            for c in range(ng_loss.shape[1]):
-                ng_loss[s, c, 0] = 0
-                ng_loss[s, c, 1:] = NG_PENALTY
+            models.ng_reset(ng_tag, ng_loss, s)
 
 
 @njit(**_JIT)
@@ -347,7 +154,7 @@ def _patch(outer_row, block, c, wc, total, q):
 @njit(**_JIT)
 def _step_predict(slots, hist, pos, mptr, mlen, mord, tables, pred, length, order):
     for r in range(slots.shape[0]):
-        pred[r], length[r] = _predict(hist, pos, mptr, mlen, mord, tables, slots[r], ORDERS)
+        pred[r], length[r] = models.predict(hist, pos, mptr, mlen, mord, tables, slots[r], ORDERS)
         order[r] = mord[slots[r]]
 
 
@@ -364,12 +171,14 @@ def _step_mix(slots, pred, length, order, wc, outer, block, weights, counts, squ
             qs[r], ctxs[r] = _mix(weights, counts, s, length[r], order[r], wc[r], total, wc[r] == 1.0, squash,
                                   stretch, xs[r])
             wnew[r, 0] = _patch(outer[r], block, pred[r], wc[r], total, qs[r])
-        o, b, n, key = _ng_choose(hist, pos[s], ng_tag, ng_cnt, ng_loss, s, total)
+        o, b, n = models.ng_choose(hist, pos[s], ng_tag, ng_cnt, s)
+        key = o * N_CONF + _bucket(_CONF_EDGES, _prob16(1.0 / total))
         ng[r, 0], ng[r, 1], ng[r, 2], ng[r, 3], ng[r, 4] = o, b, n, key, 0
         if o >= 0:
-            lam = _ng_lambda(ng_loss, s, key)
+            lam = models.ng_lambda(ng_loss, s, key)
             ng[r, 4] = lam
-            wnew[r, 1], wnew[r, 2] = _ng_patch(outer[r], block, ng_tok, ng_cnt, s, o, b, n, lam)
+            wnew[r, 2] = _row_total(outer[r])
+            wnew[r, 1] = models.ng_patch(outer[r], wnew[r, 2], block, ng_tok, ng_cnt, s, o, b, n, lam)
 
 
 @njit(**_JIT)
@@ -399,18 +208,18 @@ def _step_learn(slots, symbols, pred, length, order, ctxs, qs, xs, weights, coun
             wpre, before = pre[r, symbols[r] % block], wnew[r, 2]
         else:
             wpre, before = 1.0, 1.0
-        _ng_learn(hist, ng_tag, ng_tok, ng_cnt, ng_loss, cost, s, pos[s], symbols[r], ng[r, 0], ng[r, 1], ng[r, 2],
-                  ng[r, 3], wpre, before)
-        _learn_match(hist, pos, mptr, mlen, tables, s, ORDERS, symbols[r])
+        models.ng_learn(hist, ng_tag, ng_tok, ng_cnt, ng_loss, cost, s, pos[s], symbols[r], ng[r, 0], ng[r, 1],
+                        ng[r, 2], ng[r, 3], wpre, before)
+        models.learn_match(hist, pos, mptr, mlen, tables, s, ORDERS, symbols[r])
 
 
 @njit(**_JIT)
 def _block_predict(s, symbols, hist, pos, mptr, mlen, mord, tables, pred, length, order):
     """Ideal path, one lane's consecutive tokens (all known): each prediction, then the token learned."""
     for r in range(symbols.shape[0]):
-        pred[r], length[r] = _predict(hist, pos, mptr, mlen, mord, tables, s, ORDERS)
+        pred[r], length[r] = models.predict(hist, pos, mptr, mlen, mord, tables, s, ORDERS)
         order[r] = mord[s]
-        _learn_match(hist, pos, mptr, mlen, tables, s, ORDERS, symbols[r])
+        models.learn_match(hist, pos, mptr, mlen, tables, s, ORDERS, symbols[r])
 
 
 @njit(**_JIT)
@@ -431,15 +240,17 @@ def _block_mix(s, symbols, pred, length, order, wc, wx, outer, block, weights, c
                 w = wn
             _learn_mix(weights, counts, s, length[r], order[r], ctx, q, x, hit)
         j = start + r
-        o, b, n, key = _ng_choose(hist, j, ng_tag, ng_cnt, ng_loss, s, total)
+        o, b, n = models.ng_choose(hist, j, ng_tag, ng_cnt, s)
+        key = o * N_CONF + _bucket(_CONF_EDGES, _prob16(1.0 / total))
         wpre, before, add = w, 1.0, 0.0
         if o >= 0:
-            lam = _ng_lambda(ng_loss, s, key)
-            a, before = _ng_patch(outer[r], block, ng_tok, ng_cnt, s, o, b, n, lam)
+            lam = models.ng_lambda(ng_loss, s, key)
+            before = _row_total(outer[r])
+            a = models.ng_patch(outer[r], before, block, ng_tok, ng_cnt, s, o, b, n, lam)
             if lam > 0:
-                add = a * _ng_count(ng_cnt, ng_tok, s, o, b, sym)
+                add = a * models.ng_count(ng_cnt, ng_tok, s, o, b, sym)
         bits[r] = math.log2(_row_total(outer[r])) - math.log2(wpre + add)
-        _ng_learn(hist, ng_tag, ng_tok, ng_cnt, ng_loss, cost, s, j, sym, o, b, n, key, wpre, before)
+        models.ng_learn(hist, ng_tag, ng_tok, ng_cnt, ng_loss, cost, s, j, sym, o, b, n, key, wpre, before)
 
 
 _TABLE_ENTRIES = 1 << 21  # hash entries per order over all slots: the state's size, whatever a file says
@@ -500,9 +311,8 @@ class MatchTables:
         outer = self.plain.block_table(logits)
         wc = self._chosen(pred)
         rows = len(logits)
-        xs, ctxs, qs = np.zeros((rows, N_IN), dtype=np.int64), np.zeros(rows, dtype=np.int64), np.zeros(rows,
-                                                                                                       dtype=np.int64)
-        wnew, ng = np.zeros((rows, 3)), np.zeros((rows, 5), dtype=np.int64)
+        xs, ng, wnew = np.zeros((rows, N_IN), dtype=np.int64), np.zeros((rows, 5), dtype=np.int64), np.zeros((rows, 3))
+        ctxs, qs = np.zeros(rows, dtype=np.int64), np.zeros(rows, dtype=np.int64)
         _step_mix(slots, pred, length, order, wc, outer, self.factor.block, self.weights, self.counts, SQUASH,
                   STRETCH, xs, ctxs, qs, wnew, self.hist, self.pos, *self._ng(), ng)
         self._row = (slots, pred, length, order, xs, ctxs, qs, wnew, ng, None)
