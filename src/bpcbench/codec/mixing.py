@@ -1,30 +1,28 @@
 """What the file repeats, beside what the model predicts: an online match model mixed with the LLM (#25).
 
-The match model, per lane: hashes of the last k tokens (k in ORDERS: 24, 12, 6, 3, 2, 1, longest first) -> the last
-position that context occurred; when none is active, the longest order that hits and whose
-context really matches (checked token by token, so a hash collision predicts nothing) starts
-a match, which then follows the earlier occurrence token by token until it predicts wrong. Its
-prediction is one token c and a match length L.
+The match model (codec/mix_models.py) predicts one token c with a match length L. The mixer, per lane (paq/lpaq's
+logistic mixing, in the stretch domain st(p) = ln(p / (1 - p))): inputs st(p_llm(c)), st(the hit rate learned for
+L's bucket and the order that started the match) and a bias; one weight set per context (L's bucket x the LLM's
+confidence bucket x whether c is the LLM's top token); output q, the probability that the next token is c. The
+distribution coded is the LLM's with c's share set to q: p'(c) = q, p'(x) = (1 - q) p(x) / (1 - p(c)), which in the
+coder's unnormalised weights is one entry changed (w'(c) = q / (1 - q) (total - w(c))) and so one block sum: no pass
+over the vocabulary beyond the one the coder's tables already make (kernel.coder_tables). A token without a
+prediction is coded by the LLM alone. The weights start at (1, 0, 0), q = p(c): the mixer starts as the LLM and
+learns from there.
 
-The mixer, per lane (paq/lpaq's logistic mixing, in the stretch domain st(p) = ln(p / (1 - p))):
-inputs st(p_llm(c)), st(the hit rate learned for L's bucket) and a bias; one weight set per
-context (L's bucket x the LLM's confidence bucket x whether c is the LLM's top token); output q,
-the probability that the next token is c. The distribution coded is the LLM's with c's share
-set to q: p'(c) = q, p'(x) = (1 - q) p(x) / (1 - p(c)), which in the coder's unnormalised
-weights is one entry changed (w'(c) = q / (1 - q) (total - w(c))) and so one block sum: no pass
-over the vocabulary beyond the one the coder's tables already make (kernel.coder_tables). A
-token without a prediction is coded by the LLM alone. The weights start at (1, 0, 0), q = p(c):
-the mixer starts as the LLM and learns from there.
+Then the n-gram model (codec/mix_models.py) is mixed in linearly over its NG_K successors of the context: p''(x) =
+(1 - lam) p'(x) + lam n(x) / N, in the coder's weights lam / (1 - lam) * total * n(x) / N added to at most NG_K
+entries (their block sums); lam per (order, the LLM's confidence), the best so far.
 
-Bit-exact on both ends: the mixer is integer arithmetic (probabilities in 16 bits, stretch in
-1/256 nat, weights 16.16 fixed point) with tables computed once here and hashed into the
-codec fingerprint (`build`); its only float inputs are p(c) = w(c) / total and 1 / total,
-IEEE divisions of the kernel's own numbers. Encoder and decoder call the same loops in the
-same order with the same numbers (the decoder learns a token right after decoding it).
+Bit-exact on both ends: the mixer is integer arithmetic (probabilities in 16 bits, stretch in 1/256 nat, weights
+16.16 fixed point) with tables computed once here and hashed into the codec fingerprint (`build`); its only float
+inputs are p(c) = w(c) / total and 1 / total, IEEE divisions of the kernel's own numbers. The n-gram's additions and
+its code lengths' probabilities are IEEE products and sums in a fixed order, the same on both ends. Both ends call
+the same loops in the same order with the same numbers (the decoder learns a token once decoded).
 
-State lives in slots, one per lane of a wave (lane id % width), reset when a lane starts, so
-memory is bounded by the plan's width and longest lane (hash tables of at most 2**21 entries
-per order over all slots), never by anything else a file says.
+State lives in slots, one per lane of a wave (lane id % width), reset when a lane starts, so memory is bounded by
+the plan's width and longest lane (hash tables of at most 2**21 entries per order over all slots, the n-gram's of
+2**17 contexts per order), never by anything else a file says.
 """
 
 from __future__ import annotations
@@ -36,15 +34,15 @@ import numpy as np
 from numba import njit
 
 from bpcbench.codec import entropy_model
+from bpcbench.codec import mix_models as models
+from bpcbench.codec.mix_models import (COST, MAX_VERIFY, N_LAM, N_ORD, NG_COUNT_LIMIT, NG_K, NG_LAMBDA, NG_ORDERS,
+                                       NG_PENALTY, ORDERS)
 from bpcbench.errors import BpcError
 
-VERSION = "bpcbench-mix/1"  # bump whenever a change here can change a table's bits
+VERSION = "bpcbench-mix/2"  # bump whenever a change here can change a table's bits
 MODES = ("none", "match")  # the container's mix ids are indices into this tuple: append only
-# context lengths hashed, longest first; measured against (12, 8, 6, 4, 2) and others: docs/measurements.md
-ORDERS = np.array([24, 12, 6, 3, 2, 1], dtype=np.int64)
-MAX_VERIFY = 64  # tokens compared backwards when a match starts
-_PROB_BITS = 16
-_ONE = 1 << _PROB_BITS
+_PROB_BITS, _ONE = models.PROB_BITS, models.ONE
+_bucket, _prob16 = models.bucket, models.prob16
 _ST_MAX = 11 * 256  # stretch clamp: 11 nats, p from 1.7e-5 to 1 - 1.7e-5
 # hit-rate buckets of the match length: 1-3, 4-8, 9-16, > 16 (few buckets and weight sets learn fast enough
 # for files of a few thousand tokens; twelve buckets and seven confidence buckets gained a third as much)
@@ -65,8 +63,8 @@ _JIT = {"cache": True, "fastmath": False, "nogil": True}
 
 def _tables() -> tuple[np.ndarray, np.ndarray]:
     """squash (stretch units -> 16-bit probability) and stretch (16-bit probability -> stretch units),
-    rounded to integers; their hash is in `build`, so a machine whose libm rounded one differently
-    would be refused, never decode wrong."""
+    rounded to integers; their hash is in `build`, so a machine whose libm rounded one differently would be
+    refused, never decode wrong."""
     d = np.arange(-_ST_MAX, _ST_MAX + 1)
     squash = np.array([min(_ONE - 1, max(1, round(_ONE / (1 + math.exp(-x / 256))))) for x in d.tolist()])
     p = np.arange(_ONE)
@@ -81,82 +79,24 @@ SQUASH, STRETCH = _tables()
 def build() -> dict:
     """What must match for a mixed file to decode: this module's version, parameters and tables."""
     h = hashlib.sha256()
-    for a in (SQUASH, STRETCH, ORDERS, _LEN_EDGES, _CONF_EDGES, W_INIT):
+    for a in (SQUASH, STRETCH, COST, ORDERS, _LEN_EDGES, _CONF_EDGES, W_INIT, NG_ORDERS, NG_LAMBDA):
         h.update(np.ascontiguousarray(a).tobytes())
-    h.update(f"{MAX_VERIFY},{LEARNING_RATE},{COUNT_LIMIT}".encode())
+    h.update(f"{MAX_VERIFY},{LEARNING_RATE},{COUNT_LIMIT},{NG_K},{NG_PENALTY},{NG_COUNT_LIMIT}".encode())
     return {"mix": VERSION, "tables": h.hexdigest()[:16]}
 
 
 @njit(**_JIT)
-def _hash(hist, end, k, mask):
-    h = np.uint64(0x9E3779B97F4A7C15)
-    for i in range(end - k, end):
-        h = (h ^ np.uint64(hist[i] + 1)) * np.uint64(0x100000001B3)
-    return np.int64((h ^ (h >> np.uint64(29))) & np.uint64(mask))
+def _hit_index(length, order):
+    """The hit-rate counter of a match: its length bucket x the order that started it."""
+    return _bucket(_LEN_EDGES, length) * N_ORD + order
 
 
 @njit(**_JIT)
-def _bucket(edges, v):
-    b = 0
-    while b < edges.shape[0] and v > edges[b]:
-        b += 1
-    return b
-
-
-@njit(**_JIT)
-def _predict(hist, pos, mptr, mlen, tables, s, orders):
-    """(predicted token or -1, match length) for slot s, starting a match if none is active."""
-    if mlen[s] == 0:
-        mask = tables.shape[2] - 1
-        p0 = pos[s]
-        for o in range(orders.shape[0]):
-            k = orders[o]
-            if p0 < k:
-                continue
-            p = tables[s, o, _hash(hist[s], p0, k, mask)]
-            if p <= 0:
-                continue
-            n = 0
-            while n < MAX_VERIFY and p - 1 - n >= 0 and hist[s, p - 1 - n] == hist[s, p0 - 1 - n]:
-                n += 1
-            if n >= k:
-                mptr[s], mlen[s] = p, n
-                break
-    if mlen[s] == 0:
-        return -1, 0
-    return hist[s, mptr[s]], mlen[s]
-
-
-@njit(**_JIT)
-def _learn_match(hist, pos, mptr, mlen, tables, s, orders, symbol):
-    """Slot s saw `symbol`: follow or end the match, append it, index the contexts that precede it."""
-    if mlen[s] > 0:
-        if hist[s, mptr[s]] == symbol:
-            mptr[s] += 1
-            mlen[s] = min(mlen[s] + 1, 1 << 30)
-        else:
-            mlen[s] = 0
-    j = pos[s]
-    hist[s, j] = symbol
-    pos[s] = j + 1
-    mask = tables.shape[2] - 1
-    for o in range(orders.shape[0]):
-        k = orders[o]
-        if j >= k:
-            tables[s, o, _hash(hist[s], j, k, mask)] = j
-
-
-@njit(**_JIT)
-def _prob16(p):
-    v = np.int64(p * _ONE) if p < 1.0 else _ONE - 1
-    return min(_ONE - 1, max(1, v))
-
-
-@njit(**_JIT)
-def _mix(weights, counts, s, length, wc, total, top, squash, stretch, x):
+def _mix(weights, counts, s, length, order, wc, total, top, squash, stretch, x):
     """-> (q in 16 bits, weight set); x gets the inputs (the learning step needs them back)."""
     lb = _bucket(_LEN_EDGES, length)
-    hits, seen = counts[s, lb, 0], counts[s, lb, 1]
+    hi = _hit_index(length, order)
+    hits, seen = counts[s, hi, 0], counts[s, hi, 1]
     x[0] = stretch[_prob16(wc / total)]
     x[1] = stretch[min(_ONE - 1, max(1, ((2 * hits + 1) << _PROB_BITS) // (2 * seen + 2)))]
     x[2] = 256
@@ -169,29 +109,30 @@ def _mix(weights, counts, s, length, wc, total, top, squash, stretch, x):
 
 
 @njit(**_JIT)
-def _learn_mix(weights, counts, s, length, ctx, q, x, hit):
+def _learn_mix(weights, counts, s, length, order, ctx, q, x, hit):
     err = ((1 << _PROB_BITS) if hit else 0) - q
     for i in range(N_IN):
         weights[s, ctx, i] += (x[i] * err * LEARNING_RATE) >> 18
-    lb = _bucket(_LEN_EDGES, length)
-    counts[s, lb, 0] += 1 if hit else 0
-    counts[s, lb, 1] += 1
-    if counts[s, lb, 1] > COUNT_LIMIT:
-        counts[s, lb, 0] //= 2
-        counts[s, lb, 1] //= 2
+    hi = _hit_index(length, order)
+    counts[s, hi, 0] += 1 if hit else 0
+    counts[s, hi, 1] += 1
+    if counts[s, hi, 1] > COUNT_LIMIT:
+        counts[s, hi, 0] //= 2
+        counts[s, hi, 1] //= 2
 
 
 @njit(**_JIT)
-def _reset(slots, lanes, owner, pos, mptr, mlen, tables, counts, weights):
+def _reset(slots, lanes, owner, pos, mptr, mlen, mord, tables, counts, weights, ng_tag, ng_loss):
     """Clear the slot of every lane that starts here."""
     for r in range(lanes.shape[0]):
         s = slots[r]
         if owner[s] != lanes[r]:
-            owner[s], pos[s], mptr[s], mlen[s] = lanes[r], 0, 0, 0
+            owner[s], pos[s], mptr[s], mlen[s], mord[s] = lanes[r], 0, 0, 0, 0
             tables[s, :, :] = 0
             counts[s, :, :] = 0
             for c in range(weights.shape[1]):
                 weights[s, c, :] = W_INIT
+            models.ng_reset(ng_tag, ng_loss, s)
 
 
 @njit(**_JIT)
@@ -213,64 +154,109 @@ def _patch(outer_row, block, c, wc, total, q):
 
 
 @njit(**_JIT)
-def _step_predict(slots, hist, pos, mptr, mlen, tables, pred, length):
+def _step_predict(slots, hist, pos, mptr, mlen, mord, tables, pred, length, order):
     for r in range(slots.shape[0]):
-        pred[r], length[r] = _predict(hist, pos, mptr, mlen, tables, slots[r], ORDERS)
+        pred[r], length[r] = models.predict(hist, pos, mptr, mlen, mord, tables, slots[r], ORDERS)
+        order[r] = mord[slots[r]]
 
 
 @njit(**_JIT)
-def _step_mix(slots, pred, length, wc, outer, block, weights, counts, squash, stretch, xs, ctxs, qs, wnew):
-    """The coder's step: q for each row that has a prediction, its block sum changed in `outer`."""
+def _step_mix(slots, pred, length, order, wc, outer, block, weights, counts, squash, stretch, xs, ctxs, qs, wnew,
+              hist, pos, ng_tag, ng_tok, ng_cnt, ng_loss, ng):
+    """The coder's step: q for each row that has a prediction, its block sum changed in `outer`; then the
+    n-gram's successors' (ng[r]: order, bucket, count sum, loss row, lam, and as floats in wnew[r, 1:] the
+    factor per count and the total before)."""
     for r in range(slots.shape[0]):
-        if pred[r] < 0:
-            continue
+        s = slots[r]
         total = _row_total(outer[r])
-        qs[r], ctxs[r] = _mix(weights, counts, slots[r], length[r], wc[r], total, wc[r] == 1.0, squash, stretch,
-                              xs[r])
-        wnew[r] = _patch(outer[r], block, pred[r], wc[r], total, qs[r])
+        if pred[r] >= 0:
+            qs[r], ctxs[r] = _mix(weights, counts, s, length[r], order[r], wc[r], total, wc[r] == 1.0, squash,
+                                  stretch, xs[r])
+            wnew[r, 0] = _patch(outer[r], block, pred[r], wc[r], total, qs[r])
+        o, b, n = models.ng_choose(hist, pos[s], ng_tag, ng_cnt, s)
+        key = o * N_CONF + _bucket(_CONF_EDGES, _prob16(1.0 / total))
+        ng[r, 0], ng[r, 1], ng[r, 2], ng[r, 3], ng[r, 4] = o, b, n, key, 0
+        if o >= 0:
+            lam = models.ng_lambda(ng_loss, s, key)
+            ng[r, 4] = lam
+            wnew[r, 2] = _row_total(outer[r])
+            wnew[r, 1] = models.ng_patch(outer[r], wnew[r, 2], block, ng_tok, ng_cnt, s, o, b, n, lam)
 
 
 @njit(**_JIT)
-def _step_inner(blocks, pred, wnew, block, inner):
+def _step_inner(slots, blocks, pred, wnew, block, inner, pre, ng, ng_tok, ng_cnt):
+    """The decoded (or coded) block's entries, mixed as the block table was; `pre` keeps them before the n-gram."""
     for r in range(blocks.shape[0]):
         if pred[r] >= 0 and pred[r] // block == blocks[r]:
-            inner[r, pred[r] % block] = wnew[r]
+            inner[r, pred[r] % block] = wnew[r, 0]
+        pre[r, :] = inner[r, :]
+        if ng[r, 0] >= 0 and ng[r, 4] > 0:
+            s, o, b = slots[r], ng[r, 0], ng[r, 1]
+            for j in range(NG_K):
+                c = ng_cnt[s, o, b, j]
+                t = ng_tok[s, o, b, j]
+                if c > 0 and t // block == blocks[r]:
+                    inner[r, t % block] += wnew[r, 1] * c
 
 
 @njit(**_JIT)
-def _step_learn(slots, symbols, pred, length, ctxs, qs, xs, weights, counts, hist, pos, mptr, mlen, tables):
+def _step_learn(slots, symbols, pred, length, order, ctxs, qs, xs, weights, counts, hist, pos, mptr, mlen, tables,
+                pre, block, wnew, ng, ng_tag, ng_tok, ng_cnt, ng_loss, cost):
     for r in range(slots.shape[0]):
         s = slots[r]
         if pred[r] >= 0:
-            _learn_mix(weights, counts, s, length[r], ctxs[r], qs[r], xs[r], symbols[r] == pred[r])
-        _learn_match(hist, pos, mptr, mlen, tables, s, ORDERS, symbols[r])
+            _learn_mix(weights, counts, s, length[r], order[r], ctxs[r], qs[r], xs[r], symbols[r] == pred[r])
+        if ng[r, 0] >= 0:
+            wpre, before = pre[r, symbols[r] % block], wnew[r, 2]
+        else:
+            wpre, before = 1.0, 1.0
+        models.ng_learn(hist, ng_tag, ng_tok, ng_cnt, ng_loss, cost, s, pos[s], symbols[r], ng[r, 0], ng[r, 1],
+                        ng[r, 2], ng[r, 3], wpre, before)
+        models.learn_match(hist, pos, mptr, mlen, tables, s, ORDERS, symbols[r])
 
 
 @njit(**_JIT)
-def _block_predict(s, symbols, hist, pos, mptr, mlen, tables, pred, length):
+def _block_predict(s, symbols, hist, pos, mptr, mlen, mord, tables, pred, length, order):
     """Ideal path, one lane's consecutive tokens (all known): each prediction, then the token learned."""
     for r in range(symbols.shape[0]):
-        pred[r], length[r] = _predict(hist, pos, mptr, mlen, tables, s, ORDERS)
-        _learn_match(hist, pos, mptr, mlen, tables, s, ORDERS, symbols[r])
+        pred[r], length[r] = models.predict(hist, pos, mptr, mlen, mord, tables, s, ORDERS)
+        order[r] = mord[s]
+        models.learn_match(hist, pos, mptr, mlen, tables, s, ORDERS, symbols[r])
 
 
 @njit(**_JIT)
-def _block_mix(s, symbols, pred, length, wc, wx, outer, block, weights, counts, squash, stretch, bits):
-    """Ideal path: -log2 p'(token) row by row, the mixer learning after each, as the coder's step does."""
+def _block_mix(s, symbols, pred, length, order, wc, wx, outer, block, weights, counts, squash, stretch, bits, hist,
+               start, ng_tag, ng_tok, ng_cnt, ng_loss, cost):
+    """Ideal path: -log2 p'(token) row by row, the mixer learning after each, as the coder's step does
+    (`start`: the lane position of the first row; hist already holds the rows' tokens)."""
     x = np.empty(N_IN, dtype=np.int64)
     for r in range(symbols.shape[0]):
         total = _row_total(outer[r])
-        if pred[r] < 0:
-            bits[r] = math.log2(total) - math.log2(wx[r])
-            continue
-        q, ctx = _mix(weights, counts, s, length[r], wc[r], total, wc[r] == 1.0, squash, stretch, x)
-        wn = _patch(outer[r], block, pred[r], wc[r], total, q)
-        hit = symbols[r] == pred[r]
-        bits[r] = math.log2(_row_total(outer[r])) - math.log2(wn if hit else wx[r])
-        _learn_mix(weights, counts, s, length[r], ctx, q, x, hit)
+        sym = symbols[r]
+        w = wx[r]
+        if pred[r] >= 0:
+            q, ctx = _mix(weights, counts, s, length[r], order[r], wc[r], total, wc[r] == 1.0, squash, stretch, x)
+            wn = _patch(outer[r], block, pred[r], wc[r], total, q)
+            hit = sym == pred[r]
+            if hit:
+                w = wn
+            _learn_mix(weights, counts, s, length[r], order[r], ctx, q, x, hit)
+        j = start + r
+        o, b, n = models.ng_choose(hist, j, ng_tag, ng_cnt, s)
+        key = o * N_CONF + _bucket(_CONF_EDGES, _prob16(1.0 / total))
+        wpre, before, add = w, 1.0, 0.0
+        if o >= 0:
+            lam = models.ng_lambda(ng_loss, s, key)
+            before = _row_total(outer[r])
+            a = models.ng_patch(outer[r], before, block, ng_tok, ng_cnt, s, o, b, n, lam)
+            if lam > 0:
+                add = a * models.ng_count(ng_cnt, ng_tok, s, o, b, sym)
+        bits[r] = math.log2(_row_total(outer[r])) - math.log2(wpre + add)
+        models.ng_learn(hist, ng_tag, ng_tok, ng_cnt, ng_loss, cost, s, j, sym, o, b, n, key, wpre, before)
 
 
 _TABLE_ENTRIES = 1 << 21  # hash entries per order over all slots: the state's size, whatever a file says
+_NG_ENTRIES = 1 << 17  # n-gram contexts per order over all slots (NG_K successors each)
 
 
 class MatchTables:
@@ -285,24 +271,35 @@ class MatchTables:
         self.plain, self.factor = plain, plain.factor
         self.width = max(1, width)
         longest = max(1, longest)
-        size = 1 << max(8, min((longest - 1).bit_length(), (_TABLE_ENTRIES // self.width).bit_length() - 1))
+        need = (longest - 1).bit_length()
+        size = 1 << max(8, min(need, (_TABLE_ENTRIES // self.width).bit_length() - 1))
+        ng_size = 1 << max(6, min(need, (_NG_ENTRIES // self.width).bit_length() - 1))
         self.hist = np.zeros((self.width, longest), dtype=np.int32)
-        self.tables = np.zeros((self.width, len(ORDERS), size), dtype=np.int32)
+        self.tables = np.zeros((self.width, N_ORD, size), dtype=np.int32)
         self.owner = np.full(self.width, -1, dtype=np.int64)
-        self.pos, self.mptr, self.mlen = (np.zeros(self.width, dtype=np.int64) for _ in range(3))
-        self.counts = np.zeros((self.width, N_LEN, 2), dtype=np.int64)
+        self.pos, self.mptr, self.mlen, self.mord = (np.zeros(self.width, dtype=np.int64) for _ in range(4))
+        self.counts = np.zeros((self.width, N_LEN * N_ORD, 2), dtype=np.int64)
         self.weights = np.zeros((self.width, N_CTX, N_IN), dtype=np.int64)
+        n_ng = len(NG_ORDERS)
+        self.ng_tag = np.zeros((self.width, n_ng, ng_size), dtype=np.int64)
+        self.ng_tok = np.zeros((self.width, n_ng, ng_size, NG_K), dtype=np.int32)
+        self.ng_cnt = np.zeros((self.width, n_ng, ng_size, NG_K), dtype=np.int32)
+        self.ng_loss = np.zeros((self.width, n_ng * N_CONF, N_LAM), dtype=np.int64)
         self._row = None
 
     def _state(self):
-        return self.hist, self.pos, self.mptr, self.mlen, self.tables
+        return self.hist, self.pos, self.mptr, self.mlen, self.mord, self.tables
 
-    def _begin(self, lanes: np.ndarray, rows: int) -> np.ndarray:
+    def _ng(self):
+        return self.ng_tag, self.ng_tok, self.ng_cnt, self.ng_loss
+
+    def _begin(self, lanes: np.ndarray, rows: int):
         lanes = np.asarray(lanes, dtype=np.int64)
         slots = lanes % self.width
-        _reset(slots, lanes, self.owner, self.pos, self.mptr, self.mlen, self.tables, self.counts, self.weights)
-        pred, length = np.empty(rows, dtype=np.int64), np.empty(rows, dtype=np.int64)
-        return slots, pred, length
+        _reset(slots, lanes, self.owner, self.pos, self.mptr, self.mlen, self.mord, self.tables, self.counts,
+               self.weights, self.ng_tag, self.ng_loss)
+        pred, length, order = (np.empty(rows, dtype=np.int64) for _ in range(3))
+        return slots, pred, length, order
 
     def _chosen(self, pred: np.ndarray) -> np.ndarray:
         """The LLM's weight of each row's predicted token (0 where none), from the last block table."""
@@ -311,28 +308,32 @@ class MatchTables:
         return np.where(pred >= 0, inner[np.arange(len(pred)), within], 0.0)
 
     def block_table(self, logits: np.ndarray, lanes: np.ndarray) -> np.ndarray:
-        slots, pred, length = self._begin(lanes, len(logits))
-        _step_predict(slots, *self._state(), pred, length)
+        slots, pred, length, order = self._begin(lanes, len(logits))
+        _step_predict(slots, *self._state(), pred, length, order)
         outer = self.plain.block_table(logits)
         wc = self._chosen(pred)
         rows = len(logits)
-        xs, ctxs, qs, wnew = (np.zeros((rows, N_IN), dtype=np.int64), np.zeros(rows, dtype=np.int64),
-                              np.zeros(rows, dtype=np.int64), np.zeros(rows))
-        _step_mix(slots, pred, length, wc, outer, self.factor.block, self.weights, self.counts, SQUASH, STRETCH,
-                  xs, ctxs, qs, wnew)
-        self._row = (slots, pred, length, xs, ctxs, qs, wnew)
+        xs, ng, wnew = np.zeros((rows, N_IN), dtype=np.int64), np.zeros((rows, 5), dtype=np.int64), np.zeros((rows, 3))
+        ctxs, qs = np.zeros(rows, dtype=np.int64), np.zeros(rows, dtype=np.int64)
+        _step_mix(slots, pred, length, order, wc, outer, self.factor.block, self.weights, self.counts, SQUASH,
+                  STRETCH, xs, ctxs, qs, wnew, self.hist, self.pos, *self._ng(), ng)
+        self._row = (slots, pred, length, order, xs, ctxs, qs, wnew, ng, None)
         return outer
 
     def entries(self, blocks: np.ndarray) -> np.ndarray:
         inner = self.plain.entries(blocks)
-        _, pred, _, _, _, _, wnew = self._row
-        _step_inner(np.asarray(blocks, dtype=np.int64), pred, wnew, self.factor.block, inner)
+        slots, pred, _, _, _, _, _, wnew, ng, _ = self._row
+        pre = np.empty_like(inner)
+        _step_inner(slots, np.asarray(blocks, dtype=np.int64), pred, wnew, self.factor.block, inner, pre, ng,
+                    self.ng_tok, self.ng_cnt)
+        self._row = self._row[:-1] + (pre,)
         return inner
 
     def learn(self, symbols: np.ndarray) -> None:
-        slots, pred, length, xs, ctxs, qs, _ = self._row
-        _step_learn(slots, np.asarray(symbols, dtype=np.int64), pred, length, ctxs, qs, xs, self.weights,
-                    self.counts, *self._state())
+        slots, pred, length, order, xs, ctxs, qs, wnew, ng, pre = self._row
+        _step_learn(slots, np.asarray(symbols, dtype=np.int64), pred, length, order, ctxs, qs, xs, self.weights,
+                    self.counts, self.hist, self.pos, self.mptr, self.mlen, self.tables, pre, self.factor.block, wnew,
+                    ng, *self._ng(), COST)
 
     def encoder(self, logits: np.ndarray, symbols: np.ndarray, lanes: np.ndarray):
         """(block table, the symbols' blocks' entries, -log2 p' of each symbol), then learns them."""
@@ -346,22 +347,24 @@ class MatchTables:
     def score(self, logits: np.ndarray, symbols: np.ndarray, lane: int) -> np.ndarray:
         """Ideal bits of one lane's consecutive rows under the mixed distribution, learning as it goes."""
         symbols = np.asarray(symbols, dtype=np.int64)
-        slots, pred, length = self._begin(np.array([lane]), len(symbols))
+        slots, pred, length, order = self._begin(np.array([lane]), len(symbols))
         s = int(slots[0])
-        _block_predict(s, symbols, *self._state(), pred, length)
+        start = int(self.pos[s])
+        _block_predict(s, symbols, *self._state(), pred, length, order)
         outer = self.plain.block_table(logits)
         wc = self._chosen(pred)
         blocks, within = self.factor.split(symbols)
         wx = self.plain.entries(blocks)[np.arange(len(symbols)), within]
         bits = np.empty(len(symbols))
-        _block_mix(s, symbols, pred, length, wc, wx, outer, self.factor.block, self.weights, self.counts, SQUASH,
-                   STRETCH, bits)
+        _block_mix(s, symbols, pred, length, order, wc, wx, outer, self.factor.block, self.weights, self.counts,
+                   SQUASH, STRETCH, bits, self.hist, start, *self._ng(), COST)
         return bits
 
     def digest(self) -> str:
         """A hash of the whole state (what both ends must agree on after a file)."""
         h = hashlib.sha256()
-        for a in (self.hist, self.tables, self.owner, self.pos, self.mptr, self.mlen, self.counts, self.weights):
+        for a in (self.hist, self.tables, self.owner, self.pos, self.mptr, self.mlen, self.mord, self.counts,
+                  self.weights, *self._ng()):
             h.update(a.tobytes())
         return h.hexdigest()[:16]
 
