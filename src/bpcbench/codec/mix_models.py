@@ -36,12 +36,14 @@ NG_LAMBDA = np.array([0.0, 1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4])
 N_LAM = len(NG_LAMBDA)
 NG_PENALTY = 8 * 256  # in the cost table's units, 1/256 bit
 NG_COUNT_LIMIT = 4095  # a context's counts are halved beyond this
-_JIT = {"cache": True, "fastmath": False}
+# nogil: the lane evaluator's worker thread runs llama_decode while a step runs these (llama/lanes.py);
+# releasing the GIL changes no instruction of the loops, so no bit of a table (mixing.py's loops too)
+JIT = {"cache": True, "fastmath": False, "nogil": True}
 # -log2 of a 16-bit probability in 1/256 bit, rounded (hashed into the fingerprint by mixing.build)
 COST = np.array([round(-256 * math.log2(max(1, k) / ONE)) for k in range(ONE)], dtype=np.int64)
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def hash_full(hist, end, k):
     h = np.uint64(0x9E3779B97F4A7C15)
     for i in range(end - k, end):
@@ -49,12 +51,12 @@ def hash_full(hist, end, k):
     return np.int64((h ^ (h >> np.uint64(29))) & np.uint64(0x3FFFFFFFFFFFFFFF))
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def hash(hist, end, k, mask):
     return hash_full(hist, end, k) & mask
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def bucket(edges, v):
     b = 0
     while b < edges.shape[0] and v > edges[b]:
@@ -62,7 +64,7 @@ def bucket(edges, v):
     return b
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def predict(hist, pos, mptr, mlen, mord, tables, s, orders):
     """(predicted token or -1, match length) for slot s, starting a match if none is active (mord[s]: the
     order that started it)."""
@@ -87,7 +89,7 @@ def predict(hist, pos, mptr, mlen, mord, tables, s, orders):
     return hist[s, mptr[s]], mlen[s]
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def learn_match(hist, pos, mptr, mlen, tables, s, orders, symbol):
     """Slot s saw `symbol`: follow or end the match, append it, index the contexts that precede it."""
     if mlen[s] > 0:
@@ -106,13 +108,13 @@ def learn_match(hist, pos, mptr, mlen, tables, s, orders, symbol):
             tables[s, o, hash(hist[s], j, k, mask)] = j
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def prob16(p):
     v = np.int64(p * ONE) if p < 1.0 else ONE - 1
     return min(ONE - 1, max(1, v))
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def ng_find(hist, p0, ng_tag, s, o):
     """The bucket of slot s's order-o context before position p0, or -1 where it was never seen."""
     k = NG_ORDERS[o]
@@ -123,7 +125,7 @@ def ng_find(hist, p0, ng_tag, s, o):
     return b if ng_tag[s, o, b] == (h | 1) else -1
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def ng_choose(hist, p0, ng_tag, ng_cnt, s):
     """(order index, bucket, count sum) of the longest context seen before with counts; order -1: none."""
     for o in range(NG_ORDERS.shape[0]):
@@ -138,7 +140,7 @@ def ng_choose(hist, p0, ng_tag, ng_cnt, s):
     return -1, 0, 0
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def ng_lambda(ng_loss, s, key):
     best = 0
     for lam in range(1, N_LAM):
@@ -147,7 +149,7 @@ def ng_lambda(ng_loss, s, key):
     return best
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def ng_patch(outer_row, before, block, ng_tok, ng_cnt, s, o, b, n, lam):
     """Add lam / (1 - lam) * count / n of the row's total (`before`) to each successor's weight (their
     block sums); -> the factor per count."""
@@ -162,7 +164,7 @@ def ng_patch(outer_row, before, block, ng_tok, ng_cnt, s, o, b, n, lam):
     return a
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def ng_count(ng_cnt, ng_tok, s, o, b, symbol):
     for j in range(NG_K):
         if ng_cnt[s, o, b, j] > 0 and ng_tok[s, o, b, j] == symbol:
@@ -170,7 +172,7 @@ def ng_count(ng_cnt, ng_tok, s, o, b, symbol):
     return 0
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def ng_learn(hist, ng_tag, ng_tok, ng_cnt, ng_loss, cost, s, j, symbol, o, b, n, key, wpre, before):
     """Slot s saw `symbol` at position j (its context still before j in hist): each lam's code length, then
     the successor counts of every order's context."""
@@ -209,7 +211,7 @@ def ng_learn(hist, ng_tag, ng_tok, ng_cnt, ng_loss, cost, s, j, symbol, o, b, n,
 
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def ng_reset(ng_tag, ng_loss, s):
     """Slot s starts a lane: no context seen (a bucket's counts are cleared when its tag is first set), lam = 0."""
     ng_tag[s, :, :] = 0

@@ -35,7 +35,7 @@ from numba import njit
 
 from bpcbench.codec import entropy_model
 from bpcbench.codec import mix_models as models
-from bpcbench.codec.mix_models import (COST, MAX_VERIFY, N_LAM, N_ORD, NG_COUNT_LIMIT, NG_K, NG_LAMBDA, NG_ORDERS,
+from bpcbench.codec.mix_models import (COST, JIT, MAX_VERIFY, N_LAM, N_ORD, NG_COUNT_LIMIT, NG_K, NG_LAMBDA, NG_ORDERS,
                                        NG_PENALTY, ORDERS)
 from bpcbench.errors import BpcError
 
@@ -56,9 +56,6 @@ N_IN = 3
 W_INIT = np.array([_ONE, 0, 0], dtype=np.int64)  # q = p_llm(c) until something is learned
 LEARNING_RATE = 16  # weight step = x * err * rate / 2**18 (about rate / 1024 in real units)
 COUNT_LIMIT = 255  # hit counts are halved beyond this, so the rate follows the file
-# nogil: the lane evaluator's worker thread runs llama_decode while a step runs these (llama/lanes.py);
-# releasing the GIL changes no instruction of the loops, so no bit of a table
-_JIT = {"cache": True, "fastmath": False, "nogil": True}
 
 
 def _tables() -> tuple[np.ndarray, np.ndarray]:
@@ -85,13 +82,13 @@ def build() -> dict:
     return {"mix": VERSION, "tables": h.hexdigest()[:16]}
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _hit_index(length, order):
     """The hit-rate counter of a match: its length bucket x the order that started it."""
     return _bucket(_LEN_EDGES, length) * N_ORD + order
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _mix(weights, counts, s, length, order, wc, total, top, squash, stretch, x):
     """-> (q in 16 bits, weight set); x gets the inputs (the learning step needs them back)."""
     lb = _bucket(_LEN_EDGES, length)
@@ -108,7 +105,7 @@ def _mix(weights, counts, s, length, order, wc, total, top, squash, stretch, x):
     return squash[d + _ST_MAX], ctx
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _learn_mix(weights, counts, s, length, order, ctx, q, x, hit):
     err = ((1 << _PROB_BITS) if hit else 0) - q
     for i in range(N_IN):
@@ -121,7 +118,7 @@ def _learn_mix(weights, counts, s, length, order, ctx, q, x, hit):
         counts[s, hi, 1] //= 2
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _reset(slots, lanes, owner, pos, mptr, mlen, mord, tables, counts, weights, ng_tag, ng_loss):
     """Clear the slot of every lane that starts here."""
     for r in range(lanes.shape[0]):
@@ -135,7 +132,7 @@ def _reset(slots, lanes, owner, pos, mptr, mlen, mord, tables, counts, weights, 
             models.ng_reset(ng_tag, ng_loss, s)
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _row_total(row):
     t = 0.0
     for b in range(row.shape[0]):
@@ -143,7 +140,7 @@ def _row_total(row):
     return t
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _patch(outer_row, block, c, wc, total, q):
     """Give token c the share q of the row (one block sum changes); -> c's new weight."""
     rest = max(total - wc, total * 2.0**-40)  # what the other symbols weigh (never 0: q < 1 stays codable)
@@ -153,14 +150,14 @@ def _patch(outer_row, block, c, wc, total, q):
     return wn
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _step_predict(slots, hist, pos, mptr, mlen, mord, tables, pred, length, order):
     for r in range(slots.shape[0]):
         pred[r], length[r] = models.predict(hist, pos, mptr, mlen, mord, tables, slots[r], ORDERS)
         order[r] = mord[slots[r]]
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _step_mix(slots, pred, length, order, wc, outer, block, weights, counts, squash, stretch, xs, ctxs, qs, wnew,
               hist, pos, ng_tag, ng_tok, ng_cnt, ng_loss, ng):
     """The coder's step: q for each row that has a prediction, its block sum changed in `outer`; then the
@@ -183,7 +180,7 @@ def _step_mix(slots, pred, length, order, wc, outer, block, weights, counts, squ
             wnew[r, 1] = models.ng_patch(outer[r], wnew[r, 2], block, ng_tok, ng_cnt, s, o, b, n, lam)
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _step_inner(slots, blocks, pred, wnew, block, inner, pre, ng, ng_tok, ng_cnt):
     """The decoded (or coded) block's entries, mixed as the block table was; `pre` keeps them before the n-gram."""
     for r in range(blocks.shape[0]):
@@ -199,7 +196,7 @@ def _step_inner(slots, blocks, pred, wnew, block, inner, pre, ng, ng_tok, ng_cnt
                     inner[r, t % block] += wnew[r, 1] * c
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _step_learn(slots, symbols, pred, length, order, ctxs, qs, xs, weights, counts, hist, pos, mptr, mlen, tables,
                 pre, block, wnew, ng, ng_tag, ng_tok, ng_cnt, ng_loss, cost):
     for r in range(slots.shape[0]):
@@ -215,7 +212,7 @@ def _step_learn(slots, symbols, pred, length, order, ctxs, qs, xs, weights, coun
         models.learn_match(hist, pos, mptr, mlen, tables, s, ORDERS, symbols[r])
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _block_predict(s, symbols, hist, pos, mptr, mlen, mord, tables, pred, length, order):
     """Ideal path, one lane's consecutive tokens (all known): each prediction, then the token learned."""
     for r in range(symbols.shape[0]):
@@ -224,7 +221,7 @@ def _block_predict(s, symbols, hist, pos, mptr, mlen, mord, tables, pred, length
         models.learn_match(hist, pos, mptr, mlen, tables, s, ORDERS, symbols[r])
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _block_mix(s, symbols, pred, length, order, wc, wx, outer, block, weights, counts, squash, stretch, bits, hist,
                start, ng_tag, ng_tok, ng_cnt, ng_loss, cost):
     """Ideal path: -log2 p'(token) row by row, the mixer learning after each, as the coder's step does
