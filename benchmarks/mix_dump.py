@@ -19,8 +19,8 @@ import numpy as np
 from bpcbench.codec import entropy_model, kernel
 from bpcbench.codec.cross_entropy import ideal_plan
 from bpcbench.codec.session import Session, Settings
-from bpcbench.corpora import resolve, take_prefix
 from bpcbench.llama.lanes import StreamEvaluator
+from mix_gain import corpus_spec  # benchmarks/ is on sys.path when this runs as a script
 
 TOP_K = 64
 SUCC_1, SUCC_2 = 32, 16  # recent distinct successors kept per order-1 / order-2 context
@@ -100,9 +100,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     with Session(args.model) as session:
         for spec in args.corpora:
-            name, _, n = spec.partition(":")
-            full = resolve(name).read_bytes()
-            data = take_prefix(full, int(n)) if n and int(n) else full
+            name, n, data = corpus_spec(spec)
             r = dump(session, data, args.threads)
             np.savez(args.out / f"{name}-{n or 0}.npz", **r)
             print(f"{name}: {len(r['tokens'])} tokens, llm {r['bits'].sum() / len(data):.5f} bits/byte", flush=True)

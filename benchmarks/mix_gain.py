@@ -50,6 +50,13 @@ def measure(session: Session, data: bytes, threads: int) -> dict:
     return {"tokens": len(tokens), "plain": math.fsum(plain_bits), "mixed": math.fsum(mixed_bits), **seconds}
 
 
+def corpus_spec(spec: str) -> tuple[str, str, bytes]:
+    """NAME:BYTES -> (name, the BYTES as written, the prefix; 0 or none: the whole file)."""
+    name, _, n = spec.partition(":")
+    full = resolve(name).read_bytes()
+    return name, n, take_prefix(full, int(n)) if n and int(n) else full
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("corpora", nargs="+", help="NAME:BYTES (0 = whole file)")
@@ -58,9 +65,7 @@ def main() -> None:
     args = ap.parse_args()
     with Session(args.model) as session:
         for spec in args.corpora:
-            name, _, n = spec.partition(":")
-            full = resolve(name).read_bytes()
-            data = take_prefix(full, int(n)) if n and int(n) else full
+            name, _, data = corpus_spec(spec)
             r = measure(session, data, args.threads)
             per = {k: 1e3 * r[f"{k}_s"] / max(1, r["tokens"]) for k in ("llm", "plain", "mixed")}
             cost = (per["llm"] + per["mixed"]) / (per["llm"] + per["plain"]) - 1
