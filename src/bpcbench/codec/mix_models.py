@@ -209,8 +209,6 @@ def ng_learn(hist, ng_tag, ng_tok, ng_cnt, ng_loss, cost, s, j, symbol, o, b, n,
                 ng_cnt[s, oo, bb, jj] //= 2
 
 
-
-
 @njit(**JIT)
 def ng_reset(ng_tag, ng_loss, s):
     """Slot s starts a lane: no context seen (a bucket's counts are cleared when its tag is first set), lam = 0."""
