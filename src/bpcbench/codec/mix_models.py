@@ -173,9 +173,10 @@ def ng_count(ng_cnt, ng_tok, s, o, b, symbol):
 
 
 @njit(**JIT)
-def ng_learn(hist, ng_tag, ng_tok, ng_cnt, ng_loss, cost, s, j, symbol, o, b, n, key, wpre, before):
-    """Slot s saw `symbol` at position j (its context still before j in hist): each lam's code length, then
-    the successor counts of every order's context."""
+def ng_learn(hist, ng_tag, ng_tok, ng_cnt, ng_loss, cost, s, j, symbol, chosen, wpre, before):
+    """Slot s saw `symbol` at position j (its context still before j in hist): each lam's code length under the
+    context `chosen` (order, bucket, count sum, loss row), then the successor counts of every order's context."""
+    o, b, n, key = chosen[0], chosen[1], chosen[2], chosen[3]
     if o >= 0:
         pprime = wpre / before
         pn = ng_count(ng_cnt, ng_tok, s, o, b, symbol) / n

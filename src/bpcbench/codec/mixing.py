@@ -1,14 +1,13 @@
 """What the file repeats, beside what the model predicts: an online match model mixed with the LLM (#25).
 
 The match model (codec/mix_models.py) predicts one token c with a match length L. The mixer, per lane (paq/lpaq's
-logistic mixing, in the stretch domain st(p) = ln(p / (1 - p))): inputs st(p_llm(c)), st(the hit rate learned for
-L's bucket and the order that started the match) and a bias; one weight set per context (L's bucket x the LLM's
-confidence bucket x whether c is the LLM's top token); output q, the probability that the next token is c. The
-distribution coded is the LLM's with c's share set to q: p'(c) = q, p'(x) = (1 - q) p(x) / (1 - p(c)), which in the
-coder's unnormalised weights is one entry changed (w'(c) = q / (1 - q) (total - w(c))) and so one block sum: no pass
-over the vocabulary beyond the one the coder's tables already make (kernel.coder_tables). A token without a
-prediction is coded by the LLM alone. The weights start at (1, 0, 0), q = p(c): the mixer starts as the LLM and
-learns from there.
+logistic mixing, in the stretch domain st(p) = ln(p / (1 - p))): inputs st(p_llm(c)), st(the hit rate learned for L's
+bucket and the order that started the match) and a bias; one weight set per context (L's bucket x the LLM's confidence
+bucket x whether c is the LLM's top token); output q, the probability that the next token is c. The distribution coded
+is the LLM's with c's share set to q: p'(c) = q, p'(x) = (1 - q) p(x) / (1 - p(c)), which in the coder's unnormalised
+weights is one entry changed (w'(c) = q / (1 - q) (total - w(c))) and so one block sum: no pass over the vocabulary
+beyond the one the coder's tables already make (kernel.coder_tables). A token without a prediction is coded by the LLM
+alone. The weights start at (1, 0, 0), q = p(c): the mixer starts as the LLM and learns from there.
 
 Then the n-gram model (codec/mix_models.py) is mixed in linearly over its NG_K successors of the context: p''(x) =
 (1 - lam) p'(x) + lam n(x) / N, in the coder's weights lam / (1 - lam) * total * n(x) / N added to at most NG_K
@@ -89,6 +88,12 @@ def _hit_index(length, order):
 
 
 @njit(**JIT)
+def _confidence(total):
+    """The LLM's confidence bucket: its top token's probability is 1 / total (the top weight is exp(0))."""
+    return _bucket(_CONF_EDGES, _prob16(1.0 / total))
+
+
+@njit(**JIT)
 def _mix(weights, counts, s, length, order, wc, total, top, squash, stretch, x):
     """-> (q in 16 bits, weight set); x gets the inputs (the learning step needs them back)."""
     lb = _bucket(_LEN_EDGES, length)
@@ -97,7 +102,7 @@ def _mix(weights, counts, s, length, order, wc, total, top, squash, stretch, x):
     x[0] = stretch[_prob16(wc / total)]
     x[1] = stretch[min(_ONE - 1, max(1, ((2 * hits + 1) << _PROB_BITS) // (2 * seen + 2)))]
     x[2] = 256
-    ctx = (lb * N_CONF + _bucket(_CONF_EDGES, _prob16(1.0 / total))) * 2 + (1 if top else 0)
+    ctx = (lb * N_CONF + _confidence(total)) * 2 + (1 if top else 0)
     dot = 0
     for i in range(N_IN):
         dot += x[i] * weights[s, ctx, i]
@@ -151,6 +156,29 @@ def _patch(outer_row, block, c, wc, total, q):
 
 
 @njit(**JIT)
+def _mix_row(s, j, outer_row, block, pred, length, order, wc, weights, counts, squash, stretch, x, hist, ng_tag,
+             ng_tok, ng_cnt, ng_loss, ng_row, w_row):
+    """One row of the mixed distribution, the coder's and the ideal path's alike: the match model's token given
+    its share q (one block sum changes; its new weight in w_row[0]), then the n-gram's successors added (ng_row:
+    order, bucket, count sum, loss row, lam; w_row[1:]: the factor per count and the total before).
+    -> (q, weight set); j is the lane position of the row."""
+    total = _row_total(outer_row)
+    q, ctx = 0, 0
+    if pred >= 0:
+        q, ctx = _mix(weights, counts, s, length, order, wc, total, wc == 1.0, squash, stretch, x)
+        w_row[0] = _patch(outer_row, block, pred, wc, total, q)
+    o, b, n = models.ng_choose(hist, j, ng_tag, ng_cnt, s)
+    key = o * N_CONF + _confidence(total)
+    ng_row[0], ng_row[1], ng_row[2], ng_row[3], ng_row[4] = o, b, n, key, 0
+    if o >= 0:
+        lam = models.ng_lambda(ng_loss, s, key)
+        ng_row[4] = lam
+        w_row[2] = _row_total(outer_row)
+        w_row[1] = models.ng_patch(outer_row, w_row[2], block, ng_tok, ng_cnt, s, o, b, n, lam)
+    return q, ctx
+
+
+@njit(**JIT)
 def _step_predict(slots, hist, pos, mptr, mlen, mord, tables, pred, length, order):
     for r in range(slots.shape[0]):
         pred[r], length[r] = models.predict(hist, pos, mptr, mlen, mord, tables, slots[r], ORDERS)
@@ -160,24 +188,11 @@ def _step_predict(slots, hist, pos, mptr, mlen, mord, tables, pred, length, orde
 @njit(**JIT)
 def _step_mix(slots, pred, length, order, wc, outer, block, weights, counts, squash, stretch, xs, ctxs, qs, wnew,
               hist, pos, ng_tag, ng_tok, ng_cnt, ng_loss, ng):
-    """The coder's step: q for each row that has a prediction, its block sum changed in `outer`; then the
-    n-gram's successors' (ng[r]: order, bucket, count sum, loss row, lam, and as floats in wnew[r, 1:] the
-    factor per count and the total before)."""
+    """The coder's step: each row's mixed distribution (_mix_row), what learning needs kept in qs, ctxs, xs, ng."""
     for r in range(slots.shape[0]):
         s = slots[r]
-        total = _row_total(outer[r])
-        if pred[r] >= 0:
-            qs[r], ctxs[r] = _mix(weights, counts, s, length[r], order[r], wc[r], total, wc[r] == 1.0, squash,
-                                  stretch, xs[r])
-            wnew[r, 0] = _patch(outer[r], block, pred[r], wc[r], total, qs[r])
-        o, b, n = models.ng_choose(hist, pos[s], ng_tag, ng_cnt, s)
-        key = o * N_CONF + _bucket(_CONF_EDGES, _prob16(1.0 / total))
-        ng[r, 0], ng[r, 1], ng[r, 2], ng[r, 3], ng[r, 4] = o, b, n, key, 0
-        if o >= 0:
-            lam = models.ng_lambda(ng_loss, s, key)
-            ng[r, 4] = lam
-            wnew[r, 2] = _row_total(outer[r])
-            wnew[r, 1] = models.ng_patch(outer[r], wnew[r, 2], block, ng_tok, ng_cnt, s, o, b, n, lam)
+        qs[r], ctxs[r] = _mix_row(s, pos[s], outer[r], block, pred[r], length[r], order[r], wc[r], weights, counts,
+                                  squash, stretch, xs[r], hist, ng_tag, ng_tok, ng_cnt, ng_loss, ng[r], wnew[r])
 
 
 @njit(**JIT)
@@ -203,12 +218,8 @@ def _step_learn(slots, symbols, pred, length, order, ctxs, qs, xs, weights, coun
         s = slots[r]
         if pred[r] >= 0:
             _learn_mix(weights, counts, s, length[r], order[r], ctxs[r], qs[r], xs[r], symbols[r] == pred[r])
-        if ng[r, 0] >= 0:
-            wpre, before = pre[r, symbols[r] % block], wnew[r, 2]
-        else:
-            wpre, before = 1.0, 1.0
-        models.ng_learn(hist, ng_tag, ng_tok, ng_cnt, ng_loss, cost, s, pos[s], symbols[r], ng[r, 0], ng[r, 1],
-                        ng[r, 2], ng[r, 3], wpre, before)
+        wpre, before = (pre[r, symbols[r] % block], wnew[r, 2]) if ng[r, 0] >= 0 else (1.0, 1.0)
+        models.ng_learn(hist, ng_tag, ng_tok, ng_cnt, ng_loss, cost, s, pos[s], symbols[r], ng[r], wpre, before)
         models.learn_match(hist, pos, mptr, mlen, tables, s, ORDERS, symbols[r])
 
 
@@ -226,30 +237,22 @@ def _block_mix(s, symbols, pred, length, order, wc, wx, outer, block, weights, c
                start, ng_tag, ng_tok, ng_cnt, ng_loss, cost):
     """Ideal path: -log2 p'(token) row by row, the mixer learning after each, as the coder's step does
     (`start`: the lane position of the first row; hist already holds the rows' tokens)."""
-    x = np.empty(N_IN, dtype=np.int64)
+    x, ng_row, w_row = np.empty(N_IN, dtype=np.int64), np.empty(5, dtype=np.int64), np.empty(3)
     for r in range(symbols.shape[0]):
-        total = _row_total(outer[r])
-        sym = symbols[r]
+        sym, j = symbols[r], start + r
+        q, ctx = _mix_row(s, j, outer[r], block, pred[r], length[r], order[r], wc[r], weights, counts, squash,
+                          stretch, x, hist, ng_tag, ng_tok, ng_cnt, ng_loss, ng_row, w_row)
         w = wx[r]
         if pred[r] >= 0:
-            q, ctx = _mix(weights, counts, s, length[r], order[r], wc[r], total, wc[r] == 1.0, squash, stretch, x)
-            wn = _patch(outer[r], block, pred[r], wc[r], total, q)
             hit = sym == pred[r]
             if hit:
-                w = wn
+                w = w_row[0]
             _learn_mix(weights, counts, s, length[r], order[r], ctx, q, x, hit)
-        j = start + r
-        o, b, n = models.ng_choose(hist, j, ng_tag, ng_cnt, s)
-        key = o * N_CONF + _bucket(_CONF_EDGES, _prob16(1.0 / total))
-        wpre, before, add = w, 1.0, 0.0
-        if o >= 0:
-            lam = models.ng_lambda(ng_loss, s, key)
-            before = _row_total(outer[r])
-            a = models.ng_patch(outer[r], before, block, ng_tok, ng_cnt, s, o, b, n, lam)
-            if lam > 0:
-                add = a * models.ng_count(ng_cnt, ng_tok, s, o, b, sym)
-        bits[r] = math.log2(_row_total(outer[r])) - math.log2(wpre + add)
-        models.ng_learn(hist, ng_tag, ng_tok, ng_cnt, ng_loss, cost, s, j, sym, o, b, n, key, wpre, before)
+        o = ng_row[0]
+        before = w_row[2] if o >= 0 else 1.0
+        add = w_row[1] * models.ng_count(ng_cnt, ng_tok, s, o, ng_row[1], sym) if o >= 0 and ng_row[4] > 0 else 0.0
+        bits[r] = math.log2(_row_total(outer[r])) - math.log2(w + add)
+        models.ng_learn(hist, ng_tag, ng_tok, ng_cnt, ng_loss, cost, s, j, sym, ng_row, w, before)
 
 
 _TABLE_ENTRIES = 1 << 21  # hash entries per order over all slots: the state's size, whatever a file says
@@ -311,7 +314,7 @@ class MatchTables:
         wc = self._chosen(pred)
         rows = len(logits)
         xs, ng, wnew = np.zeros((rows, N_IN), dtype=np.int64), np.zeros((rows, 5), dtype=np.int64), np.zeros((rows, 3))
-        ctxs, qs = np.zeros(rows, dtype=np.int64), np.zeros(rows, dtype=np.int64)
+        ctxs, qs = np.zeros((2, rows), dtype=np.int64)
         _step_mix(slots, pred, length, order, wc, outer, self.factor.block, self.weights, self.counts, SQUASH,
                   STRETCH, xs, ctxs, qs, wnew, self.hist, self.pos, *self._ng(), ng)
         self._row = (slots, pred, length, order, xs, ctxs, qs, wnew, ng, None)
@@ -345,8 +348,7 @@ class MatchTables:
         """Ideal bits of one lane's consecutive rows under the mixed distribution, learning as it goes."""
         symbols = np.asarray(symbols, dtype=np.int64)
         slots, pred, length, order = self._begin(np.array([lane]), len(symbols))
-        s = int(slots[0])
-        start = int(self.pos[s])
+        s, start = int(slots[0]), int(self.pos[slots[0]])
         _block_predict(s, symbols, *self._state(), pred, length, order)
         outer = self.plain.block_table(logits)
         wc = self._chosen(pred)
