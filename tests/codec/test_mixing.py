@@ -67,11 +67,36 @@ def test_mixed_round_trips_of_odd_inputs_and_chunks(tiny_session, data):
         assert enc.mix_state == dec.mix_state or enc.method != "model"
 
 
-def test_chunks_in_several_waves_reset_each_lanes_mixer(tiny_session):
+def test_chunks_in_several_waves_start_each_lanes_match_afresh(tiny_session):
     s = Settings(policy="chunks", context=16, width=2, threads=2, mix="match")
     blob, enc = codec.compress(REPEATS, tiny_session, s, fallback=False)
     out, dec = decompress(blob, tiny_session, settings=s)
     assert out == REPEATS and enc.lanes > 2 and enc.mix_state == dec.mix_state
+
+
+def _lane_bits(lanes: list[np.ndarray], steps: int, vocab: int) -> np.ndarray:
+    """-log2 p' of each lane's tokens, the lanes coded side by side one token a step, flat logits."""
+    tables = mixing.step_tables("match", vocab, 0, len(lanes), max(map(len, lanes)))
+    bits = np.zeros((len(lanes), steps))
+    for step in range(steps):
+        rows = np.arange(len(lanes))
+        symbols = np.array([lane[step] for lane in lanes])
+        bits[:, step] = tables.encoder(np.zeros((len(lanes), vocab), dtype=np.float32), symbols, rows)[2]
+    return bits
+
+
+def test_the_lanes_of_a_plan_learn_from_each_other():
+    """mix/3: lane 1 codes a phrase that only lane 0 has seen (earlier steps). Lane 1's own match model
+    cannot know it; the shared n-gram does."""
+    rng = np.random.default_rng(5)
+    vocab = 64
+    phrase = rng.integers(0, vocab, 40)
+    seen = np.concatenate([phrase, phrase, phrase])
+    fresh = np.concatenate([rng.integers(0, vocab, 60), phrase])
+    together = _lane_bits([seen, fresh], 100, vocab)[1, 60:].sum()
+    alone = _lane_bits([fresh], 100, vocab)[0, 60:].sum()
+    assert alone == pytest.approx(40 * 6, rel=0.02)  # flat logits: 6 bits a token, nothing to learn from
+    assert together < 0.75 * alone
 
 
 def test_the_ideal_path_mixes_as_the_one_lane_coder_does(tiny_session):

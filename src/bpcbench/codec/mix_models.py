@@ -1,5 +1,6 @@
 """The predictors `--mix match` mixes with the LLM (#25, codec/mixing.py mixes them): the token match
-model and the token n-gram model, per slot, compiled; and the fixed-point rules both share.
+model (per lane) and the token n-gram model (shared by the lanes), compiled; and the fixed-point rules
+both share.
 
 The match model: hashes of the last k tokens (k in ORDERS, longest first) -> the last position that
 context occurred; when none is active, the longest order that hits and whose context really matches
@@ -115,105 +116,109 @@ def prob16(p):
 
 
 @njit(**JIT)
-def ng_find(hist, p0, ng_tag, s, o):
-    """The bucket of slot s's order-o context before position p0, or -1 where it was never seen."""
+def ng_find(hs, p0, ng_tag, o):
+    """The bucket of the order-o context before position p0 of a lane's history hs, or -1 where never seen."""
     k = NG_ORDERS[o]
     if p0 < k:
         return -1
-    h = hash_full(hist[s], p0, k)
-    b = h & (ng_tag.shape[2] - 1)
-    return b if ng_tag[s, o, b] == (h | 1) else -1
+    h = hash_full(hs, p0, k)
+    b = h & (ng_tag.shape[1] - 1)
+    return b if ng_tag[o, b] == (h | 1) else -1
 
 
 @njit(**JIT)
-def ng_choose(hist, p0, ng_tag, ng_cnt, s):
+def ng_choose(hs, p0, ng_tag, ng_cnt):
     """(order index, bucket, count sum) of the longest context seen before with counts; order -1: none."""
     for o in range(NG_ORDERS.shape[0]):
-        b = ng_find(hist, p0, ng_tag, s, o)
+        b = ng_find(hs, p0, ng_tag, o)
         if b < 0:
             continue
         n = 0
         for j in range(NG_K):
-            n += ng_cnt[s, o, b, j]
+            n += ng_cnt[o, b, j]
         if n > 0:
             return o, b, n
     return -1, 0, 0
 
 
 @njit(**JIT)
-def ng_lambda(ng_loss, s, key):
+def ng_lambda(ng_loss, key):
     best = 0
     for lam in range(1, N_LAM):
-        if ng_loss[s, key, lam] < ng_loss[s, key, best]:
+        if ng_loss[key, lam] < ng_loss[key, best]:
             best = lam
     return best
 
 
 @njit(**JIT)
-def ng_patch(outer_row, before, block, ng_tok, ng_cnt, s, o, b, n, lam):
+def ng_patch(outer_row, before, block, ng_tok, ng_cnt, o, b, n, lam):
     """Add lam / (1 - lam) * count / n of the row's total (`before`) to each successor's weight (their
     block sums); -> the factor per count."""
     if lam == 0:
         return 0.0
     a = NG_LAMBDA[lam] / (1.0 - NG_LAMBDA[lam]) * before / n
     for j in range(NG_K):
-        c = ng_cnt[s, o, b, j]
+        c = ng_cnt[o, b, j]
         if c > 0:
-            t = ng_tok[s, o, b, j]
+            t = ng_tok[o, b, j]
             outer_row[t // block] += a * c
     return a
 
 
 @njit(**JIT)
-def ng_count(ng_cnt, ng_tok, s, o, b, symbol):
+def ng_count(ng_cnt, ng_tok, o, b, symbol):
     for j in range(NG_K):
-        if ng_cnt[s, o, b, j] > 0 and ng_tok[s, o, b, j] == symbol:
-            return ng_cnt[s, o, b, j]
+        if ng_cnt[o, b, j] > 0 and ng_tok[o, b, j] == symbol:
+            return ng_cnt[o, b, j]
     return 0
 
 
 @njit(**JIT)
-def ng_learn(hist, ng_tag, ng_tok, ng_cnt, ng_loss, cost, s, j, symbol, chosen, wpre, before):
-    """Slot s saw `symbol` at position j (its context still before j in hist): each lam's code length under the
-    context `chosen` (order, bucket, count sum, loss row), then the successor counts of every order's context."""
+def ng_score(ng_tok, ng_cnt, ng_loss, cost, symbol, chosen, wpre, before):
+    """What each lam would have cost `symbol` under the context `chosen` (order, bucket, count sum, loss row),
+    with p'(symbol) = wpre / before: added to the loss row."""
     o, b, n, key = chosen[0], chosen[1], chosen[2], chosen[3]
-    if o >= 0:
-        pprime = wpre / before
-        pn = ng_count(ng_cnt, ng_tok, s, o, b, symbol) / n
-        for lam in range(N_LAM):
-            ng_loss[s, key, lam] += cost[prob16((1.0 - NG_LAMBDA[lam]) * pprime + NG_LAMBDA[lam] * pn)]
+    if o < 0:
+        return
+    pprime = wpre / before
+    pn = ng_count(ng_cnt, ng_tok, o, b, symbol) / n
+    for lam in range(N_LAM):
+        ng_loss[key, lam] += cost[prob16((1.0 - NG_LAMBDA[lam]) * pprime + NG_LAMBDA[lam] * pn)]
+
+
+@njit(**JIT)
+def ng_learn(hs, j, ng_tag, ng_tok, ng_cnt, symbol):
+    """A lane saw `symbol` at position j of its history hs (the context still before j): the successor
+    counts of every order's context."""
     for oo in range(NG_ORDERS.shape[0]):
         k = NG_ORDERS[oo]
         if j < k:
             continue
-        h = hash_full(hist[s], j, k)
-        bb = h & (ng_tag.shape[2] - 1)
-        if ng_tag[s, oo, bb] != (h | 1):  # a new context (or another hashed here): start it afresh
-            ng_tag[s, oo, bb] = h | 1
-            ng_cnt[s, oo, bb, :] = 0
+        h = hash_full(hs, j, k)
+        bb = h & (ng_tag.shape[1] - 1)
+        if ng_tag[oo, bb] != (h | 1):  # a new context (or another hashed here): start it afresh
+            ng_tag[oo, bb] = h | 1
+            ng_cnt[oo, bb, :] = 0
         low = 0
         found = -1
         for jj in range(NG_K):
-            c = ng_cnt[s, oo, bb, jj]
-            if c > 0 and ng_tok[s, oo, bb, jj] == symbol:
+            c = ng_cnt[oo, bb, jj]
+            if c > 0 and ng_tok[oo, bb, jj] == symbol:
                 found = jj
                 break
-            if c < ng_cnt[s, oo, bb, low]:
+            if c < ng_cnt[oo, bb, low]:
                 low = jj
         if found < 0:  # the least frequent successor makes room
             found = low
-            ng_tok[s, oo, bb, found] = symbol
-            ng_cnt[s, oo, bb, found] = 0
-        ng_cnt[s, oo, bb, found] += 1
-        if ng_cnt[s, oo, bb, found] > NG_COUNT_LIMIT:
+            ng_tok[oo, bb, found] = symbol
+            ng_cnt[oo, bb, found] = 0
+        ng_cnt[oo, bb, found] += 1
+        if ng_cnt[oo, bb, found] > NG_COUNT_LIMIT:
             for jj in range(NG_K):
-                ng_cnt[s, oo, bb, jj] //= 2
+                ng_cnt[oo, bb, jj] //= 2
 
 
-@njit(**JIT)
-def ng_reset(ng_tag, ng_loss, s):
-    """Slot s starts a lane: no context seen (a bucket's counts are cleared when its tag is first set), lam = 0."""
-    ng_tag[s, :, :] = 0
-    for c in range(ng_loss.shape[1]):
-        ng_loss[s, c, 0] = 0
-        ng_loss[s, c, 1:] = NG_PENALTY
+def ng_start(ng_loss: np.ndarray) -> None:
+    """Before the first lane: lam = 0 ahead of the others by NG_PENALTY."""
+    ng_loss[:, 0] = 0
+    ng_loss[:, 1:] = NG_PENALTY

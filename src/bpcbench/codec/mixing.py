@@ -1,6 +1,6 @@
 """What the file repeats, beside what the model predicts: an online match model mixed with the LLM (#25).
 
-The match model (codec/mix_models.py) predicts one token c with a match length L. The mixer, per lane (paq/lpaq's
+The match model (codec/mix_models.py) predicts one token c with a match length L. The mixer (paq/lpaq's
 logistic mixing, in the stretch domain st(p) = ln(p / (1 - p))): inputs st(p_llm(c)), st(the hit rate learned for L's
 bucket and the order that started the match) and a bias; one weight set per context (L's bucket x the LLM's confidence
 bucket x whether c is the LLM's top token); output q, the probability that the next token is c. The distribution coded
@@ -19,9 +19,10 @@ inputs are p(c) = w(c) / total and 1 / total, IEEE divisions of the kernel's own
 its code lengths' probabilities are IEEE products and sums in a fixed order, the same on both ends. Both ends call
 the same loops in the same order with the same numbers (the decoder learns a token once decoded).
 
-State lives in slots, one per lane of a wave (lane id % width), reset when a lane starts, so memory is bounded by
-the plan's width and longest lane (hash tables of at most 2**21 entries per order over all slots, the n-gram's of
-2**17 contexts per order), never by anything else a file says.
+The lanes of a plan share what is learned (mix/3: mixer weights, hit counts, the n-gram's tables and losses), read
+as the previous step left it; the match model follows a lane's own history, in slots (lane id % width) reset when a
+lane starts. Memory is bounded by the plan's width and longest lane (at most 2**21 match entries per order over all
+slots, 2**17 n-gram contexts per order), never by anything else a file says.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from bpcbench.codec.mix_models import (COST, JIT, MAX_VERIFY, N_LAM, N_ORD, NG_C
                                        NG_PENALTY, ORDERS)
 from bpcbench.errors import BpcError
 
-VERSION = "bpcbench-mix/2"  # bump whenever a change here can change a table's bits
+VERSION = "bpcbench-mix/3"  # bump whenever a change here can change a table's bits
 MODES = ("none", "match")  # the container's mix ids are indices into this tuple: append only
 _PROB_BITS, _ONE = models.PROB_BITS, models.ONE
 _bucket, _prob16 = models.bucket, models.prob16
@@ -94,47 +95,43 @@ def _confidence(total):
 
 
 @njit(**JIT)
-def _mix(weights, counts, s, length, order, wc, total, top, squash, stretch, x):
+def _mix(weights, counts, length, order, wc, total, top, squash, stretch, x):
     """-> (q in 16 bits, weight set); x gets the inputs (the learning step needs them back)."""
     lb = _bucket(_LEN_EDGES, length)
     hi = _hit_index(length, order)
-    hits, seen = counts[s, hi, 0], counts[s, hi, 1]
+    hits, seen = counts[hi, 0], counts[hi, 1]
     x[0] = stretch[_prob16(wc / total)]
     x[1] = stretch[min(_ONE - 1, max(1, ((2 * hits + 1) << _PROB_BITS) // (2 * seen + 2)))]
     x[2] = 256
     ctx = (lb * N_CONF + _confidence(total)) * 2 + (1 if top else 0)
     dot = 0
     for i in range(N_IN):
-        dot += x[i] * weights[s, ctx, i]
+        dot += x[i] * weights[ctx, i]
     d = min(_ST_MAX, max(-_ST_MAX, dot >> 16))
     return squash[d + _ST_MAX], ctx
 
 
 @njit(**JIT)
-def _learn_mix(weights, counts, s, length, order, ctx, q, x, hit):
+def _learn_mix(weights, counts, length, order, ctx, q, x, hit):
     err = ((1 << _PROB_BITS) if hit else 0) - q
     for i in range(N_IN):
-        weights[s, ctx, i] += (x[i] * err * LEARNING_RATE) >> 18
+        weights[ctx, i] += (x[i] * err * LEARNING_RATE) >> 18
     hi = _hit_index(length, order)
-    counts[s, hi, 0] += 1 if hit else 0
-    counts[s, hi, 1] += 1
-    if counts[s, hi, 1] > COUNT_LIMIT:
-        counts[s, hi, 0] //= 2
-        counts[s, hi, 1] //= 2
+    counts[hi, 0] += 1 if hit else 0
+    counts[hi, 1] += 1
+    if counts[hi, 1] > COUNT_LIMIT:
+        counts[hi, 0] //= 2
+        counts[hi, 1] //= 2
 
 
 @njit(**JIT)
-def _reset(slots, lanes, owner, pos, mptr, mlen, mord, tables, counts, weights, ng_tag, ng_loss):
-    """Clear the slot of every lane that starts here."""
+def _reset(slots, lanes, owner, pos, mptr, mlen, mord, tables):
+    """Clear the match model's slot of every lane that starts here (what is learned stays)."""
     for r in range(lanes.shape[0]):
         s = slots[r]
         if owner[s] != lanes[r]:
             owner[s], pos[s], mptr[s], mlen[s], mord[s] = lanes[r], 0, 0, 0, 0
             tables[s, :, :] = 0
-            counts[s, :, :] = 0
-            for c in range(weights.shape[1]):
-                weights[s, c, :] = W_INIT
-            models.ng_reset(ng_tag, ng_loss, s)
 
 
 @njit(**JIT)
@@ -156,25 +153,25 @@ def _patch(outer_row, block, c, wc, total, q):
 
 
 @njit(**JIT)
-def _mix_row(s, j, outer_row, block, pred, length, order, wc, weights, counts, squash, stretch, x, hist, ng_tag,
-             ng_tok, ng_cnt, ng_loss, ng_row, w_row):
+def _mix_row(hs, j, outer_row, block, pred, length, order, wc, weights, counts, squash, stretch, x, ng_tag, ng_tok,
+             ng_cnt, ng_loss, ng_row, w_row):
     """One row of the mixed distribution, the coder's and the ideal path's alike: the match model's token given
     its share q (one block sum changes; its new weight in w_row[0]), then the n-gram's successors added (ng_row:
     order, bucket, count sum, loss row, lam; w_row[1:]: the factor per count and the total before).
-    -> (q, weight set); j is the lane position of the row."""
+    -> (q, weight set); j is the row's position in its lane's history hs."""
     total = _row_total(outer_row)
     q, ctx = 0, 0
     if pred >= 0:
-        q, ctx = _mix(weights, counts, s, length, order, wc, total, wc == 1.0, squash, stretch, x)
+        q, ctx = _mix(weights, counts, length, order, wc, total, wc == 1.0, squash, stretch, x)
         w_row[0] = _patch(outer_row, block, pred, wc, total, q)
-    o, b, n = models.ng_choose(hist, j, ng_tag, ng_cnt, s)
+    o, b, n = models.ng_choose(hs, j, ng_tag, ng_cnt)
     key = o * N_CONF + _confidence(total)
     ng_row[0], ng_row[1], ng_row[2], ng_row[3], ng_row[4] = o, b, n, key, 0
     if o >= 0:
-        lam = models.ng_lambda(ng_loss, s, key)
+        lam = models.ng_lambda(ng_loss, key)
         ng_row[4] = lam
         w_row[2] = _row_total(outer_row)
-        w_row[1] = models.ng_patch(outer_row, w_row[2], block, ng_tok, ng_cnt, s, o, b, n, lam)
+        w_row[1] = models.ng_patch(outer_row, w_row[2], block, ng_tok, ng_cnt, o, b, n, lam)
     return q, ctx
 
 
@@ -191,22 +188,22 @@ def _step_mix(slots, pred, length, order, wc, outer, block, weights, counts, squ
     """The coder's step: each row's mixed distribution (_mix_row), what learning needs kept in qs, ctxs, xs, ng."""
     for r in range(slots.shape[0]):
         s = slots[r]
-        qs[r], ctxs[r] = _mix_row(s, pos[s], outer[r], block, pred[r], length[r], order[r], wc[r], weights, counts,
-                                  squash, stretch, xs[r], hist, ng_tag, ng_tok, ng_cnt, ng_loss, ng[r], wnew[r])
+        qs[r], ctxs[r] = _mix_row(hist[s], pos[s], outer[r], block, pred[r], length[r], order[r], wc[r], weights,
+                                  counts, squash, stretch, xs[r], ng_tag, ng_tok, ng_cnt, ng_loss, ng[r], wnew[r])
 
 
 @njit(**JIT)
-def _step_inner(slots, blocks, pred, wnew, block, inner, pre, ng, ng_tok, ng_cnt):
+def _step_inner(blocks, pred, wnew, block, inner, pre, ng, ng_tok, ng_cnt):
     """The decoded (or coded) block's entries, mixed as the block table was; `pre` keeps them before the n-gram."""
     for r in range(blocks.shape[0]):
         if pred[r] >= 0 and pred[r] // block == blocks[r]:
             inner[r, pred[r] % block] = wnew[r, 0]
         pre[r, :] = inner[r, :]
         if ng[r, 0] >= 0 and ng[r, 4] > 0:
-            s, o, b = slots[r], ng[r, 0], ng[r, 1]
+            o, b = ng[r, 0], ng[r, 1]
             for j in range(NG_K):
-                c = ng_cnt[s, o, b, j]
-                t = ng_tok[s, o, b, j]
+                c = ng_cnt[o, b, j]
+                t = ng_tok[o, b, j]
                 if c > 0 and t // block == blocks[r]:
                     inner[r, t % block] += wnew[r, 1] * c
 
@@ -214,12 +211,16 @@ def _step_inner(slots, blocks, pred, wnew, block, inner, pre, ng, ng_tok, ng_cnt
 @njit(**JIT)
 def _step_learn(slots, symbols, pred, length, order, ctxs, qs, xs, weights, counts, hist, pos, mptr, mlen, tables,
                 pre, block, wnew, ng, ng_tag, ng_tok, ng_cnt, ng_loss, cost):
+    """Every row learns, in row order: the mixer and the n-gram's losses first (each row's as the step saw the
+    tables), then the n-gram's counts and the row's own match model."""
+    for r in range(slots.shape[0]):
+        if pred[r] >= 0:
+            _learn_mix(weights, counts, length[r], order[r], ctxs[r], qs[r], xs[r], symbols[r] == pred[r])
+        wpre, before = (pre[r, symbols[r] % block], wnew[r, 2]) if ng[r, 0] >= 0 else (1.0, 1.0)
+        models.ng_score(ng_tok, ng_cnt, ng_loss, cost, symbols[r], ng[r], wpre, before)
     for r in range(slots.shape[0]):
         s = slots[r]
-        if pred[r] >= 0:
-            _learn_mix(weights, counts, s, length[r], order[r], ctxs[r], qs[r], xs[r], symbols[r] == pred[r])
-        wpre, before = (pre[r, symbols[r] % block], wnew[r, 2]) if ng[r, 0] >= 0 else (1.0, 1.0)
-        models.ng_learn(hist, ng_tag, ng_tok, ng_cnt, ng_loss, cost, s, pos[s], symbols[r], ng[r], wpre, before)
+        models.ng_learn(hist[s], pos[s], ng_tag, ng_tok, ng_cnt, symbols[r])
         models.learn_match(hist, pos, mptr, mlen, tables, s, ORDERS, symbols[r])
 
 
@@ -240,23 +241,24 @@ def _block_mix(s, symbols, pred, length, order, wc, wx, outer, block, weights, c
     x, ng_row, w_row = np.empty(N_IN, dtype=np.int64), np.empty(5, dtype=np.int64), np.empty(3)
     for r in range(symbols.shape[0]):
         sym, j = symbols[r], start + r
-        q, ctx = _mix_row(s, j, outer[r], block, pred[r], length[r], order[r], wc[r], weights, counts, squash,
-                          stretch, x, hist, ng_tag, ng_tok, ng_cnt, ng_loss, ng_row, w_row)
+        q, ctx = _mix_row(hist[s], j, outer[r], block, pred[r], length[r], order[r], wc[r], weights, counts, squash,
+                          stretch, x, ng_tag, ng_tok, ng_cnt, ng_loss, ng_row, w_row)
         w = wx[r]
         if pred[r] >= 0:
             hit = sym == pred[r]
             if hit:
                 w = w_row[0]
-            _learn_mix(weights, counts, s, length[r], order[r], ctx, q, x, hit)
+            _learn_mix(weights, counts, length[r], order[r], ctx, q, x, hit)
         o = ng_row[0]
         before = w_row[2] if o >= 0 else 1.0
-        add = w_row[1] * models.ng_count(ng_cnt, ng_tok, s, o, ng_row[1], sym) if o >= 0 and ng_row[4] > 0 else 0.0
+        add = w_row[1] * models.ng_count(ng_cnt, ng_tok, o, ng_row[1], sym) if o >= 0 and ng_row[4] > 0 else 0.0
         bits[r] = math.log2(_row_total(outer[r])) - math.log2(w + add)
-        models.ng_learn(hist, ng_tag, ng_tok, ng_cnt, ng_loss, cost, s, j, sym, ng_row, w, before)
+        models.ng_score(ng_tok, ng_cnt, ng_loss, cost, sym, ng_row, w, before)
+        models.ng_learn(hist[s], j, ng_tag, ng_tok, ng_cnt, sym)
 
 
 _TABLE_ENTRIES = 1 << 21  # hash entries per order over all slots: the state's size, whatever a file says
-_NG_ENTRIES = 1 << 17  # n-gram contexts per order over all slots (NG_K successors each)
+_NG_ENTRIES = 1 << 17  # n-gram contexts per order, shared by the lanes (NG_K successors each)
 
 
 class MatchTables:
@@ -273,18 +275,17 @@ class MatchTables:
         longest = max(1, longest)
         need = (longest - 1).bit_length()
         size = 1 << max(8, min(need, (_TABLE_ENTRIES // self.width).bit_length() - 1))
-        ng_size = 1 << max(6, min(need, (_NG_ENTRIES // self.width).bit_length() - 1))
+        ng_size = 1 << max(6, min((self.width * longest - 1).bit_length(), _NG_ENTRIES.bit_length() - 1))
         self.hist = np.zeros((self.width, longest), dtype=np.int32)
         self.tables = np.zeros((self.width, N_ORD, size), dtype=np.int32)
         self.owner = np.full(self.width, -1, dtype=np.int64)
         self.pos, self.mptr, self.mlen, self.mord = (np.zeros(self.width, dtype=np.int64) for _ in range(4))
-        self.counts = np.zeros((self.width, N_LEN * N_ORD, 2), dtype=np.int64)
-        self.weights = np.zeros((self.width, N_CTX, N_IN), dtype=np.int64)
-        n_ng = len(NG_ORDERS)
-        self.ng_tag = np.zeros((self.width, n_ng, ng_size), dtype=np.int64)
-        self.ng_tok = np.zeros((self.width, n_ng, ng_size, NG_K), dtype=np.int32)
-        self.ng_cnt = np.zeros((self.width, n_ng, ng_size, NG_K), dtype=np.int32)
-        self.ng_loss = np.zeros((self.width, n_ng * N_CONF, N_LAM), dtype=np.int64)
+        self.counts = np.zeros((N_LEN * N_ORD, 2), dtype=np.int64)
+        self.weights = np.tile(W_INIT, (N_CTX, 1))
+        self.ng_tag = np.zeros((len(NG_ORDERS), ng_size), dtype=np.int64)
+        self.ng_tok, self.ng_cnt = (np.zeros((len(NG_ORDERS), ng_size, NG_K), dtype=np.int32) for _ in range(2))
+        self.ng_loss = np.zeros((len(NG_ORDERS) * N_CONF, N_LAM), dtype=np.int64)
+        models.ng_start(self.ng_loss)
         self._row = None
 
     def _state(self):
@@ -296,8 +297,7 @@ class MatchTables:
     def _begin(self, lanes: np.ndarray, rows: int):
         lanes = np.asarray(lanes, dtype=np.int64)
         slots = lanes % self.width
-        _reset(slots, lanes, self.owner, self.pos, self.mptr, self.mlen, self.mord, self.tables, self.counts,
-               self.weights, self.ng_tag, self.ng_loss)
+        _reset(slots, lanes, self.owner, self.pos, self.mptr, self.mlen, self.mord, self.tables)
         pred, length, order = (np.empty(rows, dtype=np.int64) for _ in range(3))
         return slots, pred, length, order
 
@@ -324,8 +324,8 @@ class MatchTables:
         inner = self.plain.entries(blocks)
         slots, pred, _, _, _, _, _, wnew, ng, _ = self._row
         pre = np.empty_like(inner)
-        _step_inner(slots, np.asarray(blocks, dtype=np.int64), pred, wnew, self.factor.block, inner, pre, ng,
-                    self.ng_tok, self.ng_cnt)
+        _step_inner(np.asarray(blocks, dtype=np.int64), pred, wnew, self.factor.block, inner, pre, ng, self.ng_tok,
+                    self.ng_cnt)
         self._row = self._row[:-1] + (pre,)
         return inner
 
