@@ -1,10 +1,11 @@
 """The host's share of a ladder's wall time (issue #22: below 10% on the reference configuration).
 
 Runs `bpcbench ladder ARGS` in this process with every `llama_decode` (Batch.decode) and every
-`quantize.quantize` call timed as an interval; base and level decode at the same time in two
-threads, so what counts as llama.cpp's time is the union of those intervals, and the host's
-share is the rest of the wall time (our scoring, tokenizing, GGUF reading, reports, imports
-after start-up). Timers, not a profiler: a profiler would inflate the Python side it measures.
+`llama_model_quantize` (quantizer.quantize_file) call timed as an interval; base and level decode
+at the same time in two threads, so what counts as llama.cpp's time is the union of those
+intervals, and the host's share is the rest of the wall time (our scoring, tokenizing, GGUF
+headers and hashes, model loads, reports, imports after start-up). Timers, not a profiler: a
+profiler would inflate the Python side it measures.
 The reference configuration is `make ladder`, i.e. no arguments:
 
     PYTHONPATH=src python benchmarks/ladder_share.py -- --out /tmp/ladder-share
@@ -21,6 +22,7 @@ import time
 
 from bpcbench import quantize
 from bpcbench.cli import main as cli_main
+from bpcbench.llama import quantizer
 from bpcbench.llama.binding import Batch
 
 
@@ -69,21 +71,24 @@ def main(argv: list[str] | None = None) -> int:
     spans = Intervals()
     decode = spans.wrap(Batch, "decode", "llama_decode")
     reports: list = []
-    quant = spans.wrap(quantize, "quantize", "quantize", reports)
+    quant = spans.wrap(quantizer, "quantize_file", "quantize")
+    reporting = spans.wrap(quantize, "quantize", "report", reports)
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     try:
         rc = cli_main(["ladder", *a.ladder_args])
     finally:
         wall = time.perf_counter() - t0
-        Batch.decode, quantize.quantize = decode, quant
-    llama = spans.union()
+        Batch.decode, quantizer.quantize_file, quantize.quantize = decode, quant, reporting
+    llama = spans.union({"llama_decode", "quantize"})
     n_dec, s_dec = spans.summed("llama_decode")
     n_q, s_q = spans.summed("quantize")
     print(f"ladder {' '.join(a.ladder_args)}: exit {rc}, wall {wall:.1f} s, load average {load0:.2f} at the "
           f"start, {os.getloadavg()[0]:.2f} at the end")
-    print(f"llama_decode: {n_dec} calls, {s_dec:.1f} s summed over both threads; quantize: {n_q} calls "
-          f"({sum(r.cached for r in reports)} cached), {s_q:.1f} s")
+    n_r, s_r = spans.summed("report")
+    print(f"llama_decode: {n_dec} calls, {s_dec:.1f} s summed over both threads; llama_model_quantize: {n_q} "
+          f"calls, {s_q:.1f} s; quantize.quantize (the call, its header and hashes): {n_r} calls "
+          f"({sum(r.cached for r in reports)} cached), {s_r:.1f} s")
     print(f"llama.cpp busy (union of both): {llama:.1f} s; the host alone: {wall - llama:.1f} s = "
           f"{(wall - llama) / wall:.1%} of the wall time")
     return rc

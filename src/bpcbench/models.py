@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from gguf import GGUFReader, LlamaFileType
+from gguf import LlamaFileType
 
-from bpcbench import defaults
+from bpcbench import defaults, gguf_header
 from bpcbench.atomic import write_bytes, write_text
 from bpcbench.errors import BpcError
 
@@ -330,41 +330,26 @@ def describe(spec: str | os.PathLike) -> ModelInfo:
 
 def _read_metadata(path: Path) -> dict:
     try:
-        reader = GGUFReader(str(path), "r")
-        tokens = reader.fields.get("tokenizer.ggml.tokens")
-        return {"arch": _field_str(reader, "general.architecture") or "?",
-                "vocab_size": len(tokens.data) if tokens is not None else 0,
-                "quant_type": _quant_type(reader),
-                "n_params": int(sum(int(t.n_elements) for t in reader.tensors))}
-    except BpcError:
-        raise
-    except Exception as e:  # gguf raises assorted ValueError/IndexError on truncated files
+        header = gguf_header.read_header(path)
+        tokens = header.fields.get("tokenizer.ggml.tokens")
+        arch = header.fields.get("general.architecture")
+        return {"arch": arch if isinstance(arch, str) and arch else "?",
+                "vocab_size": tokens.count if isinstance(tokens, gguf_header.Array) else 0,
+                "quant_type": _quant_type(header),
+                "n_params": sum(t.n_elements for t in header.tensors)}
+    except Exception as e:  # a malformed header (ValueError) or an unreadable file
         raise BpcError(f"model {path} is truncated or corrupt: {type(e).__name__}: {e}") from None
 
 
-def _field_str(reader, key: str) -> str | None:
-    f = reader.fields.get(key)
-    if f is None:
-        return None
-    return bytes(f.parts[f.data[0]]).decode("utf-8", "replace")
-
-
-def _field_int(reader, key: str) -> int | None:
-    f = reader.fields.get(key)
-    if f is None:
-        return None
-    return int(f.parts[f.data[0]][0])
-
-
-def _quant_type(reader) -> str:
+def _quant_type(header: gguf_header.Header) -> str:
     """general.file_type names the intended level; fall back to the most common tensor type."""
-    ft = _field_int(reader, "general.file_type")
-    if ft is not None:
+    ft = header.fields.get("general.file_type")
+    if type(ft) is int:
         try:
             return LlamaFileType(ft).name.replace("MOSTLY_", "").replace("ALL_", "")
         except ValueError:
             pass
     counts: dict[str, int] = {}
-    for t in reader.tensors:
-        counts[t.tensor_type.name] = counts.get(t.tensor_type.name, 0) + int(t.n_elements)
+    for t in header.tensors:
+        counts[t.tensor_type.name] = counts.get(t.tensor_type.name, 0) + t.n_elements
     return max(counts, key=counts.get) if counts else "?"

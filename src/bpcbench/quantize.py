@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from gguf import GGUFReader
 
-from bpcbench import defaults, models
+from bpcbench import defaults, gguf_header, models
 from bpcbench.atomic import atomic_path, write_text
 from bpcbench.errors import BpcError
 from bpcbench.llama import quantizer
@@ -121,15 +121,15 @@ def inspect_gguf(path: str | os.PathLike) -> tuple[int, int, dict[str, int], int
     path = Path(path)
     models.check_gguf_file(path)
     try:
-        reader = GGUFReader(str(path), "r")
-        n_bytes = sum(int(t.n_bytes) for t in reader.tensors)
-        n_elem = sum(int(t.n_elements) for t in reader.tensors)
+        header = gguf_header.read_header(path)
+        n_bytes = sum(t.n_bytes for t in header.tensors)
+        n_elem = sum(t.n_elements for t in header.tensors)
         types: dict[str, int] = {}
-        for t in reader.tensors:
+        for t in header.tensors:
             types[t.tensor_type.name] = types.get(t.tensor_type.name, 0) + 1
-        n = len(reader.tensors)
-        data_sha = _sha256(path, int(reader.data_offset))
-    except Exception as e:  # gguf raises assorted errors on truncated or unknown files
+        n = len(header.tensors)
+        data_sha = _sha256(path, header.data_offset)
+    except Exception as e:  # a malformed header (ValueError) or an unreadable file
         raise BpcError(f"cannot read {path} as GGUF: {type(e).__name__}: {e}") from None
     if n == 0 or n_elem == 0:
         raise BpcError(f"{path} holds no tensors")
