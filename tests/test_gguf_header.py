@@ -61,3 +61,41 @@ def test_forged_counts_and_magic_are_refused_at_once(tiny_model_path, tmp_path, 
     forged.write_bytes(forge(tiny_model_path.read_bytes()))
     with pytest.raises(ValueError, match=message):
         gguf_header.read_header(forged)
+
+
+def _gguf(fields: list[tuple[str, int, bytes]], n_tensors: int = 0, tail: bytes = b"") -> bytes:
+    """A hand-made header: (key, value type, value bytes) fields, then `tail` (tensor infos, data)."""
+    def s(text: str) -> bytes:
+        return struct.pack("<Q", len(text)) + text.encode()
+    kv = b"".join(s(k) + struct.pack("<I", t) + v for k, t, v in fields)
+    return b"GGUF" + struct.pack("<IQQ", 3, n_tensors, len(fields)) + kv + tail + bytes(64)
+
+
+U32, STR, ARR, U64 = 4, 8, 9, 10
+HOSTILE = {
+    "an array of arrays": [("a", ARR, struct.pack("<IQ", ARR, 1) + struct.pack("<IQ", U32, 0))],
+    "twice": [("k", U32, struct.pack("<I", 1)), ("k", U32, struct.pack("<I", 2))],
+    "not uint32": [("general.alignment", U64, struct.pack("<Q", 32))],
+    "past the end of the file": [("general.alignment", U32, struct.pack("<I", 1 << 31))],
+    "invalid alignment": [("general.alignment", U32, struct.pack("<I", 24))],
+    "unknown value type": [("k", 13, b"")],
+    "truncated": [("k", STR, struct.pack("<Q", 2**63))],
+}
+
+
+@pytest.mark.parametrize("message", sorted(HOSTILE))
+def test_hand_made_hostile_headers_are_refused(tmp_path, message):
+    path = tmp_path / "h.gguf"
+    path.write_bytes(_gguf(HOSTILE[message]))
+    with pytest.raises(ValueError, match=message):
+        gguf_header.read_header(path)
+
+
+def test_a_tensor_named_twice_is_refused(tmp_path):
+    info = struct.pack("<Q", 1) + b"w" + struct.pack("<IQIQ", 1, 4, 0, 0)  # 4 float32 at offset 0
+    path = tmp_path / "t.gguf"
+    path.write_bytes(_gguf([], n_tensors=2, tail=info + info))
+    with pytest.raises(ValueError, match="twice"):
+        gguf_header.read_header(path)
+    path.write_bytes(_gguf([], n_tensors=1, tail=info))
+    assert [(t.name, t.shape, t.n_bytes) for t in gguf_header.read_header(path).tensors] == [("w", (4,), 16)]

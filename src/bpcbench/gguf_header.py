@@ -93,6 +93,8 @@ class _Cursor:
             item, count = self.unpack("<I"), self.unpack("<Q")
             if item in _SCALARS:
                 self.take(count * struct.calcsize(_SCALARS[item]))
+            elif item == _ARRAY:  # no writer makes them; refusing keeps the walk flat
+                raise ValueError(f"an array of arrays at offset {self.pos}")
             elif count > self.end:  # every item takes at least one byte
                 raise ValueError(f"array of {count} items in a {self.end}-byte file")
             else:
@@ -109,7 +111,7 @@ def read_header(path: str | os.PathLike) -> Header:
         if size < 24:
             raise ValueError(f"{size} bytes: too short for a GGUF header")
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            return _parse(_Cursor(buf, size))
+            return _parse(_Cursor(buf, len(buf)))
 
 
 def _parse(c: _Cursor) -> Header:
@@ -124,8 +126,13 @@ def _parse(c: _Cursor) -> Header:
     fields = {}
     for _ in range(n_kv):
         key = c.string()
-        fields[key] = c.value(c.unpack("<I"))
-    tensors = []
+        if key in fields:
+            raise ValueError(f"field {key!r} twice")
+        vtype = c.unpack("<I")
+        if key == "general.alignment" and vtype != 4:
+            raise ValueError(f"general.alignment of value type {vtype}, not uint32")
+        fields[key] = c.value(vtype)
+    tensors, names = [], set()
     for _ in range(n_tensors):
         name = c.string()
         n_dims = c.unpack("<I")
@@ -137,11 +144,16 @@ def _parse(c: _Cursor) -> Header:
             tensor_type = GGMLQuantizationType(raw_type)
         except ValueError:
             raise ValueError(f"tensor {name!r} has unknown type {raw_type}") from None
+        if name in names:
+            raise ValueError(f"tensor {name!r} twice")
+        names.add(name)
         tensors.append(Tensor(name, shape, tensor_type, offset))
     align = fields.get("general.alignment", DEFAULT_ALIGNMENT)
     if type(align) is not int or align <= 0 or align & (align - 1):
         raise ValueError(f"invalid alignment {align!r}")
     data_offset = -(-c.pos // align) * align
+    if data_offset > c.end:
+        raise ValueError(f"data section at {data_offset}, past the end of the file")
     for t in tensors:
         if data_offset + t.offset + t.n_bytes > c.end:
             raise ValueError(f"tensor {t.name!r} ends past the end of the file")

@@ -89,8 +89,9 @@ def _score(session: Session, logits: np.ndarray, symbols: np.ndarray) -> np.ndar
 
 def _plan_bits(session: Session, tokens: np.ndarray, plan: Plan, threads: int, progress,
                mix: str = "none") -> np.ndarray:
-    """Ideal bits of every token, each lane of the plan evaluated alone (and mixed, with `mix`, as the
-    coder mixes it: codec/mixing.py)."""
+    """Ideal bits of every token, each lane of the plan evaluated alone (and mixed, with `mix`: one lane
+    after another, so a plan of one lane mixes exactly as the coder does; over several lanes the coder
+    learns them step by step, interleaved, and its mixed bits differ a little: codec/mixing.py)."""
     bits = np.zeros(len(tokens))
     if not len(tokens):
         return bits

@@ -176,7 +176,8 @@ def _paired_blocks(base_ev: Evaluator, level_ev: Evaluator | None, inputs: np.nd
 
 class _Mixed:
     """Ideal bits of one model's logits with a mix mode mixed in, lane by lane of one text's plan, as
-    cross_entropy's ideal path mixes them (codec/mixing.py: one state per lane, reset when a lane starts)."""
+    cross_entropy's ideal path mixes them (codec/mixing.py: the match model starts afresh with each lane,
+    what is learned carries on from lane to lane)."""
 
     def __init__(self, mix: str, vocab: Vocabulary, plan: Plan, out: np.ndarray):
         self.tables = mixing.step_tables(mix, vocab.n_symbols, len(vocab.escape_bytes), 1, max(plan.lengths))
