@@ -13,6 +13,7 @@ ValueError, which the callers turn into their one-line errors.
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 import struct
@@ -46,10 +47,7 @@ class Tensor:
 
     @property
     def n_elements(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
     @property
     def n_bytes(self) -> int:

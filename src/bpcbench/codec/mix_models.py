@@ -176,7 +176,8 @@ def ng_count(ng_cnt, ng_tok, o, b, symbol):
 @njit(**JIT)
 def ng_score(ng_tok, ng_cnt, ng_loss, cost, symbol, chosen, wpre, before):
     """What each lam would have cost `symbol` under the context `chosen` (order, bucket, count sum, loss row),
-    with p'(symbol) = wpre / before: added to the loss row."""
+    with p'(symbol) = wpre / before: added to the loss row. Nothing where no context was chosen (order -1:
+    then wpre and before are not read)."""
     o, b, n, key = chosen[0], chosen[1], chosen[2], chosen[3]
     if o < 0:
         return

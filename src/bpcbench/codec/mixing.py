@@ -216,8 +216,7 @@ def _step_learn(slots, symbols, pred, length, order, ctxs, qs, xs, weights, coun
     for r in range(slots.shape[0]):
         if pred[r] >= 0:
             _learn_mix(weights, counts, length[r], order[r], ctxs[r], qs[r], xs[r], symbols[r] == pred[r])
-        wpre, before = (pre[r, symbols[r] % block], wnew[r, 2]) if ng[r, 0] >= 0 else (1.0, 1.0)
-        models.ng_score(ng_tok, ng_cnt, ng_loss, cost, symbols[r], ng[r], wpre, before)
+        models.ng_score(ng_tok, ng_cnt, ng_loss, cost, symbols[r], ng[r], pre[r, symbols[r] % block], wnew[r, 2])
     for r in range(slots.shape[0]):
         s = slots[r]
         models.ng_learn(hist[s], pos[s], ng_tag, ng_tok, ng_cnt, symbols[r])
@@ -250,10 +249,9 @@ def _block_mix(s, symbols, pred, length, order, wc, wx, outer, block, weights, c
                 w = w_row[0]
             _learn_mix(weights, counts, length[r], order[r], ctx, q, x, hit)
         o = ng_row[0]
-        before = w_row[2] if o >= 0 else 1.0
         add = w_row[1] * models.ng_count(ng_cnt, ng_tok, o, ng_row[1], sym) if o >= 0 and ng_row[4] > 0 else 0.0
         bits[r] = math.log2(_row_total(outer[r])) - math.log2(w + add)
-        models.ng_score(ng_tok, ng_cnt, ng_loss, cost, sym, ng_row, w, before)
+        models.ng_score(ng_tok, ng_cnt, ng_loss, cost, sym, ng_row, w, w_row[2])
         models.ng_learn(hist[s], j, ng_tag, ng_tok, ng_cnt, sym)
 
 
@@ -322,7 +320,7 @@ class MatchTables:
 
     def entries(self, blocks: np.ndarray) -> np.ndarray:
         inner = self.plain.entries(blocks)
-        slots, pred, _, _, _, _, _, wnew, ng, _ = self._row
+        _, pred, _, _, _, _, _, wnew, ng, _ = self._row
         pre = np.empty_like(inner)
         _step_inner(np.asarray(blocks, dtype=np.int64), pred, wnew, self.factor.block, inner, pre, ng, self.ng_tok,
                     self.ng_cnt)
