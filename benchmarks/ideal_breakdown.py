@@ -27,7 +27,8 @@ from bpcbench.codec import cross_entropy
 from bpcbench.codec.session import Session, Settings
 from bpcbench.corpora import load_manifest, take_prefix
 from bpcbench.llama import lanes
-from bpcbench.llama.binding import Batch, Context, usable_cores
+from bpcbench.llama.binding import Batch, usable_cores
+from side_by_side import bare_prefill  # benchmarks/ is on sys.path when this runs as a script
 
 
 class Clock:
@@ -62,26 +63,17 @@ class Clock:
 
 
 def bare(session: Session, lane: np.ndarray, threads: int, context: int, discard: int) -> tuple[float, float]:
-    """(seconds of the same decode calls with nothing scored, tokens/s of one 256 block at depth 1536);
-    `lane` is the text's model input, one lane (texts under the plan's min_lane_tokens)."""
+    """(seconds of the same decode calls with nothing scored, tokens/s of one 256 block at depth 1536 with
+    every token's logits, as side_by_side.py times it); `lane` is the text's model input, one lane (texts
+    under the plan's min_lane_tokens)."""
     model = session.model
     with lanes.StreamEvaluator(model, context=context, discard=discard, threads=threads) as ev:
         t0 = time.perf_counter()
         for _ in ev.blocks(lane):
             pass
         same = time.perf_counter() - t0
-    p, depth = 256, 1536
     tokens = np.concatenate([[model.start_token], lane]).astype(np.int32)
-    with Context(model, n_seq=1, n_ctx_per_seq=depth + p, n_batch=p, threads=threads) as ctx, Batch(p) as batch:
-        batch.set_seq_ids([0] * p)
-        batch.logits[:] = 1
-        for at in range(0, depth + p, p):
-            batch.token[:p] = tokens[at : at + p]
-            batch.pos[:p] = np.arange(at, at + p)
-            t0 = time.perf_counter()
-            batch.decode(ctx, p)
-            last = time.perf_counter() - t0
-    return same, p / last
+    return same, bare_prefill(model.path, tokens, threads, all_logits=True, reps=1)
 
 
 def main(argv: list[str] | None = None) -> int:
